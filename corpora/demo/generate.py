@@ -1,0 +1,187 @@
+"""Generate the demo corpus: a miniature CREMA-D with drawn faces and synthetic voices.
+
+Writes, under the output folder, exactly CREMA-D's layout and formats (see corpora.crema_d):
+AudioWAV/*.wav, VideoFlash/*.flv, processedResults/{summaryTable,tabulatedVotes}.csv,
+VideoDemographics.csv and SentenceFilenames.csv, plus demo_generation.yaml (the config that made
+it) and a .done stamp once complete.
+
+Every clip is drawn from the seed and its own id alone, so the output does not depend on the
+number of workers or on which clips an interrupted run had already written.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import time
+import zlib
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import yaml
+from tqdm import tqdm
+
+from corpora import crema_d
+from corpora.crema_d import ClipName, recorded_clips
+from corpora.demo import media
+from corpora.demo.actors import Actor, make_actors
+from corpora.demo.face import FaceRenderer, noise_bank
+from corpora.demo.timeline import ClipTimeline, plan_clip
+from corpora.demo.voice import synthesize
+from corpora.demo.votes import RatedClip, write_vote_tables
+from pipeline.config import option, to_yaml
+
+# Bump when a change to the generator changes what it writes, so old corpora are regenerated.
+GENERATOR_VERSION = 1
+CONFIG_FILE = "demo_generation.yaml"
+DONE_FILE = ".done"
+
+
+@dataclass
+class DemoConfig:
+    out_dir: Path = option(Path("data/raw/demo"), "folder the corpus is written to")
+    actors: int = option(10, "number of actors, alternately male and female")
+    sentences: int = option(12, "sentences per actor, taken in CREMA-D's order (1-12)")
+    seed: int = option(0, "random seed; the same seed gives the same corpus")
+    workers: int = option(os.cpu_count() or 1, "parallel worker processes")
+    force: bool = option(False, "regenerate even when a finished corpus with this config exists")
+
+    def validate(self) -> None:
+        if self.actors < 1:
+            raise ValueError(f"--actors must be at least 1, got {self.actors}")
+        if not 1 <= self.sentences <= len(crema_d.SENTENCES):
+            raise ValueError(f"--sentences must be between 1 and {len(crema_d.SENTENCES)}, got {self.sentences}")
+        if self.workers < 1:
+            raise ValueError(f"--workers must be at least 1, got {self.workers}")
+
+    def identity(self) -> dict:
+        """What determines the corpus's content (not where or how fast it is written)."""
+        return {"generator_version": GENERATOR_VERSION, "actors": self.actors,
+                "sentences": self.sentences, "seed": self.seed}
+
+
+@dataclass(frozen=True)
+class GenerationReport:
+    clips: int
+    written: int  # clips written by this run (the others existed already)
+    audio_seconds: float
+    elapsed_seconds: float
+    skipped: bool  # the finished corpus existed and nothing was done
+
+
+def generate(config: DemoConfig) -> GenerationReport:
+    config.validate()
+    started = time.monotonic()
+    out = config.out_dir
+    if _is_finished(out, config) and not config.force:
+        clips = (out / crema_d.SENTENCE_FILENAMES).read_text().splitlines()[1:]
+        return GenerationReport(len(clips), 0, 0.0, time.monotonic() - started, skipped=True)
+    _prepare_folder(out, config)
+
+    actors = make_actors(config.actors, config.seed)
+    sentences = tuple(crema_d.SENTENCES)[: config.sentences]
+    clips = [clip for actor in actors for clip in recorded_clips(actor.actor_id, sentences)]
+    _write_metadata(out, actors, clips)
+
+    pending = [clip for clip in clips if not _clip_exists(out, clip)]
+    durations = _render_all(pending, actors, config)
+    by_id = {actor.actor_id: actor for actor in actors}
+    timelines = {clip: _timeline(clip, by_id[clip.actor], config.seed) for clip in clips}
+    rated = [RatedClip(c.id, c.emotion, timelines[c].face_intensity, timelines[c].voice_intensity) for c in clips]
+    write_vote_tables(rated, out / crema_d.RESULTS_DIR, config.seed)
+    (out / DONE_FILE).write_text(yaml.safe_dump(config.identity()))
+    return GenerationReport(len(clips), len(pending), sum(durations), time.monotonic() - started, skipped=False)
+
+
+def _is_finished(out: Path, config: DemoConfig) -> bool:
+    done = out / DONE_FILE
+    return done.exists() and yaml.safe_load(done.read_text()) == config.identity()
+
+
+def _prepare_folder(out: Path, config: DemoConfig) -> None:
+    """Resume a run of the same config; otherwise start from an empty folder we own."""
+    saved = out / CONFIG_FILE
+    if out.exists() and any(out.iterdir()):
+        if not saved.exists():
+            raise FileExistsError(f"{out} is not empty and was not written by the demo generator; "
+                                  "choose another --out-dir or empty it")
+        same = yaml.safe_load(saved.read_text()).get("identity") == config.identity()
+        if config.force or not same:
+            shutil.rmtree(out)
+    for folder in (out / crema_d.AUDIO_DIR, out / crema_d.VIDEO_DIR):
+        folder.mkdir(parents=True, exist_ok=True)
+        media.remove_partial_files(folder)
+    saved.write_text(yaml.safe_dump({"identity": config.identity()}, sort_keys=False) + to_yaml(config))
+
+
+def _write_metadata(out: Path, actors: list[Actor], clips: list[ClipName]) -> None:
+    lines = ['"ActorID","Age","Sex","Race","Ethnicity"']
+    lines += [f'{a.actor_id},{a.age},"{a.sex}","{a.race}","{a.ethnicity}"' for a in actors]
+    (out / crema_d.DEMOGRAPHICS).write_text("\n".join(lines) + "\n")
+    lines = ['"Stimulus_Number","Filename"'] + [f'{i},"{c.id}"' for i, c in enumerate(clips, start=1)]
+    (out / crema_d.SENTENCE_FILENAMES).write_text("\n".join(lines) + "\n")
+
+
+def _clip_exists(out: Path, clip: ClipName) -> bool:
+    return (_wav_path(out, clip)).exists() and (_flv_path(out, clip)).exists()
+
+
+def _wav_path(out: Path, clip: ClipName) -> Path:
+    return out / crema_d.AUDIO_DIR / f"{clip.id}.wav"
+
+
+def _flv_path(out: Path, clip: ClipName) -> Path:
+    return out / crema_d.VIDEO_DIR / f"{clip.id}.flv"
+
+
+def _clip_rng(seed: int, clip: ClipName, stream: int) -> np.random.Generator:
+    """Independent random streams per clip: 0 timeline, 1 voice, 2 face."""
+    return np.random.default_rng([seed, zlib.crc32(clip.id.encode()), stream])
+
+
+def _timeline(clip: ClipName, actor: Actor, seed: int) -> ClipTimeline:
+    return plan_clip(clip, actor, _clip_rng(seed, clip, 0))
+
+
+# Worker state, set once per process by _init_worker.
+_worker: dict = {}
+
+
+def _init_worker(actors: list[Actor], out: Path, seed: int) -> None:
+    import cv2
+
+    cv2.setNumThreads(1)
+    bank = noise_bank(seed)
+    _worker.update(out=out, seed=seed, actors={a.actor_id: a for a in actors},
+                   renderers={a.actor_id: FaceRenderer(a, bank) for a in actors})
+
+
+def _render_clip(clip: ClipName) -> float:
+    """Write one clip's WAV and FLV; returns its duration in seconds."""
+    actor = _worker["actors"][clip.actor]
+    seed, out = _worker["seed"], _worker["out"]
+    timeline = _timeline(clip, actor, seed)
+    samples = synthesize(clip, actor, timeline, _clip_rng(seed, clip, 1))
+    frames = _worker["renderers"][clip.actor].frames(clip, timeline, _clip_rng(seed, clip, 2))
+    media.write_flv(_flv_path(out, clip), frames, samples)
+    media.write_wav(_wav_path(out, clip), samples)
+    return timeline.duration
+
+
+def _render_all(clips: list[ClipName], actors: list[Actor], config: DemoConfig) -> list[float]:
+    progress = tqdm(total=len(clips), unit="clip", desc="demo corpus", disable=not clips)
+    durations = []
+    if config.workers == 1:
+        _init_worker(actors, config.out_dir, config.seed)
+        for clip in clips:
+            durations.append(_render_clip(clip))
+            progress.update()
+    else:
+        with ProcessPoolExecutor(config.workers, initializer=_init_worker,
+                                 initargs=(actors, config.out_dir, config.seed)) as pool:
+            for duration in pool.map(_render_clip, clips, chunksize=4):
+                durations.append(duration)
+                progress.update()
+    progress.close()
+    return durations
