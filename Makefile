@@ -6,13 +6,15 @@ VENV := .venv
 PY := $(VENV)/bin/python
 SETUP_STAMP := $(VENV)/.setup-done
 DEMO_DIR := data/raw/demo
+DATASET ?= demo
+PARTITION ?= 1
 FORCE ?= 0
 FORCE_FLAG := $(if $(filter 1 true yes,$(FORCE)),--force,)
 # Extra options for a stage, e.g. make demo-data ARGS="--actors 20 --seed 3"
 ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help setup models test demo demo-data demo-check lock clean-demo
+.PHONY: help setup models test demo demo-data demo-check manifest stats lock clean-demo
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -38,8 +40,15 @@ demo-data: $(SETUP_STAMP) ## write the demo corpus to data/raw/demo (a miniature
 demo-check: demo-data ## measure how well each modality separates the demo corpus's emotions
 	$(PY) -m pipeline.demo_separability --corpus-dir $(DEMO_DIR) $(ARGS)
 
-demo: demo-data ## the main job on the demo corpus: data, then each stage that exists so far
+demo: demo-data ## the main job on the demo corpus: data, corpus report, then each stage that exists so far
+	$(PY) -m pipeline.stats --dataset demo --partition 1 $(FORCE_FLAG)
 	$(PY) -m pipeline.demo_separability --corpus-dir $(DEMO_DIR)
+
+manifest: $(SETUP_STAMP) ## index a corpus into data/manifests/ (DATASET=demo|crema|improv|folder, PARTITION=1-5)
+	$(PY) -m pipeline.manifest --dataset $(DATASET) --partition $(PARTITION) $(FORCE_FLAG) $(ARGS)
+
+stats: $(SETUP_STAMP) ## corpus report (builds the manifest if missing): table, stats.txt, class chart PNG
+	$(PY) -m pipeline.stats --dataset $(DATASET) --partition $(PARTITION) $(FORCE_FLAG) $(ARGS)
 
 lock: ## re-resolve requirements.lock from the pins in pyproject.toml (in a scratch venv)
 	rm -rf .lock-venv && $(PYTHON) -m venv .lock-venv

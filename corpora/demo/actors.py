@@ -19,6 +19,7 @@ SKIN_TONES = ((203, 222, 246), (170, 200, 235), (140, 180, 225), (100, 145, 198)
 HAIR_COLOURS = ((20, 20, 25), (30, 45, 70), (40, 75, 120), (90, 150, 200), (40, 60, 150), (150, 150, 155))
 IRIS_COLOURS = ((60, 40, 20), (90, 120, 40), (120, 90, 30), (40, 60, 100))
 HAIR_STYLES = ("short", "long", "crew")
+MIN_BACKGROUND_CONTRAST = 45  # grey levels between face and backdrop
 RACES = (("Caucasian", 0.55), ("African American", 0.25), ("Asian", 0.1), ("Unknown", 0.1))
 
 
@@ -112,7 +113,7 @@ def _face_style(rng: np.random.Generator, sex: str) -> FaceStyle:
     centre = (width / 2 + rng.uniform(-45, 45), height / 2 + rng.uniform(-8, 22))
     skin = _colour(rng, SKIN_TONES, 8)
     lips = tuple(int(c) for c in np.clip(np.array(skin) * [0.7, 0.62, 0.95] + [10, 0, 25], 0, 255))
-    background = np.array(rng.integers(60, 200, 3))
+    background = _background_colour(rng, skin)
     return FaceStyle(
         centre=centre,
         half_width=half_width,
@@ -140,6 +141,21 @@ def _face_style(rng: np.random.Generator, sex: str) -> FaceStyle:
         rest_eye_open=rng.normal(0.0, 0.1),
         head_sway=rng.uniform(1.5, 4.0),
     )
+
+
+def _luminance(bgr) -> float:
+    return 0.114 * bgr[0] + 0.587 * bgr[1] + 0.299 * bgr[2]
+
+
+def _background_colour(rng: np.random.Generator, skin) -> np.ndarray:
+    """A backdrop clearly lighter or darker than the face: a face that merges into its background
+    in grey levels is lost by luminance-based detectors (and by real cameras)."""
+    colour = rng.integers(60, 200, 3).astype(float)
+    gap = _luminance(colour) - _luminance(skin)
+    if abs(gap) < MIN_BACKGROUND_CONTRAST:
+        direction = 1.0 if _luminance(skin) < 128 else -1.0
+        colour = np.clip(colour + direction * (MIN_BACKGROUND_CONTRAST + abs(gap)), 20, 235)
+    return colour.astype(int)
 
 
 def _voice_style(rng: np.random.Generator, sex: str) -> VoiceStyle:

@@ -27,6 +27,7 @@ RENDER_SCALE = 0.5
 NOISE_BANK_SIZE = 8
 NOISE_SIGMA = 3.0
 NOISE_OFFSET = 16  # noise is stored as uint8 around this value
+SCLERA_CONTRAST = 40  # grey levels the eye white may be above the skin
 LIGHT_SWING = 0.3  # brightness difference between the lit and the shaded side of the frame
 
 
@@ -43,6 +44,7 @@ class FaceRenderer:
     def __init__(self, actor: Actor, noise_bank: np.ndarray):
         self.style = actor.face
         self.background = _background(self.style)
+        self.sclera = _sclera(self.style.skin)
         self.noise_bank = noise_bank
 
     def frames(self, clip: ClipName, timeline: ClipTimeline, rng: np.random.Generator) -> Iterator[np.ndarray]:
@@ -99,7 +101,10 @@ class FaceRenderer:
         half_width = s.eye_width * a
         for side in (-1, 1):
             cx, cy = side * s.eye_spacing * a, -s.eye_height * b
-            _ellipse(frame, to_frame, (cx, cy), (half_width, opening), (235, 240, 240))
+            # Shaded eye sockets: the dark band across the eyes that face detectors key on.
+            _ellipse(frame, to_frame, (cx, cy - 0.02 * b), (1.45 * half_width, 2.6 * s.eye_opening * b),
+                     _shade(s.skin, 0.7))
+            _ellipse(frame, to_frame, (cx, cy), (half_width, opening), self.sclera)
             iris = min(0.5 * half_width, 0.95 * opening + 1.0)
             _ellipse(frame, to_frame, (cx, cy), (0.5 * half_width, iris), s.iris)
             _ellipse(frame, to_frame, (cx, cy), (0.2 * half_width, min(0.2 * half_width, iris)), (15, 15, 15))
@@ -112,7 +117,7 @@ class FaceRenderer:
         raise_px = (s.rest_brow_raise + cues.brow_raise) * b
         tilt_px = (s.rest_brow_tilt + cues.brow_tilt) * 0.12 * b
         base_y = -(s.eye_height + s.brow_gap) * b - raise_px
-        colour = _shade(s.hair, 0.8)
+        colour = _shade(s.hair, 0.5)
         for side in (-1, 1):
             inner_x = side * (s.eye_spacing - 0.7 * s.eye_width) * a
             outer_x = side * (s.eye_spacing + 1.1 * s.eye_width) * a
@@ -237,6 +242,23 @@ def _curve(ends, control) -> list[tuple[float, float]]:
     xs = (1 - u) ** 2 * x0 + 2 * u * (1 - u) * control[0] + u**2 * x1
     ys = (1 - u) ** 2 * y0 + 2 * u * (1 - u) * control[1] + u**2 * y1
     return list(zip(xs, ys))
+
+
+def _sclera(skin) -> tuple[int, int, int]:
+    """Eye white no brighter than a little above the skin, as a camera sees it in a shaded socket;
+    a white far brighter than dark skin would turn the eye band bright, unlike any real face."""
+    white = (235, 240, 240)
+    room = _luminance(white) - _luminance(skin)
+    return _mix(white, skin, float(np.clip(1 - SCLERA_CONTRAST / max(room, 1e-6), 0, 1)))
+
+
+def _luminance(bgr) -> float:
+    return 0.114 * bgr[0] + 0.587 * bgr[1] + 0.299 * bgr[2]
+
+
+def _mix(colour, other, weight: float) -> tuple[int, int, int]:
+    """``colour`` moved by ``weight`` towards ``other``."""
+    return tuple(int((1 - weight) * c + weight * o) for c, o in zip(colour, other))
 
 
 def _shade(colour, factor: float) -> tuple[int, int, int]:

