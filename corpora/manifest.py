@@ -1,0 +1,258 @@
+"""The manifest: the one index of a corpus that every later stage reads.
+
+A manifest folder (``data/manifests/<dataset>/<selection>/``) holds:
+
+``manifest.csv``
+    One row per clip, the columns of ``COLUMNS`` in that order:
+
+    ============  =================================================================================
+    clip_id       the corpus's own clip name (CREMA-D ``1001_IEO_ANG_HI``, MSP-IMPROV
+                  ``MSP-IMPROV-S01A-F01-P-FM01``, a plain folder: the path below it, no extension)
+    audio_path    file the audio is read from, relative to the corpus root: a WAV, or the video
+                  itself when its audio track is to be used; empty when the clip has no audio
+    video_path    the video, relative to the corpus root; empty when the clip has no video
+    speaker       speaker id (CREMA-D actor ``1001``, MSP-IMPROV ``F01``); empty when unknown
+    sex           ``Male``, ``Female`` or empty when unknown
+    label         class name under the label rule; empty when the rule gives none
+    soft_label    class probabilities in the manifest's class order, ``;``-joined; empty when
+                  the rule has none (the ``intended`` rule, unlabelled recordings)
+    split         ``train``, ``development``, ``test``, or empty: excluded, or a recording to
+                  predict on
+    excluded      why a clip is in no split (e.g. ``tie``, ``no majority``); empty otherwise
+    intended      the emotion the speaker was asked to portray (from the file name)
+    sentence      corpus fields, empty where the corpus has none: CREMA-D sentence code and
+    level         intensity level, MSP-IMPROV sentence, session and recording scenario
+    session
+    scenario
+    ============  =================================================================================
+
+``manifest.yaml``
+    The dataset, the corpus and its root, the class order, the label rule, the rating modality,
+    the partition (index or file), the split rule, and the config of the stage that wrote it.
+    Written last, so a manifest folder without it is unfinished.
+
+``skipped.csv``
+    Files the reader could not use (a clip name that does not parse, a duplicate, ...), and why.
+
+Media paths are stored relative to the corpus root and the root once in ``manifest.yaml``, so a
+corpus moved elsewhere is reached by ``load_manifest(path, corpus_root=new_place)``. The root is
+stored relative to the repository when the corpus lies inside it (``data/raw/demo``), otherwise
+as given.
+"""
+from __future__ import annotations
+
+import csv
+import os
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+import yaml
+
+COLUMNS = ("clip_id", "audio_path", "video_path", "speaker", "sex", "label", "soft_label", "split",
+           "excluded", "intended", "sentence", "level", "session", "scenario")
+SPLITS = ("train", "development", "test")
+SEXES = ("Male", "Female")
+MANIFEST_FILE = "manifest.csv"
+META_FILE = "manifest.yaml"
+SKIPPED_FILE = "skipped.csv"
+REPO_ROOT = Path(__file__).resolve().parents[1]
+# Soft labels are rounded so that writing and reading a manifest gives back the same numbers.
+SOFT_LABEL_DECIMALS = 6
+
+
+class CorpusError(Exception):
+    """Bad input that stops a stage; the message names the file and says what to do."""
+
+
+@dataclass(frozen=True)
+class ClipRecord:
+    """One row of a manifest."""
+
+    clip_id: str
+    audio_path: str = ""
+    video_path: str = ""
+    speaker: str = ""
+    sex: str = ""
+    label: str = ""
+    soft_label: tuple[float, ...] = ()
+    split: str = ""
+    excluded: str = ""
+    intended: str = ""
+    sentence: str = ""
+    level: str = ""
+    session: str = ""
+    scenario: str = ""
+
+
+@dataclass(frozen=True)
+class SkippedFile:
+    path: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class Corpus:
+    """What a reader returns: every clip, labelled under one rule, not yet split."""
+
+    name: str
+    root: Path
+    classes: tuple[str, ...]
+    label_rule: str
+    ratings: str
+    clips: list[ClipRecord]
+    skipped: list[SkippedFile]
+
+
+@dataclass(frozen=True)
+class ManifestMeta:
+    dataset: str
+    corpus: str
+    corpus_root: str
+    classes: tuple[str, ...]
+    label_rule: str
+    ratings: str
+    partition: int  # 1-5, or 0 when none was generated (a partition file, or unlabelled data)
+    partition_file: str
+    split_rule: str
+    config: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Manifest:
+    meta: ManifestMeta
+    clips: list[ClipRecord]
+    root: Path  # the corpus root media paths are relative to
+
+    def media(self, relative: str) -> Path | None:
+        """Where a clip's ``audio_path`` or ``video_path`` is on this machine."""
+        return self.root / relative if relative else None
+
+    def in_split(self, split: str) -> list[ClipRecord]:
+        return [clip for clip in self.clips if clip.split == split]
+
+
+@dataclass(frozen=True)
+class LabelDecision:
+    label: str
+    soft_label: tuple[float, ...]
+    excluded: str
+
+
+def label_from_votes(counts: Sequence[int], classes: Sequence[str], rule: str, other_votes: int = 0) -> LabelDecision:
+    """Apply a perceived-label rule to one clip's votes (``counts`` in class order).
+
+    ``other_votes`` are votes for none of the classes (MSP-IMPROV's "Other"): they count in the
+    total a plurality or majority needs, not in the class probabilities.
+    plurality: the class with the most votes; a tie, or "other" on top, gives no label.
+    majority: a class with more than half of all votes, otherwise no label.
+    distributional: the vote shares as a soft label, and the plurality class as the label when
+    there is one; only a clip without any class vote is excluded.
+    """
+    class_votes = sum(counts)
+    if class_votes == 0:
+        return LabelDecision("", (), "no votes")
+    soft = tuple(round(count / class_votes, SOFT_LABEL_DECIMALS) for count in counts)
+    top = max(counts)
+    unique_top = list(counts).count(top) == 1 and top > other_votes
+    top_class = classes[list(counts).index(top)] if unique_top else ""
+    if rule == "distributional":
+        return LabelDecision(top_class, soft, "")
+    if rule == "plurality":
+        if top_class:
+            return LabelDecision(top_class, soft, "")
+        return LabelDecision("", soft, "other on top" if other_votes > top else "tie")
+    if rule == "majority":
+        if top > (class_votes + other_votes) / 2:
+            return LabelDecision(classes[list(counts).index(top)], soft, "")
+        return LabelDecision("", soft, "no majority")
+    raise ValueError(f"label_from_votes does not apply the rule {rule!r}")
+
+
+def repo_relative(path: Path) -> str:
+    """``path`` relative to the repository when inside it, else absolute."""
+    resolved = path.resolve()
+    try:
+        return resolved.relative_to(REPO_ROOT).as_posix()
+    except ValueError:
+        return str(resolved)
+
+
+def _format_row(clip: ClipRecord) -> dict[str, str]:
+    row = {name: getattr(clip, name) for name in COLUMNS}
+    row["soft_label"] = ";".join(repr(p) for p in clip.soft_label)
+    return row
+
+
+def _parse_row(row: dict[str, str], path: Path, line: int) -> ClipRecord:
+    try:
+        soft = tuple(float(p) for p in row["soft_label"].split(";")) if row["soft_label"] else ()
+    except ValueError:
+        raise CorpusError(f"{path} line {line}: soft_label {row['soft_label']!r} is not ';'-joined numbers; "
+                          "rebuild the manifest (make manifest FORCE=1)") from None
+    values = {name: row[name] for name in COLUMNS if name != "soft_label"}
+    return ClipRecord(soft_label=soft, **values)
+
+
+def write_manifest(folder: Path, meta: ManifestMeta, clips: list[ClipRecord], skipped: list[SkippedFile]) -> None:
+    """Write the three files; ``manifest.yaml`` last, as the mark of a finished manifest."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / META_FILE).unlink(missing_ok=True)
+    _write_csv(folder / MANIFEST_FILE, COLUMNS, [_format_row(clip) for clip in clips])
+    _write_csv(folder / SKIPPED_FILE, ("path", "reason"), [asdict(s) for s in skipped])
+    meta_values = asdict(meta)
+    meta_values["classes"] = list(meta.classes)
+    meta_values["columns"] = list(COLUMNS)
+    _atomic_write(folder / META_FILE, yaml.safe_dump(meta_values, sort_keys=False))
+
+
+def _write_csv(path: Path, columns: Sequence[str], rows: list[dict]) -> None:
+    temporary = path.with_suffix(".tmp")
+    with temporary.open("w", newline="") as stream:
+        writer = csv.DictWriter(stream, fieldnames=list(columns))
+        writer.writeheader()
+        writer.writerows(rows)
+    os.replace(temporary, path)
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    temporary = path.with_suffix(".tmp")
+    temporary.write_text(text)
+    os.replace(temporary, path)
+
+
+def load_meta(folder: Path) -> ManifestMeta:
+    path = folder / META_FILE
+    if not path.is_file():
+        raise CorpusError(f"{path} not found: the manifest is missing or unfinished; build it with make manifest")
+    values = yaml.safe_load(path.read_text())
+    names = {f.name for f in fields(ManifestMeta)}
+    if not isinstance(values, dict) or not names <= values.keys():
+        raise CorpusError(f"{path}: not a manifest description (needs {', '.join(sorted(names))}); "
+                          "rebuild the manifest (make manifest FORCE=1)")
+    if values.get("columns") != list(COLUMNS):
+        raise CorpusError(f"{path}: written with other columns than this code reads; "
+                          "rebuild the manifest (make manifest FORCE=1)")
+    values = {name: values[name] for name in names}
+    values["classes"] = tuple(values["classes"])
+    return ManifestMeta(**values)
+
+
+def load_manifest(path: Path, corpus_root: Path | None = None) -> Manifest:
+    """Read a manifest folder (or its manifest.csv); ``corpus_root`` overrides the stored root."""
+    folder = path.parent if path.name == MANIFEST_FILE else path
+    meta = load_meta(folder)
+    csv_path = folder / MANIFEST_FILE
+    with csv_path.open(newline="") as stream:
+        reader = csv.DictReader(stream)
+        if tuple(reader.fieldnames or ()) != COLUMNS:
+            raise CorpusError(f"{csv_path}: columns are not {','.join(COLUMNS)}; "
+                              "rebuild the manifest (make manifest FORCE=1)")
+        clips = [_parse_row(row, csv_path, line) for line, row in enumerate(reader, start=2)]
+    root = corpus_root if corpus_root is not None else REPO_ROOT / meta.corpus_root
+    return Manifest(meta, clips, root)
+
+
+def load_skipped(folder: Path) -> list[SkippedFile]:
+    with (folder / SKIPPED_FILE).open(newline="") as stream:
+        return [SkippedFile(row["path"], row["reason"]) for row in csv.DictReader(stream)]
