@@ -14,7 +14,7 @@ FORCE_FLAG := $(if $(filter 1 true yes,$(FORCE)),--force,)
 ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help setup models test demo demo-data demo-check manifest stats lock clean-demo
+.PHONY: help setup models test demo demo-data demo-check manifest stats features verify-features features-floor lock clean-demo
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -42,6 +42,8 @@ demo-check: demo-data ## measure how well each modality separates the demo corpu
 
 demo: demo-data ## the main job on the demo corpus: data, corpus report, then each stage that exists so far
 	$(PY) -m pipeline.stats --dataset demo --partition 1 $(FORCE_FLAG)
+	$(PY) -m pipeline.features --dataset demo
+	$(PY) -m pipeline.verify_features --dataset demo
 	$(PY) -m pipeline.demo_separability --corpus-dir $(DEMO_DIR)
 
 manifest: $(SETUP_STAMP) ## index a corpus into data/manifests/ (DATASET=demo|crema|improv|folder, PARTITION=1-5)
@@ -49,6 +51,15 @@ manifest: $(SETUP_STAMP) ## index a corpus into data/manifests/ (DATASET=demo|cr
 
 stats: $(SETUP_STAMP) ## corpus report (builds the manifest if missing): table, stats.txt, class chart PNG
 	$(PY) -m pipeline.stats --dataset $(DATASET) --partition $(PARTITION) $(FORCE_FLAG) $(ARGS)
+
+features: $(SETUP_STAMP) ## extract log-mels and face embeddings into HDF5 shards (DATASET=demo|crema|improv|folder)
+	$(PY) -m pipeline.features --dataset $(DATASET) $(FORCE_FLAG) $(ARGS)
+
+verify-features: $(SETUP_STAMP) ## check the newest extraction of DATASET: every clip once, finite, right shapes
+	$(PY) -m pipeline.verify_features --dataset $(DATASET) $(ARGS)
+
+features-floor: $(SETUP_STAMP) ## decode-only pass over the same clips: the speed floor of make features
+	$(PY) -m pipeline.decode_floor --dataset $(DATASET) $(ARGS)
 
 lock: ## re-resolve requirements.lock from the pins in pyproject.toml (in a scratch venv)
 	rm -rf .lock-venv && $(PYTHON) -m venv .lock-venv

