@@ -20,7 +20,7 @@ import sys
 import time
 from collections import Counter
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from importlib import metadata
 from pathlib import Path
 
@@ -207,8 +207,8 @@ class RunReport:
     face_frames: int = 0
     audio_missing: int = 0
     video_missing: int = 0
-    failures: list = None
-    seconds: Counter = None
+    failures: list[tuple[str, str]] = field(default_factory=list)  # (clip id, why)
+    seconds: Counter = field(default_factory=Counter)  # time per part, summed over processes
     wall: float = 0.0
 
     def summary(self) -> str:
@@ -250,7 +250,7 @@ def extract(config: FeaturesConfig) -> tuple[Path, RunReport]:
                         mel.win_length)
     writer = ShardWriter(folder, prefix, config.clips_per_shard, mel.n_mels, encoder.embedding_dim)
     extractor = Extractor(encoder, LogMel(mel, device), writer, config.embed_batch)
-    report = RunReport(skipped=len(jobs) - len(todo), failures=[], seconds=Counter())
+    report = RunReport(skipped=len(jobs) - len(todo))
     initargs = (config.detector, str(detector_file or ""), track)
     for media in tqdm(run_workers(todo, config.workers, initargs), total=len(todo), unit="clip",
                       desc=f"features {prefix}", disable=not todo):
