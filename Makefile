@@ -17,7 +17,7 @@ ARGS ?=
 .PHONY: help setup models test demo demo-data demo-check manifest stats features verify-features features-floor lock clean-demo
 
 help: ## list the targets
-	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
+	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
 
 setup: $(SETUP_STAMP) ## create .venv with the locked dependencies and fetch the pinned model files
 
