@@ -1,0 +1,1 @@
+"""AuxFormer: the network (auxformer.py), its transformer blocks (attention.py), the reference-checkpoint converter."""

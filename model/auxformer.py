@@ -1,0 +1,252 @@
+"""AuxFormer (Goncalves and Busso, ICASSP 2022): the audiovisual network and its config.
+
+Data flow, for a batch of clips with an audio sequence and a video sequence each::
+
+    audio (B, Ta, audio_dim) -> 1x1 conv -> (B, Ta, width) -+-> audio_with_video -> audio_fusion -+
+                                                           |                                     |
+    video (B, Tv, video_dim) -> 1x1 conv -> (B, Tv, width) -+-> video_with_audio -> video_fusion -+
+                                                                                                 |
+    last valid steps of both fusions, concatenated (2 * width) -> fusion_head -> audio-visual logits
+    projected audio -> audio_auxiliary x3 -> last valid step -> auxiliary_head -> audio logits
+    projected video -> video_auxiliary x3 -> last valid step -> auxiliary_head -> visual logits
+
+A 1x1 convolution is applied only to an input whose size differs from ``width``, as the
+reference does (it projects its 1024-d audio and uses its 50-d video as is). The two
+cross-modal transformers (queries from one modality, keys and values from the other) add
+sinusoidal positions; the others do not. The fusion transformers mix each residual branch as
+``a * x + (1 - a) * branch`` with a learnable scalar ``a`` per layer. Each auxiliary
+transformer is one set of weights applied three times in a row, and one head (shared weights)
+classifies both auxiliary branches. Training combines the three outputs' losses, and random
+modality drop-out teaches the model to cope with a missing modality; both are left to the
+training code.
+
+Where this model differs from the reference implementation (github.com/ilucasgoncalves/AuxFormer):
+
+* Padding. The reference has no padding masks and reads each clip's representation at the
+  last *padded* step, so a clip's prediction changes with the clips it is batched with. Here
+  every attention has a key padding mask, the causal mask uses each clip's own lengths, and the
+  representation is read at the last *valid* step: predictions do not depend on batching. On a
+  batch without padding both compute the same function (model/convert_reference.py maps the
+  weights), up to the positions of steps whose first feature is exactly 0 (next point).
+* Positions. The reference gives a step no positional embedding when its first feature is
+  exactly 0 (a leftover of fairseq's token padding); here padding is known from the lengths,
+  so every valid step gets its position and only padding gets none.
+* Missing modality. The reference's modality drop-out (its train.py) multiplies the dropped
+  input by zero: the video features, or the audio waveform before its wav2vec2 encoder. Here a
+  missing modality is given as length 0 (its tensor may have any number of steps, even 0, and
+  its content is ignored): it is attended as one all-zero step with no positional embedding,
+  which is what the reference's transformers see at each step of zeroed features, and it
+  never produces NaN. A zero-filled sequence with a non-zero length is ordinary data.
+* Any audio and video sizes (the reference fixes 1024 and 50), an explicit config instead of
+  an argparse namespace, and batch-first tensors.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from typing import Any, Mapping, NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from model.attention import TransformerEncoder
+
+# The reference applies each auxiliary transformer (one set of weights) this many times in a row.
+AUXILIARY_PASSES = 3
+
+DROPOUT_FIELDS = ("attn_dropout", "cross_attn_dropout", "relu_dropout", "res_dropout", "embed_dropout", "out_dropout")
+
+
+@dataclass
+class AuxFormerConfig:
+    """Sizes and regularisation of AuxFormer; the defaults are the reference's.
+
+    ``attn_dropout`` applies to the self-attention transformers; the reference fixes the
+    cross-modal ones at ``cross_attn_dropout`` = 0. ``aux_hidden_dims`` are the hidden sizes of
+    the shared auxiliary head (the reference's 512 and 256). ``causal_mask`` is the reference's
+    ``attn_mask`` (on unless ``--attn_mask`` is given).
+    """
+
+    audio_dim: int = 1024
+    video_dim: int = 50
+    n_classes: int = 6
+    width: int = 50
+    num_heads: int = 10
+    num_layers: int = 5
+    aux_hidden_dims: tuple[int, ...] = (512, 256)
+    attn_dropout: float = 0.1
+    cross_attn_dropout: float = 0.0
+    relu_dropout: float = 0.1
+    res_dropout: float = 0.1
+    embed_dropout: float = 0.25
+    out_dropout: float = 0.2
+    causal_mask: bool = True
+
+    def __post_init__(self) -> None:
+        self.aux_hidden_dims = tuple(self.aux_hidden_dims)
+        sizes = {"audio_dim": self.audio_dim, "video_dim": self.video_dim, "n_classes": self.n_classes,
+                 "num_heads": self.num_heads, "num_layers": self.num_layers}
+        for name, size in sizes.items():
+            if size < 1:
+                raise ValueError(f"{name} must be at least 1, got {size}")
+        # The sinusoid frequencies divide by width // 2 - 1.
+        if self.width < 4 or self.width % self.num_heads:
+            raise ValueError(
+                f"width must be at least 4 and divisible by num_heads, got {self.width} and {self.num_heads}"
+            )
+        if not self.aux_hidden_dims or min(self.aux_hidden_dims) < 1:
+            raise ValueError(f"aux_hidden_dims must be positive sizes, got {self.aux_hidden_dims}")
+        for name in DROPOUT_FIELDS:
+            if not 0.0 <= getattr(self, name) < 1.0:
+                raise ValueError(f"{name} must be in [0, 1), got {getattr(self, name)}")
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-able values, for checkpoints and run folders."""
+        values = asdict(self)
+        values["aux_hidden_dims"] = list(self.aux_hidden_dims)
+        return values
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any]) -> AuxFormerConfig:
+        """The config ``to_dict`` wrote; a missing field takes its default, an unknown one is an error."""
+        unknown = sorted(set(values) - {field.name for field in fields(cls)})
+        if unknown:
+            raise ValueError(f"unknown AuxFormerConfig fields: {', '.join(unknown)}")
+        return cls(**values)
+
+
+class AuxFormerOutputs(NamedTuple):
+    """Logits (B, n_classes) of the three heads."""
+
+    audio_visual: torch.Tensor
+    audio: torch.Tensor
+    visual: torch.Tensor
+
+
+class ResidualHead(nn.Module):
+    """MLP back to the input size, added to its input, then a linear classifier.
+
+    ReLU and dropout follow every layer of the MLP except the last, as in the reference's heads.
+    """
+
+    def __init__(self, in_dim: int, hidden_dims: tuple[int, ...], n_classes: int, dropout: float):
+        super().__init__()
+        sizes = (in_dim, *hidden_dims, in_dim)
+        self.layers = nn.ModuleList(nn.Linear(size_in, size_out) for size_in, size_out in zip(sizes, sizes[1:]))
+        self.classifier = nn.Linear(in_dim, n_classes)
+        self.dropout = dropout
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        hidden = x
+        for layer in self.layers[:-1]:
+            hidden = F.dropout(F.relu(layer(hidden)), p=self.dropout, training=self.training)
+        return self.classifier(self.layers[-1](hidden) + x)
+
+
+class AuxFormer(nn.Module):
+    """AuxFormer on padded batches; see the module docstring for the architecture."""
+
+    def __init__(self, config: AuxFormerConfig):
+        super().__init__()
+        self.config = config
+        width = config.width
+        self.audio_projection = _input_projection(config.audio_dim, width)
+        self.video_projection = _input_projection(config.video_dim, width)
+
+        self.audio_with_video = self._encoder(config.cross_attn_dropout, add_positions=True)
+        self.video_with_audio = self._encoder(config.cross_attn_dropout, add_positions=True)
+        self.audio_fusion = self._encoder(config.attn_dropout, learnable_residual=True)
+        self.video_fusion = self._encoder(config.attn_dropout, learnable_residual=True)
+        self.fusion_head = ResidualHead(2 * width, (2 * width,), config.n_classes, config.out_dropout)
+
+        self.audio_auxiliary = self._encoder(config.attn_dropout)
+        self.video_auxiliary = self._encoder(config.attn_dropout)
+        self.auxiliary_head = ResidualHead(width, config.aux_hidden_dims, config.n_classes, config.out_dropout)
+
+    def _encoder(self, attn_dropout: float, add_positions: bool = False, learnable_residual: bool = False):
+        config = self.config
+        return TransformerEncoder(
+            config.width,
+            config.num_heads,
+            config.num_layers,
+            attn_dropout=attn_dropout,
+            relu_dropout=config.relu_dropout,
+            res_dropout=config.res_dropout,
+            embed_dropout=config.embed_dropout,
+            causal=config.causal_mask,
+            add_positions=add_positions,
+            learnable_residual=learnable_residual,
+        )
+
+    @classmethod
+    def from_checkpoint(cls, checkpoint: Mapping[str, Any]) -> AuxFormer:
+        """The model a checkpoint holds: ``{"model_config": config.to_dict(), "model_state": state_dict}``."""
+        model = cls(AuxFormerConfig.from_dict(checkpoint["model_config"]))
+        model.load_state_dict(checkpoint["model_state"])
+        return model
+
+    def forward(
+        self,
+        audio: torch.Tensor,
+        audio_lengths: torch.Tensor,
+        video: torch.Tensor,
+        video_lengths: torch.Tensor,
+    ) -> AuxFormerOutputs:
+        """audio (B, Ta, audio_dim), video (B, Tv, video_dim), right-padded; lengths (B,) in steps.
+
+        A length of 0 marks a missing modality. Padding content is ignored.
+        """
+        audio, audio_lengths = self._prepare(audio, audio_lengths, self.config.audio_dim, self.audio_projection)
+        video, video_lengths = self._prepare(video, video_lengths, self.config.video_dim, self.video_projection)
+
+        audio_attending_video = self.audio_with_video(audio, audio_lengths, video, video_lengths)
+        video_attending_audio = self.video_with_audio(video, video_lengths, audio, audio_lengths)
+        fused = torch.cat(
+            [
+                _last_valid_step(self.audio_fusion(audio_attending_video, audio_lengths), audio_lengths),
+                _last_valid_step(self.video_fusion(video_attending_audio, video_lengths), video_lengths),
+            ],
+            dim=-1,
+        )
+
+        audio_alone = _last_valid_step(_repeat(self.audio_auxiliary, audio, audio_lengths), audio_lengths)
+        video_alone = _last_valid_step(_repeat(self.video_auxiliary, video, video_lengths), video_lengths)
+        return AuxFormerOutputs(
+            audio_visual=self.fusion_head(fused),
+            audio=self.auxiliary_head(audio_alone),
+            visual=self.auxiliary_head(video_alone),
+        )
+
+    @staticmethod
+    def _prepare(
+        x: torch.Tensor, lengths: torch.Tensor, dim: int, projection: nn.Conv1d | None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Checked, padding zeroed, at least one step, projected to the model width: (B, T, width)."""
+        lengths = torch.as_tensor(lengths, device=x.device).long()
+        if x.dim() != 3 or x.shape[2] != dim:
+            raise ValueError(f"expected a (batch, steps, {dim}) input, got {tuple(x.shape)}")
+        if lengths.shape != (x.shape[0],) or lengths.min() < 0 or lengths.max() > x.shape[1]:
+            raise ValueError(f"lengths must be (batch,) = ({x.shape[0]},) in [0, {x.shape[1]}], got {lengths.tolist()}")
+        if x.shape[1] == 0:
+            x = x.new_zeros(x.shape[0], 1, dim)
+        valid = torch.arange(x.shape[1], device=x.device)[None, :] < lengths[:, None]
+        x = x.masked_fill(~valid[..., None], 0.0)
+        if projection is not None:
+            x = projection(x.transpose(1, 2)).transpose(1, 2)
+        return x, lengths
+
+
+def _input_projection(in_dim: int, width: int) -> nn.Conv1d | None:
+    return nn.Conv1d(in_dim, width, kernel_size=1, bias=False) if in_dim != width else None
+
+
+def _repeat(encoder: TransformerEncoder, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    for _ in range(AUXILIARY_PASSES):
+        x = encoder(x, lengths)
+    return x
+
+
+def _last_valid_step(x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """(B, T, width) -> (B, width); a missing modality (length 0) reads its zero stand-in step."""
+    last = lengths.clamp(min=1) - 1
+    return x[torch.arange(x.shape[0], device=x.device), last]
