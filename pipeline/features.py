@@ -16,6 +16,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import os
+import resource
 import sys
 import time
 from collections import Counter
@@ -215,11 +216,20 @@ class RunReport:
         rate = self.clips / self.wall if self.wall else 0.0
         parts = ", ".join(f"{name} {seconds:.1f}" for name, seconds in sorted(self.seconds.items()))
         faces = self.face_frames / self.frames if self.frames else 0.0
+        main_mb, worker_mb = peak_memory_mb()
         return (f"{self.clips} clips extracted ({self.skipped} already done), {len(self.failures)} failed, "
                 f"{self.audio_missing} without audio, {self.video_missing} without a face; "
                 f"face found in {faces:.1%} of {self.frames} frames; "
                 f"{rate:.2f} clips/s, {self.frames / self.wall if self.wall else 0:.0f} frames/s "
-                f"in {self.wall:.1f} s\ntime by part (s, summed over processes): {parts}")
+                f"in {self.wall:.1f} s\ntime by part (s, summed over processes): {parts}\n"
+                f"peak resident memory: main process {main_mb:.0f} MB, largest worker {worker_mb:.0f} MB")
+
+
+def peak_memory_mb() -> tuple[float, float]:
+    """Peak resident memory of this process and of its largest finished child, in MB."""
+    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    return own / 1024, children / 1024  # Linux reports kilobytes
 
 
 def extract(config: FeaturesConfig) -> tuple[Path, RunReport]:
