@@ -8,13 +8,14 @@ SETUP_STAMP := $(VENV)/.setup-done
 DEMO_DIR := data/raw/demo
 DATASET ?= demo
 PARTITION ?= 1
+MODEL ?= auxformer
 FORCE ?= 0
 FORCE_FLAG := $(if $(filter 1 true yes,$(FORCE)),--force,)
 # Extra options for a stage, e.g. make demo-data ARGS="--actors 20 --seed 3"
 ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help setup models test demo demo-data demo-check manifest stats features verify-features features-floor lock clean-demo
+.PHONY: help setup models test demo demo-data demo-check manifest stats features verify-features features-floor train lock clean-demo
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -60,6 +61,9 @@ verify-features: $(SETUP_STAMP) ## check the newest extraction of DATASET: every
 
 features-floor: $(SETUP_STAMP) ## decode-only pass over the same clips: the speed floor of make features
 	$(PY) -m pipeline.decode_floor --dataset $(DATASET) $(ARGS)
+
+train: $(SETUP_STAMP) ## train on one partition into runs/<dataset>/p<k>/<model>/ (MODEL=auxformer|mult|audio|video)
+	$(PY) -m pipeline.train --dataset $(DATASET) --partition $(PARTITION) --model $(MODEL) $(FORCE_FLAG) $(ARGS)
 
 lock: ## re-resolve requirements.lock from the pins in pyproject.toml (in a scratch venv)
 	rm -rf .lock-venv && $(PYTHON) -m venv .lock-venv

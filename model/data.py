@@ -1,0 +1,209 @@
+"""Training data: the clips of one manifest split joined with an extraction's feature shards.
+
+Per clip the audio sequence is its log-mel (frames x n_mels) and the video sequence its face
+embeddings (frames x dim). Frames without a valid face keep the zeros the extraction wrote: the
+model sees them as data, as the reference sees its zero-filled frames. A clip without audio, or
+without a face on any frame, has that modality missing, given as length 0 (see model.auxformer).
+
+The target is the class index of the clip's label, or its class probabilities under the
+``distributional`` rule; accuracy and F1 use the label (the top class when the distributional
+rule leaves no unique one). Clips of the split that the extraction lacks are counted in
+``ClipDataset.missing`` and left out, so the caller can report them.
+
+Batches are right-padded to their longest sequence. Training batches come from
+``BucketBatchSampler`` (clips of similar length together, batches in shuffled order, the same
+for the same seed and epoch); evaluation batches keep the split's order.
+"""
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import NamedTuple
+
+import h5py
+import numpy as np
+import torch
+import yaml
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from corpora.manifest import ClipRecord
+from extract.shards import FeatureStore, shard_files
+from model.auxformer import AuxFormerConfig
+
+EXTRACTION_FILE = "extraction.yaml"
+SOFT_LABEL_RULE = "distributional"
+# Clips are sorted by length within pools of this many batches: batches of similar lengths,
+# while a clip still meets different neighbours from one epoch to the next.
+POOL_BATCHES = 8
+
+
+class FeatureMismatch(ValueError):
+    """Features that cannot feed the model or the split; the message names the extraction folder."""
+
+
+@dataclass(frozen=True)
+class FeatureDims:
+    n_mels: int
+    embedding_dim: int
+
+
+def feature_dims(folder: Path) -> FeatureDims:
+    """Sizes of the arrays in an extraction's shards, checked against its extraction.yaml."""
+    shards = shard_files(folder)
+    if not shards:
+        raise FeatureMismatch(f"{folder}: no feature shards; run make features for this dataset")
+    sizes = set()
+    for path in shards:
+        with h5py.File(path, "r") as h5:
+            sizes.add((h5["mel"].shape[1], h5["embedding"].shape[1]))
+    if len(sizes) > 1:
+        raise FeatureMismatch(f"{folder}: shards of different feature sizes {sorted(sizes)}; "
+                              "re-extract (make features FORCE=1)")
+    n_mels, embedding_dim = sizes.pop()
+    recorded = yaml.safe_load((folder / EXTRACTION_FILE).read_text())["identity"]["mel"]["n_mels"]
+    if recorded != n_mels:
+        raise FeatureMismatch(f"{folder}: {EXTRACTION_FILE} records {recorded} mel bands but the shards hold "
+                              f"{n_mels}; re-extract (make features FORCE=1)")
+    return FeatureDims(n_mels, embedding_dim)
+
+
+def check_features(folder: Path, model_config: AuxFormerConfig) -> None:
+    """Raise FeatureMismatch unless the extraction's sizes are the model's input sizes."""
+    dims = feature_dims(folder)
+    if (dims.n_mels, dims.embedding_dim) != (model_config.audio_dim, model_config.video_dim):
+        raise FeatureMismatch(
+            f"features in {folder} do not match the model: {dims.n_mels} mel bands and {dims.embedding_dim}-d "
+            f"face embeddings, but the model takes audio_dim {model_config.audio_dim} and video_dim "
+            f"{model_config.video_dim}")
+
+
+class Example(NamedTuple):
+    clip_id: str
+    audio: torch.Tensor  # (audio steps, n_mels); no steps when the audio is missing
+    video: torch.Tensor  # (video steps, dim); no steps when no frame has a face
+    target: torch.Tensor  # class index, or class probabilities (n_classes,)
+    label: int
+
+
+class Batch(NamedTuple):
+    clip_ids: list[str]
+    audio: torch.Tensor  # (B, Ta, n_mels), right-padded with zeros
+    audio_lengths: torch.Tensor  # (B,), 0 for a missing modality
+    video: torch.Tensor  # (B, Tv, dim)
+    video_lengths: torch.Tensor
+    targets: torch.Tensor  # (B,) class indices or (B, n_classes) probabilities
+    labels: torch.Tensor  # (B,)
+
+    def to(self, device: torch.device) -> Batch:
+        return Batch(self.clip_ids, *(tensor.to(device) for tensor in self[1:]))
+
+
+class ClipDataset(Dataset):
+    """The clips of one split that the feature store holds, with their targets."""
+
+    def __init__(self, store: FeatureStore, clips: Sequence[ClipRecord], classes: Sequence[str], soft_targets: bool):
+        self.store = store
+        self.missing = [clip.clip_id for clip in clips if clip.clip_id not in store]
+        self.clips = [clip for clip in clips if clip.clip_id in store]
+        self.targets = [_target(clip, classes, soft_targets) for clip in self.clips]
+        self.labels = [_label(clip, classes) for clip in self.clips]
+
+    def __len__(self) -> int:
+        return len(self.clips)
+
+    def __getitem__(self, index: int) -> Example:
+        clip_id = self.clips[index].clip_id
+        features = self.store.load(clip_id)
+        audio = features.mel if features.has_audio else features.mel[:0]
+        video = features.embedding if features.has_video else features.embedding[:0]
+        return Example(clip_id, torch.from_numpy(np.asarray(audio, np.float32)),
+                       torch.from_numpy(np.asarray(video, np.float32)), self.targets[index], self.labels[index])
+
+    def lengths(self) -> list[tuple[int, int]]:
+        """(audio steps, video steps) of every clip, from the index alone; 0 for a missing modality."""
+        lengths = []
+        for clip in self.clips:
+            entry = self.store.index[clip.clip_id]
+            audio = int(entry["audio_frames"]) if int(entry["has_audio"]) else 0
+            video = int(entry["video_frames"]) if int(entry["has_video"]) else 0
+            lengths.append((audio, video))
+        return lengths
+
+
+def _target(clip: ClipRecord, classes: Sequence[str], soft: bool) -> torch.Tensor:
+    if soft:
+        if len(clip.soft_label) != len(classes):
+            raise FeatureMismatch(f"clip {clip.clip_id}: soft label {clip.soft_label} does not have one "
+                                  f"probability per class ({len(classes)}); rebuild the manifest")
+        return torch.tensor(clip.soft_label, dtype=torch.float32)
+    return torch.tensor(_label(clip, classes))
+
+
+def _label(clip: ClipRecord, classes: Sequence[str]) -> int:
+    if clip.label in classes:
+        return list(classes).index(clip.label)
+    if clip.soft_label:
+        return int(np.argmax(clip.soft_label))
+    raise FeatureMismatch(f"clip {clip.clip_id} is in split {clip.split!r} without a label; rebuild the manifest")
+
+
+def pad_sequences(sequences: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """(steps_i, dim) tensors -> zero-padded (B, longest, dim) and lengths (B,)."""
+    lengths = torch.tensor([len(sequence) for sequence in sequences])
+    padded = sequences[0].new_zeros(len(sequences), int(lengths.max()), sequences[0].shape[1])
+    for row, sequence in enumerate(sequences):
+        padded[row, :len(sequence)] = sequence
+    return padded, lengths
+
+
+def collate(examples: Sequence[Example]) -> Batch:
+    audio, audio_lengths = pad_sequences([example.audio for example in examples])
+    video, video_lengths = pad_sequences([example.video for example in examples])
+    return Batch([example.clip_id for example in examples], audio, audio_lengths, video, video_lengths,
+                 torch.stack([example.target for example in examples]),
+                 torch.tensor([example.label for example in examples]))
+
+
+class BucketBatchSampler(Sampler[list[int]]):
+    """Batches of clips of similar length in shuffled order; the same batches for the same seed and epoch.
+
+    The clips are shuffled, cut into pools of ``POOL_BATCHES`` batches, each pool is sorted by
+    length and cut into batches, and the batches of all pools are shuffled.
+    """
+
+    def __init__(self, lengths: Sequence[int], batch_size: int, seed: int):
+        self.lengths = list(lengths)
+        self.batch_size = batch_size
+        self.seed = seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self) -> Iterator[list[int]]:
+        rng = np.random.default_rng([self.seed, self.epoch])
+        order = rng.permutation(len(self.lengths)).tolist()
+        pool_size = self.batch_size * POOL_BATCHES
+        batches = []
+        for start in range(0, len(order), pool_size):
+            pool = sorted(order[start:start + pool_size], key=lambda index: self.lengths[index])
+            batches += [pool[i:i + self.batch_size] for i in range(0, len(pool), self.batch_size)]
+        for index in rng.permutation(len(batches)):
+            yield batches[index]
+
+    def __len__(self) -> int:
+        pool_size = self.batch_size * POOL_BATCHES
+        full_pools, rest = divmod(len(self.lengths), pool_size)
+        return full_pools * POOL_BATCHES + -(-rest // self.batch_size)
+
+
+def training_loader(dataset: ClipDataset, batch_size: int, seed: int, num_workers: int) -> DataLoader:
+    """Bucketed batches; call ``loader.batch_sampler.set_epoch(epoch)`` before each epoch."""
+    total_steps = [audio + video for audio, video in dataset.lengths()]
+    sampler = BucketBatchSampler(total_steps, batch_size, seed)
+    return DataLoader(dataset, batch_sampler=sampler, collate_fn=collate, num_workers=num_workers)
+
+
+def evaluation_loader(dataset: ClipDataset, batch_size: int, num_workers: int) -> DataLoader:
+    return DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=collate, num_workers=num_workers)

@@ -1,0 +1,329 @@
+"""Training: data joining and batching, modality drop-out, the loop, checkpoints, resume, baselines, the stage.
+
+The fixture is a small but real setup: a CREMA-D-style corpus folder of empty media files (the
+reader only lists names), its manifest from pipeline.manifest (4 actors: 2 train, 1 development,
+1 test), and HDF5 shards written with extract.shards whose log-mels and embeddings are noise
+around a per-class pattern, so a small model learns them in a few epochs.
+"""
+from __future__ import annotations
+
+import csv
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+import pipeline.train as train_stage
+from corpora.manifest import load_manifest
+from extract.shards import ClipFeatures, FeatureStore, ShardWriter, build_index
+from model.auxformer import AuxFormer, AuxFormerConfig
+from model.data import (BucketBatchSampler, ClipDataset, FeatureMismatch, check_features, collate,
+                        evaluation_loader)
+from model.training import (VARIANTS, TrainConfig, drop_modalities, evaluate, for_variant, load_checkpoint, train,
+                            variant_loss)
+from pipeline.manifest import ManifestConfig, build_manifest
+
+ACTORS = {1001: "Male", 1002: "Female", 1003: "Male", 1004: "Female"}
+SENTENCES = ("TIE", "IOM", "IWW", "TAI")
+EMOTIONS = ("ANG", "DIS", "FEA", "HAP", "NEU", "SAD")
+N_MELS, EMBEDDING_DIM = 16, 12
+FEATURES_NAME = "synthetic-mel16"
+# Clips of every speaker that exercise missing modalities: no audio, and no face on any frame.
+NO_AUDIO = ("IWW", "SAD")
+NO_FACE = ("TAI", "NEU")
+TINY = dict(width=8, num_heads=2, num_layers=1, aux_hidden_dims=(16,))
+FAST = dict(batch_size=16, lr=1e-2, num_workers=0, device="cpu")
+TINY_STAGE_ARGS = ["--width", "8", "--num-heads", "2", "--num-layers", "1", "--batch-size", "16",
+                   "--lr", "0.01", "--num-workers", "0", "--device", "cpu"]
+
+
+def write_corpus(root: Path) -> None:
+    """A CREMA-D folder whose media files are empty: enough for the reader, which lists names."""
+    for folder in ("AudioWAV", "VideoFlash"):
+        (root / folder).mkdir(parents=True)
+    for actor in ACTORS:
+        for sentence in SENTENCES:
+            for emotion in EMOTIONS:
+                clip_id = f"{actor}_{sentence}_{emotion}_XX"
+                (root / "AudioWAV" / f"{clip_id}.wav").touch()
+                (root / "VideoFlash" / f"{clip_id}.flv").touch()
+    with (root / "VideoDemographics.csv").open("w", newline="") as stream:
+        writer = csv.writer(stream)
+        writer.writerow(["ActorID", "Age", "Sex", "Race", "Ethnicity"])
+        writer.writerows([actor, 30, sex, "", ""] for actor, sex in ACTORS.items())
+
+
+def synthetic_clip(clip_id: str, speaker: str, label: str, class_index: int, rng: np.random.Generator,
+                   patterns: tuple[np.ndarray, np.ndarray]) -> ClipFeatures:
+    audio_pattern, video_pattern = patterns
+    audio_frames = int(rng.integers(12, 30))
+    video_frames = audio_frames // 3
+    mel = audio_pattern[class_index] + rng.normal(0, 0.7, (audio_frames, N_MELS))
+    embedding = video_pattern[class_index] + rng.normal(0, 0.7, (video_frames, EMBEDDING_DIM))
+    valid = rng.random(video_frames) > 0.2
+    _, sentence, emotion, _ = clip_id.split("_")
+    if (sentence, emotion) == NO_AUDIO:
+        mel = mel[:0]
+    if (sentence, emotion) == NO_FACE:
+        valid[:] = False
+    embedding[~valid] = 0.0
+    boxes = np.where(valid[:, None], 10.0, np.nan) * np.ones((video_frames, 4))
+    return ClipFeatures(clip_id, mel.astype(np.float32), embedding.astype(np.float32), valid, boxes.astype(np.float32),
+                        np.arange(video_frames) / 30.0, audio_frames / 100, 30.0, speaker, label)
+
+
+def write_features(folder: Path, manifest, skip: set[str], n_mels_recorded: int = N_MELS) -> None:
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    patterns = (rng.normal(0, 1, (6, N_MELS)), rng.normal(0, 1, (6, EMBEDDING_DIM)))
+    writer = ShardWriter(folder, "part0of1", 40, N_MELS, EMBEDDING_DIM)
+    for clip in manifest.clips:
+        if clip.clip_id not in skip:
+            writer.add(synthetic_clip(clip.clip_id, clip.speaker, clip.label,
+                                      manifest.meta.classes.index(clip.label), rng, patterns))
+    writer.flush()
+    build_index(folder)
+    identity = {"encoder": "synthetic", "mel": {"n_mels": n_mels_recorded, "win_ms": 25.0, "hop_ms": 10.0}}
+    (folder / "extraction.yaml").write_text(yaml.safe_dump({"identity": identity}))
+
+
+class Setup:
+    """Paths of the fixture, relative to its workspace (the stage runs there)."""
+
+    def __init__(self, workspace: Path):
+        self.workspace = workspace
+        self.corpus = workspace / "corpus"
+        write_corpus(self.corpus)
+        self.manifest_dir, _ = build_manifest(ManifestConfig(dataset="demo", corpus_dir=str(self.corpus),
+                                                             out_dir=workspace / "data" / "manifests"))
+        self.manifest = load_manifest(self.manifest_dir)
+        self.skipped = self.manifest.in_split("train")[0].clip_id
+        self.features = workspace / "data" / "features" / "demo" / FEATURES_NAME
+        write_features(self.features, self.manifest, skip={self.skipped})
+
+    def data(self, split: str, store: FeatureStore | None = None) -> ClipDataset:
+        return ClipDataset(store or FeatureStore(self.features), self.manifest.in_split(split),
+                           self.manifest.meta.classes, soft_targets=False)
+
+    def model_config(self) -> AuxFormerConfig:
+        return AuxFormerConfig(audio_dim=N_MELS, video_dim=EMBEDDING_DIM, n_classes=6, **TINY)
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory) -> Setup:
+    return Setup(tmp_path_factory.mktemp("training"))
+
+
+def test_fixture_has_a_speaker_independent_partition(setup):
+    speakers = {split: {clip.speaker for clip in setup.manifest.in_split(split)}
+                for split in ("train", "development", "test")}
+    assert [len(s) for s in speakers.values()] == [2, 1, 1]
+
+
+def test_dataset_skips_and_reports_clips_without_features(setup):
+    train_data = setup.data("train")
+    assert train_data.missing == [setup.skipped]
+    assert len(train_data) == len(setup.manifest.in_split("train")) - 1
+
+
+def test_padding_keeps_lengths_and_marks_missing_modalities(setup):
+    data = setup.data("train")
+    examples = [data[i] for i in range(len(data))]
+    batch = collate(examples)
+    lengths = data.lengths()
+    assert batch.audio_lengths.tolist() == [audio for audio, _ in lengths]
+    assert batch.video_lengths.tolist() == [video for _, video in lengths]
+    assert batch.audio.shape == (len(data), max(a for a, _ in lengths), N_MELS)
+    assert batch.video.shape == (len(data), max(v for _, v in lengths), EMBEDDING_DIM)
+    for row, example in enumerate(examples):
+        _, sentence, emotion, _ = example.clip_id.split("_")
+        assert ((sentence, emotion) == NO_AUDIO) == (batch.audio_lengths[row] == 0)
+        assert ((sentence, emotion) == NO_FACE) == (batch.video_lengths[row] == 0)
+        audio_length, video_length = int(batch.audio_lengths[row]), int(batch.video_lengths[row])
+        assert torch.equal(batch.audio[row, :audio_length], example.audio)
+        assert not batch.audio[row, audio_length:].any() and not batch.video[row, video_length:].any()
+    # Frames without a face stay in the sequence as zeros: some rows have zero steps inside their length.
+    inside = torch.arange(batch.video.shape[1])[None, :] < batch.video_lengths[:, None]
+    assert ((batch.video.abs().sum(-1) == 0) & inside).any()
+
+
+def test_bucket_sampler_is_deterministic_complete_and_groups_similar_lengths():
+    lengths = np.random.default_rng(1).integers(10, 500, 60).tolist()
+    sampler = BucketBatchSampler(lengths, batch_size=10, seed=3)
+    sampler.set_epoch(1)
+    first = list(sampler)
+    assert first == list(sampler)
+    assert sorted(i for batch in first for i in batch) == list(range(60))
+    assert len(first) == len(sampler) == 6
+    # 60 clips fit one pool: the batches are consecutive stretches of the sorted lengths.
+    spans = sorted((min(lengths[i] for i in batch), max(lengths[i] for i in batch)) for batch in first)
+    assert all(high <= next_low for (_, high), (next_low, _) in zip(spans, spans[1:]))
+    sampler.set_epoch(2)
+    assert list(sampler) != first
+    for size in (1, 7, 80, 81, 200):
+        sampler = BucketBatchSampler(list(range(size)), batch_size=10, seed=0)
+        assert len(list(sampler)) == len(sampler)
+
+
+def test_modality_dropout_follows_its_rates_and_never_drops_both():
+    clips = 40_000
+    generator = torch.Generator().manual_seed(0)
+    audio, video = drop_modalities(torch.full((clips,), 50), torch.full((clips,), 15), 0.2, 0.3, generator)
+    assert not ((audio == 0) & (video == 0)).any()
+    assert abs((audio == 0).float().mean().item() - 0.2) < 0.01
+    assert abs((video == 0).float().mean().item() - 0.3) < 0.01
+    # A clip with one modality already missing keeps the other.
+    audio, video = drop_modalities(torch.zeros(clips, dtype=torch.long), torch.full((clips,), 15), 0.5, 0.5,
+                                   generator)
+    assert (video == 15).all()
+
+
+def test_training_reduces_dev_loss_and_writes_the_run_folder(setup, tmp_path):
+    config = TrainConfig(epochs=8, **FAST)
+    dev_data = setup.data("development")
+    torch.manual_seed(config.seed)
+    untrained = evaluate(AuxFormer(setup.model_config()), evaluation_loader(dev_data, 16, 0), config,
+                         torch.device("cpu"))
+    result = train(setup.model_config(), config, setup.data("train"), dev_data, tmp_path)
+    assert min(row["dev_loss"] for row in result.history) < 0.6 * untrained["loss"]
+    assert max(row["dev_macro_f1"] for row in result.history) > 0.6
+    for name in ("best.pt", "last.pt", "metrics.csv", "train.log", "curve.png"):
+        assert (tmp_path / name).is_file(), name
+    with (tmp_path / "metrics.csv").open() as stream:
+        assert [int(row["epoch"]) for row in csv.DictReader(stream)] == list(range(1, 9))
+
+
+def test_checkpoints_rebuild_the_model_from_the_file_alone(setup, tmp_path):
+    config = TrainConfig(epochs=3, select_by="macro_f1", **FAST)
+    dev_data = setup.data("development")
+    result = train(setup.model_config(), config, setup.data("train"), dev_data, tmp_path)
+    for name, row in (("last.pt", result.history[-1]), ("best.pt", result.history[result.best["epoch"] - 1])):
+        checkpoint = load_checkpoint(tmp_path / name)
+        assert set(checkpoint) >= {"model_config", "train_config", "epoch", "best", "model_state"}
+        model = AuxFormer.from_checkpoint(checkpoint)
+        scores = evaluate(model, evaluation_loader(dev_data, 5, 0), config, torch.device("cpu"))
+        assert scores["loss"] == pytest.approx(row["dev_loss"], abs=1e-6)
+        assert scores["macro_f1"] == pytest.approx(row["dev_macro_f1"], abs=1e-9)
+
+
+def test_resume_equals_an_uninterrupted_run(setup, tmp_path):
+    config = TrainConfig(epochs=3, **FAST)
+    whole = train(setup.model_config(), config, setup.data("train"), setup.data("development"), tmp_path / "whole")
+    interrupted = tmp_path / "interrupted"
+    train(setup.model_config(), replace(config, epochs=1), setup.data("train"), setup.data("development"), interrupted)
+    resumed = train(setup.model_config(), config, setup.data("train"), setup.data("development"), interrupted)
+    for ours, theirs in zip(resumed.history, whole.history, strict=True):
+        for column in ("train_loss", "dev_loss", "dev_macro_f1"):
+            assert ours[column] == pytest.approx(theirs[column], abs=1e-6)
+    whole_state = load_checkpoint(tmp_path / "whole" / "last.pt")["model_state"]
+    resumed_state = load_checkpoint(interrupted / "last.pt")["model_state"]
+    for name, weights in whole_state.items():
+        assert torch.allclose(resumed_state[name], weights, atol=1e-6), name
+
+
+UNTOUCHED = {
+    "mult": ("audio_auxiliary.", "video_auxiliary.", "auxiliary_head."),
+    "audio": ("video_projection.", "video_auxiliary.", "audio_with_video.", "video_with_audio.", "audio_fusion.",
+              "video_fusion.", "fusion_head."),
+    "video": ("audio_projection.", "audio_auxiliary.", "audio_with_video.", "video_with_audio.", "audio_fusion.",
+              "video_fusion.", "fusion_head."),
+}
+
+
+@pytest.mark.parametrize("variant", ["mult", "audio", "video"])
+def test_baselines_train_only_their_own_parts(setup, tmp_path, variant):
+    config = TrainConfig(model=variant, epochs=1, **FAST)
+    torch.manual_seed(config.seed)
+    initial = AuxFormer(setup.model_config()).state_dict()
+    train(setup.model_config(), config, setup.data("train"), setup.data("development"), tmp_path)
+    trained = load_checkpoint(tmp_path / "last.pt")["model_state"]
+    untouched = [name for name in initial if name.startswith(UNTOUCHED[variant])]
+    changed = [name for name in initial if not torch.equal(initial[name], trained[name])]
+    assert untouched and changed
+    assert not set(untouched) & set(changed)
+
+    batch = for_variant(collate([setup.data("train")[i] for i in range(8)]), VARIANTS[variant])
+    if variant == "audio":
+        assert batch.video.shape[1] == 0 and not batch.video_lengths.any()
+    if variant == "video":
+        assert batch.audio.shape[1] == 0 and not batch.audio_lengths.any()
+    model = AuxFormer(setup.model_config())
+    variant_loss(model(batch.audio, batch.audio_lengths, batch.video, batch.video_lengths), batch,
+                 VARIANTS[variant]).backward()
+    for name, parameter in model.named_parameters():
+        if name.startswith(UNTOUCHED[variant]):
+            assert parameter.grad is None or not parameter.grad.any(), name
+
+
+class RecordingStore(FeatureStore):
+    """A FeatureStore that remembers which clips were loaded."""
+
+    loaded: set[str] = set()
+
+    def load(self, clip_id: str):
+        RecordingStore.loaded.add(clip_id)
+        return super().load(clip_id)
+
+
+def test_stage_trains_resumes_skips_and_never_loads_the_test_split(setup, monkeypatch, capsys):
+    monkeypatch.chdir(setup.workspace)
+    monkeypatch.setattr(train_stage, "FeatureStore", RecordingStore)
+    RecordingStore.loaded = set()
+    args = ["--corpus-dir", str(setup.corpus), *TINY_STAGE_ARGS]
+    assert train_stage.main([*args, "--epochs", "1"]) == 0
+    run_dir = Path("runs/demo/p1/auxformer")
+    assert load_checkpoint(run_dir / "last.pt")["epoch"] == 1
+    assert train_stage.main([*args, "--epochs", "2"]) == 0
+    assert load_checkpoint(run_dir / "last.pt")["epoch"] == 2
+    test_ids = {clip.clip_id for clip in setup.manifest.in_split("test")}
+    assert RecordingStore.loaded and not RecordingStore.loaded & test_ids
+
+    record = yaml.safe_load((run_dir / "config.yaml").read_text())
+    assert Path(record["data"]["features"]).resolve() == setup.features.resolve()
+    assert record["data"]["extraction_identity"]["mel"]["n_mels"] == N_MELS
+    assert record["model"]["audio_dim"] == N_MELS and record["model"]["video_dim"] == EMBEDDING_DIM
+    assert "1 of" in (run_dir / "train.log").read_text()
+
+    modified = (run_dir / "last.pt").stat().st_mtime_ns
+    capsys.readouterr()
+    assert train_stage.main([*args, "--epochs", "2"]) == 0
+    assert "is finished" in capsys.readouterr().out
+    assert (run_dir / "last.pt").stat().st_mtime_ns == modified
+    assert train_stage.main([*args, "--epochs", "2", "--lr", "0.02"]) == 2
+    assert "other settings (stage.lr)" in capsys.readouterr().err
+
+
+def test_stage_reports_missing_features(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert train_stage.main(["--dataset", "crema"]) == 2
+    assert "run make features DATASET=crema" in capsys.readouterr().err
+
+
+def test_stage_reports_features_of_another_size(setup, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    folder = tmp_path / "data" / "features" / "demo" / FEATURES_NAME
+    write_features(folder, setup.manifest, skip=set(), n_mels_recorded=N_MELS + 4)
+    assert train_stage.main(["--corpus-dir", str(setup.corpus), *TINY_STAGE_ARGS]) == 2
+    error = capsys.readouterr().err
+    assert str(folder.relative_to(tmp_path)) in error and "20 mel bands but the shards hold 16" in error
+    with pytest.raises(FeatureMismatch, match="do not match the model"):
+        check_features(setup.features, replace(setup.model_config(), video_dim=EMBEDDING_DIM + 1))
+
+
+def test_stage_rejects_an_unknown_model(capsys):
+    assert train_stage.main(["--model", "transformer"]) == 2
+    assert "unknown model 'transformer'" in capsys.readouterr().err
+
+
+def test_missing_modality_gives_finite_gradients_at_the_reference_depth(setup):
+    batch = collate([setup.data("train")[i] for i in range(6)])
+    batch = batch._replace(video_lengths=batch.video_lengths.index_fill(0, torch.tensor([1]), 0),
+                           audio_lengths=batch.audio_lengths.index_fill(0, torch.tensor([2]), 0))
+    torch.manual_seed(0)
+    model = AuxFormer(replace(setup.model_config(), num_layers=5))
+    variant_loss(model(batch.audio, batch.audio_lengths, batch.video, batch.video_lengths), batch,
+                 VARIANTS["auxformer"]).backward()
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
