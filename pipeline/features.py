@@ -49,6 +49,7 @@ class FeaturesConfig:
     dataset: str = option("demo", "corpus: demo, crema, improv or folder (see make manifest)")
     corpus_dir: str = option("", "corpus folder, when not the dataset's default")
     out_root: Path = option(Path("data/features"), "features go to <out-root>/<dataset>/<feature-config>/")
+    manifests_dir: Path = option(Path("data/manifests"), "where the corpus manifest is found or built")
     encoder: str = option("fer", "face encoder: fer (offline) or resnet18")
     encoder_weights: str = option("", "weights file for the encoder (resnet18)")
     detector: str = option("mediapipe", "face detector: mediapipe (BlazeFace) or haar (OpenCV cascade)")
@@ -97,7 +98,8 @@ def resolve_shard(config: FeaturesConfig, environ=os.environ) -> tuple[int, int]
 
 
 def load_jobs(config: FeaturesConfig) -> list[ClipJob]:
-    folder, _ = build_manifest(ManifestConfig(dataset=config.dataset, corpus_dir=config.corpus_dir))
+    folder, _ = build_manifest(ManifestConfig(dataset=config.dataset, corpus_dir=config.corpus_dir,
+                                              out_dir=Path(config.manifests_dir)))
     manifest = load_manifest(folder)
     jobs = [ClipJob(c.clip_id, manifest.media(c.audio_path), manifest.media(c.video_path), c.speaker, c.label)
             for c in manifest.clips]

@@ -41,8 +41,8 @@ def corpus(tmp_path_factory) -> Path:
 
 
 def config_for(corpus: Path, out_root: Path, **changes) -> FeaturesConfig:
-    return FeaturesConfig(dataset="demo", corpus_dir=str(corpus), out_root=out_root, workers=2,
-                          clips_per_shard=8, device="cpu", **changes)
+    return FeaturesConfig(dataset="demo", corpus_dir=str(corpus), out_root=out_root,
+                          manifests_dir=out_root / "manifests", workers=2, clips_per_shard=8, device="cpu", **changes)
 
 
 @pytest.fixture(scope="module")
@@ -106,7 +106,8 @@ def test_shard_comes_from_torchrun_or_slurm_variables():
 
 def test_killed_run_leaves_only_whole_shards_and_the_rerun_completes(corpus, single_run, tmp_path):
     command = [sys.executable, "-m", "pipeline.features", "--dataset", "demo", "--corpus-dir", str(corpus),
-               "--out-root", str(tmp_path), "--workers", "1", "--clips-per-shard", "4", "--device", "cpu"]
+               "--out-root", str(tmp_path), "--manifests-dir", str(tmp_path / "manifests"), "--workers", "1",
+               "--clips-per-shard", "4", "--device", "cpu"]
     process = subprocess.Popen(command, cwd=ROOT, start_new_session=True, stdout=subprocess.DEVNULL,
                                stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 120
@@ -169,12 +170,12 @@ def _blank_video(path: Path) -> None:
 
 def test_bad_input_costs_only_what_is_broken(corpus, tmp_path, capsys):
     broken = broken_copy(corpus, tmp_path / "broken")
-    argv = ["--dataset", "demo", "--corpus-dir", str(broken), "--out-root", str(tmp_path / "out"), "--workers", "2",
-            "--device", "cpu"]
+    argv = ["--dataset", "demo", "--corpus-dir", str(broken), "--out-root", str(tmp_path / "out"),
+            "--manifests-dir", str(tmp_path / "manifests"), "--workers", "2", "--device", "cpu"]
     assert features.main(argv) == 0
     out = capsys.readouterr()
     assert "1 failed" in out.out and "1001_IEO_ANG_MD" in out.err
-    folder = next((tmp_path / "out" / "demo").iterdir())
+    (folder,) = (tmp_path / "out" / "demo").iterdir()
     store = FeatureStore(folder)
     assert "1001_IEO_ANG_MD" not in store and "1001_IEO_ANG_MD" in (folder / "failures-part0of1.csv").read_text()
     corrupt = store.load("1001_IEO_ANG_HI")
