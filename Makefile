@@ -15,7 +15,7 @@ FORCE_FLAG := $(if $(filter 1 true yes,$(FORCE)),--force,)
 ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help setup models test demo demo-data demo-check manifest stats features verify-features features-floor train lock clean-demo
+.PHONY: help setup models test demo demo-data demo-check manifest stats features verify-features features-floor train eval lock clean-demo
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -64,6 +64,9 @@ features-floor: $(SETUP_STAMP) ## decode-only pass over the same clips: the spee
 
 train: $(SETUP_STAMP) ## train on one partition into runs/<dataset>/p<k>/<model>/ (MODEL=auxformer|mult|audio|video)
 	$(PY) -m pipeline.train --dataset $(DATASET) --partition $(PARTITION) --model $(MODEL) $(FORCE_FLAG) $(ARGS)
+
+eval: $(SETUP_STAMP) ## score the run of DATASET/PARTITION/MODEL on its test split: metrics.json, report.md, confusion.png
+	$(PY) -m pipeline.evaluate --dataset $(DATASET) --partition $(PARTITION) --model $(MODEL) $(ARGS)
 
 lock: ## re-resolve requirements.lock from the pins in pyproject.toml (in a scratch venv)
 	rm -rf .lock-venv && $(PYTHON) -m venv .lock-venv

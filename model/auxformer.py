@@ -39,6 +39,15 @@ Where this model differs from the reference implementation (github.com/ilucasgon
   never produces NaN. A zero-filled sequence with a non-zero length is ordinary data.
 * Any audio and video sizes (the reference fixes 1024 and 50), an explicit config instead of
   an argparse namespace, and batch-first tensors.
+* Input standardisation. Each input feature is standardised with a mean and standard deviation
+  held in the model (buffers ``audio_standardization.*`` and ``video_standardization.*``),
+  which training sets from the training split (``set_input_statistics``) and which travel with
+  every checkpoint. They start as the identity, which is what the reference computes.
+* Optional temporal pooling (``audio_pool``, ``video_pool``; 1, the reference's, by default).
+  The reference reads wav2vec2 features at 50 steps a second; a 10 ms log-mel has 100, and
+  every attention costs memory and time in the square of the steps. Pooling averages each
+  window of that many valid steps (a clip's last window over the steps it has), so it too is
+  independent of batching.
 """
 from __future__ import annotations
 
@@ -64,7 +73,8 @@ class AuxFormerConfig:
     ``attn_dropout`` applies to the self-attention transformers; the reference fixes the
     cross-modal ones at ``cross_attn_dropout`` = 0. ``aux_hidden_dims`` are the hidden sizes of
     the shared auxiliary head (the reference's 512 and 256). ``causal_mask`` is the reference's
-    ``attn_mask`` (on unless ``--attn_mask`` is given).
+    ``attn_mask`` (on unless ``--attn_mask`` is given). ``audio_pool`` and ``video_pool`` average
+    each input over windows of that many steps before its projection (1: none, as the reference).
     """
 
     audio_dim: int = 1024
@@ -81,11 +91,14 @@ class AuxFormerConfig:
     embed_dropout: float = 0.25
     out_dropout: float = 0.2
     causal_mask: bool = True
+    audio_pool: int = 1
+    video_pool: int = 1
 
     def __post_init__(self) -> None:
         self.aux_hidden_dims = tuple(self.aux_hidden_dims)
         sizes = {"audio_dim": self.audio_dim, "video_dim": self.video_dim, "n_classes": self.n_classes,
-                 "num_heads": self.num_heads, "num_layers": self.num_layers}
+                 "num_heads": self.num_heads, "num_layers": self.num_layers, "audio_pool": self.audio_pool,
+                 "video_pool": self.video_pool}
         for name, size in sizes.items():
             if size < 1:
                 raise ValueError(f"{name} must be at least 1, got {size}")
@@ -143,6 +156,18 @@ class ResidualHead(nn.Module):
         return self.classifier(self.layers[-1](hidden) + x)
 
 
+class Standardization(nn.Module):
+    """(x - mean) / std per feature, with the statistics as buffers saved in the state dict."""
+
+    def __init__(self, dim: int):
+        super().__init__()
+        self.register_buffer("mean", torch.zeros(dim))
+        self.register_buffer("std", torch.ones(dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.mean.to(x.dtype)) / self.std.to(x.dtype)
+
+
 class AuxFormer(nn.Module):
     """AuxFormer on padded batches; see the module docstring for the architecture."""
 
@@ -150,6 +175,8 @@ class AuxFormer(nn.Module):
         super().__init__()
         self.config = config
         width = config.width
+        self.audio_standardization = Standardization(config.audio_dim)
+        self.video_standardization = Standardization(config.video_dim)
         self.audio_projection = _input_projection(config.audio_dim, width)
         self.video_projection = _input_projection(config.video_dim, width)
 
@@ -185,6 +212,17 @@ class AuxFormer(nn.Module):
         model.load_state_dict(checkpoint["model_state"])
         return model
 
+    def set_input_statistics(self, audio_mean: torch.Tensor, audio_std: torch.Tensor, video_mean: torch.Tensor,
+                             video_std: torch.Tensor) -> None:
+        """Standardise inputs with these per-feature statistics; a std below 1e-6 counts as 1e-6."""
+        for module, mean, std in ((self.audio_standardization, audio_mean, audio_std),
+                                  (self.video_standardization, video_mean, video_std)):
+            if mean.shape != module.mean.shape or std.shape != module.std.shape:
+                raise ValueError(f"statistics of shape {tuple(mean.shape)} and {tuple(std.shape)} for "
+                                 f"{tuple(module.mean.shape)} features")
+            module.mean.copy_(mean)
+            module.std.copy_(std.clamp(min=1e-6))
+
     def forward(
         self,
         audio: torch.Tensor,
@@ -196,8 +234,10 @@ class AuxFormer(nn.Module):
 
         A length of 0 marks a missing modality. Padding content is ignored.
         """
-        audio, audio_lengths = self._prepare(audio, audio_lengths, self.config.audio_dim, self.audio_projection)
-        video, video_lengths = self._prepare(video, video_lengths, self.config.video_dim, self.video_projection)
+        audio, audio_lengths = self._prepare(audio, audio_lengths, self.config.audio_dim,
+                                             self.audio_standardization, self.audio_projection, self.config.audio_pool)
+        video, video_lengths = self._prepare(video, video_lengths, self.config.video_dim,
+                                             self.video_standardization, self.video_projection, self.config.video_pool)
 
         audio_attending_video = self.audio_with_video(audio, audio_lengths, video, video_lengths)
         video_attending_audio = self.video_with_audio(video, video_lengths, audio, audio_lengths)
@@ -219,9 +259,14 @@ class AuxFormer(nn.Module):
 
     @staticmethod
     def _prepare(
-        x: torch.Tensor, lengths: torch.Tensor, dim: int, projection: nn.Conv1d | None
+        x: torch.Tensor,
+        lengths: torch.Tensor,
+        dim: int,
+        standardization: Standardization,
+        projection: nn.Conv1d | None,
+        pool: int = 1,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Checked, padding zeroed, at least one step, projected to the model width: (B, T, width)."""
+        """Checked, standardised, padding zeroed, at least one step, pooled, projected: (B, T, width)."""
         lengths = torch.as_tensor(lengths, device=x.device).long()
         if x.dim() != 3 or x.shape[2] != dim:
             raise ValueError(f"expected a (batch, steps, {dim}) input, got {tuple(x.shape)}")
@@ -230,7 +275,9 @@ class AuxFormer(nn.Module):
         if x.shape[1] == 0:
             x = x.new_zeros(x.shape[0], 1, dim)
         valid = torch.arange(x.shape[1], device=x.device)[None, :] < lengths[:, None]
-        x = x.masked_fill(~valid[..., None], 0.0)
+        x = standardization(x).masked_fill(~valid[..., None], 0.0)
+        if pool > 1:
+            x, lengths = _pool_steps(x, lengths, pool)
         if projection is not None:
             x = projection(x.transpose(1, 2)).transpose(1, 2)
         return x, lengths
@@ -238,6 +285,19 @@ class AuxFormer(nn.Module):
 
 def _input_projection(in_dim: int, width: int) -> nn.Conv1d | None:
     return nn.Conv1d(in_dim, width, kernel_size=1, bias=False) if in_dim != width else None
+
+
+def _pool_steps(x: torch.Tensor, lengths: torch.Tensor, pool: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Means over consecutive windows of ``pool`` valid steps; x's padding must be zero.
+
+    A clip's last window averages only the steps it has, so the result does not depend on padding.
+    """
+    batch, steps, dim = x.shape
+    windows = -(-steps // pool)
+    x = F.pad(x, (0, 0, 0, windows * pool - steps)).view(batch, windows, pool, dim).sum(dim=2)
+    window_start = torch.arange(windows, device=x.device)[None, :] * pool
+    counts = (lengths[:, None] - window_start).clamp(min=1, max=pool)
+    return x / counts[..., None].to(x.dtype), -(-lengths // pool)
 
 
 def _repeat(encoder: TransformerEncoder, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:

@@ -135,7 +135,9 @@ def convert_state_dict(state: dict[str, torch.Tensor], config: AuxFormerConfig) 
         )
 
     expected = AuxFormer(config).state_dict()
-    unfilled = sorted(set(expected) - {key for ours in table.values() for key in ours})
+    # The reference has no input standardisation; ours starts as the identity, the same function.
+    identity = {key: value for key, value in expected.items() if "_standardization." in key}
+    unfilled = sorted(set(expected) - set(identity) - {key for ours in table.values() for key in ours})
     if unfilled:
         raise ConversionError(f"parameters of ours left unfilled by the mapping: {unfilled}")
     wrong_shapes = [
@@ -146,7 +148,7 @@ def convert_state_dict(state: dict[str, torch.Tensor], config: AuxFormerConfig) 
     if wrong_shapes:
         raise ConversionError(f"reference tensors of the wrong shape: {'; '.join(wrong_shapes)}")
 
-    converted = {}
+    converted = dict(identity)
     for reference_key, ours in table.items():
         parts = state[reference_key].chunk(len(ours), dim=0) if ours else ()
         converted.update((key, part.clone()) for key, part in zip(ours, parts))

@@ -214,6 +214,29 @@ def evaluate(model: AuxFormer, loader: Iterable[Batch], config: TrainConfig, dev
             "macro_f1": float(f1_score(labels, predictions, average="macro", zero_division=0))}
 
 
+def input_statistics(data: ClipDataset, audio_dim: int, video_dim: int) -> tuple[torch.Tensor, ...]:
+    """Per-feature mean and standard deviation of the audio and of the video over every step of ``data``.
+
+    Returns (audio mean, audio std, video mean, video std), computed in float64. A modality no clip
+    has gets the identity (mean 0, std 1).
+    """
+    sums = {"audio": [0.0, 0.0, 0], "video": [0.0, 0.0, 0]}
+    for example in tqdm(data, desc="input statistics", unit="clip", leave=False, disable=None):
+        for name, steps in (("audio", example.audio), ("video", example.video)):
+            steps = steps.double()
+            sums[name][0] = sums[name][0] + steps.sum(dim=0)
+            sums[name][1] = sums[name][1] + (steps**2).sum(dim=0)
+            sums[name][2] += len(steps)
+    statistics = []
+    for (total, squares, count), dim in zip(sums.values(), (audio_dim, video_dim)):
+        if not count:
+            statistics += [torch.zeros(dim), torch.ones(dim)]
+            continue
+        mean = total / count
+        statistics += [mean.float(), (squares / count - mean**2).clamp(min=0).sqrt().float()]
+    return tuple(statistics)
+
+
 def save_atomically(state: dict, path: Path) -> None:
     """torch.save through a temporary file, so an interruption leaves the previous file whole."""
     temporary = path.with_name(path.name + ".tmp")
@@ -325,6 +348,8 @@ def train(model_config: AuxFormerConfig, config: TrainConfig, train_data: ClipDa
         _restore_random_state(checkpoint["random_state"], dropout_generator)
         history, best, start = checkpoint["history"], checkpoint["best"], checkpoint["epoch"] + 1
         log(f"resuming {run_dir} after epoch {checkpoint['epoch']}")
+    else:
+        model.set_input_statistics(*input_statistics(train_data, model_config.audio_dim, model_config.video_dim))
     log(f"training {config.model} on {device}: {len(train_data)} train, {len(dev_data)} development clips, "
         f"{sum(p.numel() for p in model.parameters()):,} weights")
 

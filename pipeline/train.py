@@ -48,6 +48,10 @@ class TrainStageConfig(TrainConfig):
     width: int = option(AuxFormerConfig.width, "model width (AuxFormerConfig)")
     num_heads: int = option(AuxFormerConfig.num_heads, "attention heads (AuxFormerConfig)")
     num_layers: int = option(AuxFormerConfig.num_layers, "layers per transformer (AuxFormerConfig)")
+    # 4 brings the 100 steps a second of a 10 ms log-mel to 25, near the video's frame rate; the
+    # reference's wav2vec2 features have 50. Attention memory grows with the square of the steps.
+    audio_pool: int = option(4, "average the log-mel over windows of this many frames (AuxFormerConfig)")
+    video_pool: int = option(1, "average the face embeddings over windows of this many frames (AuxFormerConfig)")
     runs_root: Path = option(Path("runs"), "runs go to <runs-root>/<dataset>/<split>/<model>/")
     force: bool = option(False, "retrain from scratch even when the run is finished")
 
@@ -127,7 +131,8 @@ def run(config: TrainStageConfig) -> Path:
     manifest = load_manifest(manifest_dir)
     model_config = AuxFormerConfig(audio_dim=dims.n_mels, video_dim=dims.embedding_dim,
                                    n_classes=len(manifest.meta.classes), width=config.width,
-                                   num_heads=config.num_heads, num_layers=config.num_layers)
+                                   num_heads=config.num_heads, num_layers=config.num_layers,
+                                   audio_pool=config.audio_pool, video_pool=config.video_pool)
     check_features(features, model_config)
     run_dir = config.run_dir()
     if config.force:

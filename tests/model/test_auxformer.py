@@ -82,8 +82,10 @@ def test_outputs_are_three_logit_tensors_per_clip():
 
 @pytest.mark.parametrize("causal_mask", [True, False])
 @pytest.mark.parametrize("video_dim", [20, 9], ids=["video-at-width", "video-projected"])
-def test_a_clip_gets_the_same_outputs_alone_and_batched_with_longer_clips(causal_mask, video_dim):
-    config = AuxFormerConfig(**dict(SMALL, video_dim=video_dim), causal_mask=causal_mask)
+@pytest.mark.parametrize("pools", [(1, 1), (4, 3)], ids=["unpooled", "pooled"])
+def test_a_clip_gets_the_same_outputs_alone_and_batched_with_longer_clips(causal_mask, video_dim, pools):
+    config = AuxFormerConfig(**dict(SMALL, video_dim=video_dim), causal_mask=causal_mask, audio_pool=pools[0],
+                             video_pool=pools[1])
     model = AuxFormer(config).eval()
     generator = torch.Generator().manual_seed(0)
     # Clips shorter than others in audio, in video, in both; the last is the longest in both.
@@ -95,6 +97,22 @@ def test_a_clip_gets_the_same_outputs_alone_and_batched_with_longer_clips(causal
             alone = model(*batch_of([clip]))
             for head_alone, head_batched in zip(alone, batched):
                 torch.testing.assert_close(head_alone[0], head_batched[index], rtol=0, atol=1e-5)
+
+
+def test_audio_pooling_averages_windows_of_valid_steps():
+    pool = AuxFormerConfig(**SMALL, audio_pool=4)
+    plain = AuxFormerConfig(**SMALL)
+    pooled_model, plain_model = AuxFormer(pool).eval(), AuxFormer(plain).eval()
+    plain_model.load_state_dict(pooled_model.state_dict())
+    generator = torch.Generator().manual_seed(3)
+    audio, video = random_clip(pool, 10, 6, generator)
+    # Windows of 4, 4 and the last 2 steps, averaged by hand, are what the unpooled model sees.
+    by_hand = torch.stack([audio[0:4].mean(0), audio[4:8].mean(0), audio[8:10].mean(0)])
+    with torch.no_grad():
+        pooled = pooled_model(*batch_of([(audio, video)]))
+        plain = plain_model(*batch_of([(by_hand, video)]))
+    for head_pooled, head_plain in zip(pooled, plain):
+        torch.testing.assert_close(head_pooled, head_plain, rtol=0, atol=1e-5)
 
 
 def test_the_causal_mask_changes_the_outputs():

@@ -1,9 +1,7 @@
 """Training: data joining and batching, modality drop-out, the loop, checkpoints, resume, baselines, the stage.
 
-The fixture is a small but real setup: a CREMA-D-style corpus folder of empty media files (the
-reader only lists names), its manifest from pipeline.manifest (4 actors: 2 train, 1 development,
-1 test), and HDF5 shards written with extract.shards whose log-mels and embeddings are noise
-around a per-class pattern, so a small model learns them in a few epochs.
+The fixture (training_fixture.py) is a small real setup: a manifest of 4 actors and HDF5 shards
+of synthetic features that a small model learns in a few epochs.
 """
 from __future__ import annotations
 
@@ -15,106 +13,15 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from training_fixture import (EMBEDDING_DIM, FAST, FEATURES_NAME, N_MELS, NO_AUDIO, NO_FACE, TINY_STAGE_ARGS,
+                              setup, write_features)
 
 import pipeline.train as train_stage
-from corpora.manifest import load_manifest
-from extract.shards import ClipFeatures, FeatureStore, ShardWriter, build_index
+from extract.shards import FeatureStore
 from model.auxformer import AuxFormer, AuxFormerConfig
-from model.data import (BucketBatchSampler, ClipDataset, FeatureMismatch, check_features, collate,
-                        evaluation_loader)
+from model.data import BucketBatchSampler, FeatureMismatch, check_features, collate, evaluation_loader
 from model.training import (VARIANTS, TrainConfig, drop_modalities, evaluate, for_variant, load_checkpoint, train,
                             variant_loss)
-from pipeline.manifest import ManifestConfig, build_manifest
-
-ACTORS = {1001: "Male", 1002: "Female", 1003: "Male", 1004: "Female"}
-SENTENCES = ("TIE", "IOM", "IWW", "TAI")
-EMOTIONS = ("ANG", "DIS", "FEA", "HAP", "NEU", "SAD")
-N_MELS, EMBEDDING_DIM = 16, 12
-FEATURES_NAME = "synthetic-mel16"
-# Clips of every speaker that exercise missing modalities: no audio, and no face on any frame.
-NO_AUDIO = ("IWW", "SAD")
-NO_FACE = ("TAI", "NEU")
-TINY = dict(width=8, num_heads=2, num_layers=1, aux_hidden_dims=(16,))
-FAST = dict(batch_size=16, lr=1e-2, num_workers=0, device="cpu")
-TINY_STAGE_ARGS = ["--width", "8", "--num-heads", "2", "--num-layers", "1", "--batch-size", "16",
-                   "--lr", "0.01", "--num-workers", "0", "--device", "cpu"]
-
-
-def write_corpus(root: Path) -> None:
-    """A CREMA-D folder whose media files are empty: enough for the reader, which lists names."""
-    for folder in ("AudioWAV", "VideoFlash"):
-        (root / folder).mkdir(parents=True)
-    for actor in ACTORS:
-        for sentence in SENTENCES:
-            for emotion in EMOTIONS:
-                clip_id = f"{actor}_{sentence}_{emotion}_XX"
-                (root / "AudioWAV" / f"{clip_id}.wav").touch()
-                (root / "VideoFlash" / f"{clip_id}.flv").touch()
-    with (root / "VideoDemographics.csv").open("w", newline="") as stream:
-        writer = csv.writer(stream)
-        writer.writerow(["ActorID", "Age", "Sex", "Race", "Ethnicity"])
-        writer.writerows([actor, 30, sex, "", ""] for actor, sex in ACTORS.items())
-
-
-def synthetic_clip(clip_id: str, speaker: str, label: str, class_index: int, rng: np.random.Generator,
-                   patterns: tuple[np.ndarray, np.ndarray]) -> ClipFeatures:
-    audio_pattern, video_pattern = patterns
-    audio_frames = int(rng.integers(12, 30))
-    video_frames = audio_frames // 3
-    mel = audio_pattern[class_index] + rng.normal(0, 0.7, (audio_frames, N_MELS))
-    embedding = video_pattern[class_index] + rng.normal(0, 0.7, (video_frames, EMBEDDING_DIM))
-    valid = rng.random(video_frames) > 0.2
-    _, sentence, emotion, _ = clip_id.split("_")
-    if (sentence, emotion) == NO_AUDIO:
-        mel = mel[:0]
-    if (sentence, emotion) == NO_FACE:
-        valid[:] = False
-    embedding[~valid] = 0.0
-    boxes = np.where(valid[:, None], 10.0, np.nan) * np.ones((video_frames, 4))
-    return ClipFeatures(clip_id, mel.astype(np.float32), embedding.astype(np.float32), valid, boxes.astype(np.float32),
-                        np.arange(video_frames) / 30.0, audio_frames / 100, 30.0, speaker, label)
-
-
-def write_features(folder: Path, manifest, skip: set[str], n_mels_recorded: int = N_MELS) -> None:
-    folder.mkdir(parents=True)
-    rng = np.random.default_rng(0)
-    patterns = (rng.normal(0, 1, (6, N_MELS)), rng.normal(0, 1, (6, EMBEDDING_DIM)))
-    writer = ShardWriter(folder, "part0of1", 40, N_MELS, EMBEDDING_DIM)
-    for clip in manifest.clips:
-        if clip.clip_id not in skip:
-            writer.add(synthetic_clip(clip.clip_id, clip.speaker, clip.label,
-                                      manifest.meta.classes.index(clip.label), rng, patterns))
-    writer.flush()
-    build_index(folder)
-    identity = {"encoder": "synthetic", "mel": {"n_mels": n_mels_recorded, "win_ms": 25.0, "hop_ms": 10.0}}
-    (folder / "extraction.yaml").write_text(yaml.safe_dump({"identity": identity}))
-
-
-class Setup:
-    """Paths of the fixture, relative to its workspace (the stage runs there)."""
-
-    def __init__(self, workspace: Path):
-        self.workspace = workspace
-        self.corpus = workspace / "corpus"
-        write_corpus(self.corpus)
-        self.manifest_dir, _ = build_manifest(ManifestConfig(dataset="demo", corpus_dir=str(self.corpus),
-                                                             out_dir=workspace / "data" / "manifests"))
-        self.manifest = load_manifest(self.manifest_dir)
-        self.skipped = self.manifest.in_split("train")[0].clip_id
-        self.features = workspace / "data" / "features" / "demo" / FEATURES_NAME
-        write_features(self.features, self.manifest, skip={self.skipped})
-
-    def data(self, split: str, store: FeatureStore | None = None) -> ClipDataset:
-        return ClipDataset(store or FeatureStore(self.features), self.manifest.in_split(split),
-                           self.manifest.meta.classes, soft_targets=False)
-
-    def model_config(self) -> AuxFormerConfig:
-        return AuxFormerConfig(audio_dim=N_MELS, video_dim=EMBEDDING_DIM, n_classes=6, **TINY)
-
-
-@pytest.fixture(scope="module")
-def setup(tmp_path_factory) -> Setup:
-    return Setup(tmp_path_factory.mktemp("training"))
 
 
 def test_fixture_has_a_speaker_independent_partition(setup):
