@@ -28,7 +28,7 @@ import yaml
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from corpora.manifest import ClipRecord
-from extract.shards import FeatureStore, shard_files
+from extract.shards import ClipFeatures, FeatureStore, shard_files
 from model.auxformer import AuxFormerConfig
 
 EXTRACTION_FILE = "extraction.yaml"
@@ -114,11 +114,8 @@ class ClipDataset(Dataset):
 
     def __getitem__(self, index: int) -> Example:
         clip_id = self.clips[index].clip_id
-        features = self.store.load(clip_id)
-        audio = features.mel if features.has_audio else features.mel[:0]
-        video = features.embedding if features.has_video else features.embedding[:0]
-        return Example(clip_id, torch.from_numpy(np.asarray(audio, np.float32)),
-                       torch.from_numpy(np.asarray(video, np.float32)), self.targets[index], self.labels[index])
+        audio, video = model_inputs(self.store.load(clip_id))
+        return Example(clip_id, audio, video, self.targets[index], self.labels[index])
 
     def lengths(self) -> list[tuple[int, int]]:
         """(audio steps, video steps) of every clip, from the index alone; 0 for a missing modality."""
@@ -129,6 +126,13 @@ class ClipDataset(Dataset):
             video = int(entry["video_frames"]) if int(entry["has_video"]) else 0
             lengths.append((audio, video))
         return lengths
+
+
+def model_inputs(features: ClipFeatures) -> tuple[torch.Tensor, torch.Tensor]:
+    """A clip's (audio steps, n_mels) and (video steps, dim) inputs; a missing modality has no steps."""
+    audio = features.mel if features.has_audio else features.mel[:0]
+    video = features.embedding if features.has_video else features.embedding[:0]
+    return torch.from_numpy(np.asarray(audio, np.float32)), torch.from_numpy(np.asarray(video, np.float32))
 
 
 def _target(clip: ClipRecord, classes: Sequence[str], soft: bool) -> torch.Tensor:
