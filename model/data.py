@@ -173,13 +173,17 @@ class BucketBatchSampler(Sampler[list[int]]):
     """Batches of clips of similar length in shuffled order; the same batches for the same seed and epoch.
 
     The clips are shuffled, cut into pools of ``POOL_BATCHES`` batches, each pool is sorted by
-    length and cut into batches, and the batches of all pools are shuffled.
+    length and cut into batches, and the batches of all pools are shuffled. Under distributed
+    training, process ``rank`` of ``world_size`` takes every world_size-th batch of that order;
+    the first batches are repeated to make the count a multiple of world_size, so that every
+    process takes as many steps.
     """
 
-    def __init__(self, lengths: Sequence[int], batch_size: int, seed: int):
+    def __init__(self, lengths: Sequence[int], batch_size: int, seed: int, rank: int = 0, world_size: int = 1):
         self.lengths = list(lengths)
         self.batch_size = batch_size
         self.seed = seed
+        self.rank, self.world_size = rank, world_size
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -193,19 +197,22 @@ class BucketBatchSampler(Sampler[list[int]]):
         for start in range(0, len(order), pool_size):
             pool = sorted(order[start:start + pool_size], key=lambda index: self.lengths[index])
             batches += [pool[i:i + self.batch_size] for i in range(0, len(pool), self.batch_size)]
-        for index in rng.permutation(len(batches)):
-            yield batches[index]
+        batches = [batches[index] for index in rng.permutation(len(batches))]
+        batches += batches[:-len(batches) % self.world_size]
+        yield from batches[self.rank::self.world_size]
 
     def __len__(self) -> int:
         pool_size = self.batch_size * POOL_BATCHES
         full_pools, rest = divmod(len(self.lengths), pool_size)
-        return full_pools * POOL_BATCHES + -(-rest // self.batch_size)
+        batches = full_pools * POOL_BATCHES + -(-rest // self.batch_size)
+        return -(-batches // self.world_size)
 
 
-def training_loader(dataset: ClipDataset, batch_size: int, seed: int, num_workers: int) -> DataLoader:
-    """Bucketed batches; call ``loader.batch_sampler.set_epoch(epoch)`` before each epoch."""
+def training_loader(dataset: ClipDataset, batch_size: int, seed: int, num_workers: int, rank: int = 0,
+                    world_size: int = 1) -> DataLoader:
+    """Bucketed batches (this process's share); call ``loader.batch_sampler.set_epoch(epoch)`` before each epoch."""
     total_steps = [audio + video for audio, video in dataset.lengths()]
-    sampler = BucketBatchSampler(total_steps, batch_size, seed)
+    sampler = BucketBatchSampler(total_steps, batch_size, seed, rank, world_size)
     return DataLoader(dataset, batch_sampler=sampler, collate_fn=collate, num_workers=num_workers)
 
 

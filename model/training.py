@@ -24,6 +24,14 @@ reference, or dev macro-F1) is kept in best.pt. last.pt (written atomically afte
 holds the weights, optimizer and random state and the metrics so far, so that a run resumed
 from it continues exactly as if it had not stopped; a run may also be extended to more epochs.
 Nothing here reads the test split: the caller gives the train and development data.
+
+Distributed training: started under torchrun (``WORLD_SIZE`` > 1 in the environment),
+``init_distributed`` joins the process group (NCCL on GPUs, one per process, else gloo) and
+training wraps the model in DistributedDataParallel. Every process starts from the same
+weights, takes its share of each epoch's batches (``--batch-size`` is per process) and its own
+drop-out draws; gradients are averaged. Each process scores the whole development split (the
+same numbers everywhere, no exchange needed) and only rank 0 writes files or prints. last.pt
+keeps every process's random state, so a run resumed with as many processes continues exactly.
 """
 from __future__ import annotations
 
@@ -36,10 +44,12 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from sklearn.metrics import f1_score
+from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from model.auxformer import AuxFormer, AuxFormerConfig, AuxFormerOutputs
@@ -53,6 +63,8 @@ CURVE_FILE = "curve.png"
 SELECT_BY = {"loss": "dev_loss", "macro_f1": "dev_macro_f1"}
 # Options that may differ between a run and its resumption: they do not change what is computed.
 FREE_ON_RESUME = ("epochs", "device", "num_workers")
+# Process r of a distributed run seeds its dropout and modality drop-out with seed + r * this.
+PROCESS_SEED_STRIDE = 1_000_003
 METRIC_COLUMNS = ("epoch", "train_loss", "dev_loss", "dev_accuracy", "dev_macro_f1", "seconds")
 
 
@@ -113,11 +125,42 @@ class TrainResult:
     best: dict  # {"metric", "value", "epoch"}
 
 
-def resolve_device(name: str) -> torch.device:
+@dataclass(frozen=True)
+class Distributed:
+    """This process's place in a torchrun job; the defaults describe a single process."""
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    def barrier(self) -> None:
+        if self.world_size > 1:
+            dist.barrier()
+
+
+def init_distributed(device_name: str, environ=os.environ) -> Distributed:
+    """Join torchrun's process group when there is one (NCCL when training on CUDA, else gloo)."""
+    world_size = int(environ.get("WORLD_SIZE", "1"))
+    if world_size <= 1:
+        return Distributed()
+    if not dist.is_initialized():
+        on_cuda = resolve_device(device_name).type == "cuda"
+        dist.init_process_group("nccl" if on_cuda else "gloo")
+    return Distributed(dist.get_rank(), dist.get_world_size(), int(environ.get("LOCAL_RANK", "0")))
+
+
+def resolve_device(name: str, local_rank: int = 0) -> torch.device:
+    """The device to run on; under torchrun, the GPU of this process's local rank."""
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise TrainingError("--device cuda, but no CUDA device is available")
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda":
+        if not torch.cuda.is_available():
+            raise TrainingError("--device cuda, but no CUDA device is available")
+        return torch.device("cuda", local_rank)
     return torch.device(name)
 
 
@@ -163,14 +206,14 @@ def variant_loss(outputs: AuxFormerOutputs, batch: Batch, variant: Variant) -> t
     return sum(total / count.clamp(min=1) for total, count in head_losses(outputs, batch, variant))
 
 
-def _forward(model: AuxFormer, batch: Batch, device: torch.device, mixed_precision: bool) -> AuxFormerOutputs:
+def _forward(model: torch.nn.Module, batch: Batch, device: torch.device, mixed_precision: bool) -> AuxFormerOutputs:
     with torch.autocast(device.type, dtype=torch.bfloat16, enabled=mixed_precision and device.type == "cuda"):
         return model(batch.audio, batch.audio_lengths, batch.video, batch.video_lengths)
 
 
-def train_epoch(model: AuxFormer, loader: Iterable[Batch], optimizer: torch.optim.Optimizer, config: TrainConfig,
-                dropout_generator: torch.Generator, device: torch.device) -> float:
-    """One pass over the training batches; returns the mean loss per clip."""
+def train_epoch(model: torch.nn.Module, loader: Iterable[Batch], optimizer: torch.optim.Optimizer,
+                config: TrainConfig, dropout_generator: torch.Generator, device: torch.device) -> float:
+    """One pass over the training batches; returns the mean loss per clip, over all processes."""
     variant = VARIANTS[config.model]
     model.train()
     total, clips = 0.0, 0
@@ -187,6 +230,10 @@ def train_epoch(model: AuxFormer, loader: Iterable[Batch], optimizer: torch.opti
         optimizer.step()
         total += loss.item() * len(batch.clip_ids)
         clips += len(batch.clip_ids)
+    if dist.is_initialized():
+        sums = torch.tensor([total, clips], dtype=torch.float64, device=device)
+        dist.all_reduce(sums)
+        total, clips = sums.tolist()
     return total / clips
 
 
@@ -254,18 +301,28 @@ def completed_epochs(run_dir: Path) -> int:
     return load_checkpoint(path)["epoch"] if path.is_file() else 0
 
 
-def _random_state(dropout_generator: torch.Generator) -> dict:
+def _random_states(dropout_generator: torch.Generator, distributed: Distributed) -> list[dict]:
+    """Every process's random state, rank by rank (gathered to all processes)."""
     state = {"torch": torch.get_rng_state(), "modality_dropout": dropout_generator.get_state()}
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
+    if distributed.world_size == 1:
+        return [state]
+    states = [None] * distributed.world_size
+    dist.all_gather_object(states, state)
+    return states
 
 
-def _restore_random_state(state: dict, dropout_generator: torch.Generator) -> None:
+def _restore_random_state(states: list[dict], dropout_generator: torch.Generator, distributed: Distributed) -> bool:
+    """This process's saved random state; False (and nothing restored) if the run had another process count."""
+    if len(states) != distributed.world_size:
+        return False
+    state = states[distributed.rank]
     torch.set_rng_state(state["torch"])
     dropout_generator.set_state(state["modality_dropout"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
+    return True
 
 
 def _check_resumable(checkpoint: dict, model_config: AuxFormerConfig, config: TrainConfig, path: Path) -> None:
@@ -281,12 +338,15 @@ def _check_resumable(checkpoint: dict, model_config: AuxFormerConfig, config: Tr
 
 
 class RunLog:
-    """Prints a line and appends it, time-stamped, to the run's log file."""
+    """Prints a line and appends it, time-stamped, to the run's log file (when ``enabled``: rank 0's)."""
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, enabled: bool = True):
         self.path = path
+        self.enabled = enabled
 
     def __call__(self, message: str) -> None:
+        if not self.enabled:
+            return
         print(message, flush=True)
         with self.path.open("a") as stream:
             stream.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {message}\n")
@@ -327,17 +387,21 @@ def _is_better(value: float, best: dict | None, select_by: str) -> bool:
 
 
 def train(model_config: AuxFormerConfig, config: TrainConfig, train_data: ClipDataset, dev_data: ClipDataset,
-          run_dir: Path, classes: tuple[str, ...] = ()) -> TrainResult:
+          run_dir: Path, classes: tuple[str, ...] = (), distributed: Distributed = Distributed()) -> TrainResult:
     """Train into ``run_dir``, resuming from its last.pt when there is one; returns the metrics and the kept epoch."""
     if not len(train_data) or not len(dev_data):
         raise TrainingError(f"nothing to train on: {len(train_data)} train and {len(dev_data)} development clips")
-    run_dir.mkdir(parents=True, exist_ok=True)
-    log = RunLog(run_dir / LOG_FILE)
-    device = resolve_device(config.device)
-    torch.manual_seed(config.seed)
+    if distributed.is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    log = RunLog(run_dir / LOG_FILE, enabled=distributed.is_main)
+    device = resolve_device(config.device, distributed.local_rank)
+    torch.manual_seed(config.seed)  # the same initial weights in every process
     model = AuxFormer(model_config).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
-    dropout_generator = torch.Generator().manual_seed(config.seed)
+    # Each process draws its own dropout masks and modality drop-outs.
+    process_seed = config.seed + PROCESS_SEED_STRIDE * distributed.rank
+    torch.manual_seed(process_seed)
+    dropout_generator = torch.Generator().manual_seed(process_seed)
     history, best, start = [], None, 1
     last_path = run_dir / LAST_CHECKPOINT
     if last_path.is_file():
@@ -345,24 +409,36 @@ def train(model_config: AuxFormerConfig, config: TrainConfig, train_data: ClipDa
         _check_resumable(checkpoint, model_config, config, last_path)
         model.load_state_dict(checkpoint["model_state"])
         optimizer.load_state_dict(checkpoint["optimizer_state"])
-        _restore_random_state(checkpoint["random_state"], dropout_generator)
         history, best, start = checkpoint["history"], checkpoint["best"], checkpoint["epoch"] + 1
         log(f"resuming {run_dir} after epoch {checkpoint['epoch']}")
+        if not _restore_random_state(checkpoint["random_state"], dropout_generator, distributed):
+            log(f"the run had {len(checkpoint['random_state'])} processes and now has {distributed.world_size}: "
+                "it goes on from the same weights, but with other random draws than an uninterrupted run")
     else:
         model.set_input_statistics(*input_statistics(train_data, model_config.audio_dim, model_config.video_dim))
-    log(f"training {config.model} on {device}: {len(train_data)} train, {len(dev_data)} development clips, "
+    network = model
+    if distributed.world_size > 1:
+        # Baselines leave parts of the network without gradient, and so can a batch whose clips
+        # all lack one modality.
+        network = DistributedDataParallel(model, find_unused_parameters=True)
+    log(f"training {config.model} on {device}"
+        f"{f' in {distributed.world_size} processes' if distributed.world_size > 1 else ''}: "
+        f"{len(train_data)} train, {len(dev_data)} development clips, "
         f"{sum(p.numel() for p in model.parameters()):,} weights")
 
-    train_loader = training_loader(train_data, config.batch_size, config.seed, config.num_workers)
+    train_loader = training_loader(train_data, config.batch_size, config.seed, config.num_workers,
+                                   distributed.rank, distributed.world_size)
     dev_loader = evaluation_loader(dev_data, config.batch_size, config.num_workers)
     metric = SELECT_BY[config.select_by]
     common = {"model_config": model_config.to_dict(), "train_config": asdict(config), "classes": list(classes)}
     for epoch in range(start, config.epochs + 1):
         started = time.monotonic()
         train_loader.batch_sampler.set_epoch(epoch)
-        batches = tqdm(train_loader, desc=f"epoch {epoch}", unit="batch", leave=False, disable=None)
-        train_loss = train_epoch(model, batches, optimizer, config, dropout_generator, device)
+        batches = tqdm(train_loader, desc=f"epoch {epoch}", unit="batch", leave=False,
+                       disable=None if distributed.is_main else True)
+        train_loss = train_epoch(network, batches, optimizer, config, dropout_generator, device)
         scores = evaluate(model, dev_loader, config, device)
+        random_states = _random_states(dropout_generator, distributed)
         row = {"epoch": epoch, "train_loss": train_loss, "dev_loss": scores["loss"],
                "dev_accuracy": scores["accuracy"], "dev_macro_f1": scores["macro_f1"],
                "seconds": round(time.monotonic() - started, 3)}
@@ -370,15 +446,18 @@ def train(model_config: AuxFormerConfig, config: TrainConfig, train_data: ClipDa
         improved = _is_better(row[metric], best, config.select_by)
         if improved:
             best = {"metric": metric, "value": row[metric], "epoch": epoch}
-            save_atomically({**common, "epoch": epoch, "best": best, "model_state": model.state_dict()},
-                            run_dir / BEST_CHECKPOINT)
-        save_atomically({**common, "epoch": epoch, "best": best, "history": history,
-                         "model_state": model.state_dict(), "optimizer_state": optimizer.state_dict(),
-                         "random_state": _random_state(dropout_generator)}, last_path)
-        write_metrics(history, run_dir / METRICS_FILE)
-        plot_curve(history, best, run_dir / CURVE_FILE)
+        if distributed.is_main:
+            if improved:
+                save_atomically({**common, "epoch": epoch, "best": best, "model_state": model.state_dict()},
+                                run_dir / BEST_CHECKPOINT)
+            save_atomically({**common, "epoch": epoch, "best": best, "history": history,
+                             "model_state": model.state_dict(), "optimizer_state": optimizer.state_dict(),
+                             "random_state": random_states}, last_path)
+            write_metrics(history, run_dir / METRICS_FILE)
+            plot_curve(history, best, run_dir / CURVE_FILE)
         log(f"epoch {epoch}/{config.epochs}: train loss {train_loss:.4f}, dev loss {scores['loss']:.4f}, "
             f"accuracy {scores['accuracy']:.3f}, macro-F1 {scores['macro_f1']:.3f} "
             f"({row['seconds']:.1f} s){' *' if improved else ''}")
     log(f"kept epoch {best['epoch']} ({metric} {best['value']:.4f}) in {run_dir / BEST_CHECKPOINT}")
+    distributed.barrier()  # no process returns before rank 0 has written the last checkpoint
     return TrainResult(history, best)

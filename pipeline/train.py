@@ -11,6 +11,10 @@ folder and its extraction identity, so evaluation and prediction can rebuild the
 train.log, metrics.csv, curve.png, best.pt (the kept epoch) and last.pt (see model.training).
 A rerun of a finished run does nothing (FORCE=1 retrains from scratch); an unfinished one
 resumes from last.pt; a run folder made with other settings is an error.
+
+Distributed: the same command under ``torchrun --nproc_per_node=N`` (and torchrun's multi-node
+options) trains with DistributedDataParallel, one process per GPU or, on CPU, N processes;
+only rank 0 writes (see model.training).
 """
 from __future__ import annotations
 
@@ -19,6 +23,7 @@ import sys
 from dataclasses import dataclass, fields
 from pathlib import Path
 
+import torch
 import yaml
 
 from corpora.manifest import CorpusError, Manifest, load_manifest, repo_relative
@@ -26,8 +31,8 @@ from extract.shards import FeatureStore
 from model.auxformer import AuxFormerConfig
 from model.data import (EXTRACTION_FILE, SOFT_LABEL_RULE, ClipDataset, FeatureMismatch, check_features,
                         feature_dims)
-from model.training import (FREE_ON_RESUME, LAST_CHECKPOINT, LOG_FILE, RunLog, TrainConfig, TrainingError,
-                            completed_epochs, train)
+from model.training import (FREE_ON_RESUME, LAST_CHECKPOINT, LOG_FILE, Distributed, RunLog, TrainConfig,
+                            TrainingError, completed_epochs, init_distributed, train)
 from pipeline.config import option, parse_config, to_yaml
 from pipeline.manifest import DATASETS, ManifestConfig, build_manifest
 from pipeline.verify_features import VerifyConfig
@@ -121,12 +126,15 @@ def split_data(store: FeatureStore, manifest: Manifest, split: str, log: RunLog)
     return data
 
 
-def run(config: TrainStageConfig) -> Path:
+def run(config: TrainStageConfig, distributed: Distributed = Distributed()) -> Path:
     """Train (or resume, or skip a finished run); returns the run folder."""
     if config.dataset not in TRAINABLE_DATASETS:
         raise CorpusError(f"unknown dataset {config.dataset!r}; choose one of {', '.join(TRAINABLE_DATASETS)}")
     features = features_folder(config)
     dims = feature_dims(features)
+    if distributed.is_main:  # the others find it built
+        build_manifest(config.manifest_config())
+    distributed.barrier()
     manifest_dir, _ = build_manifest(config.manifest_config())
     manifest = load_manifest(manifest_dir)
     model_config = AuxFormerConfig(audio_dim=dims.n_mels, video_dim=dims.embedding_dim,
@@ -135,21 +143,26 @@ def run(config: TrainStageConfig) -> Path:
                                    audio_pool=config.audio_pool, video_pool=config.video_pool)
     check_features(features, model_config)
     run_dir = config.run_dir()
-    if config.force:
+    if config.force and distributed.is_main:
         shutil.rmtree(run_dir, ignore_errors=True)
+    distributed.barrier()
     record = run_record(config, manifest_dir, manifest, features, model_config)
     check_same_run(run_dir, record)
     done = completed_epochs(run_dir)
     if done >= config.epochs:
-        print(f"train: {run_dir} is finished ({done} epochs); FORCE=1 retrains it")
+        if distributed.is_main:
+            print(f"train: {run_dir} is finished ({done} epochs); FORCE=1 retrains it")
         return run_dir
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / RUN_CONFIG_FILE).write_text(yaml.safe_dump(record, sort_keys=False))
-    log = RunLog(run_dir / LOG_FILE)
+    if distributed.is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / RUN_CONFIG_FILE).write_text(yaml.safe_dump(record, sort_keys=False))
+    distributed.barrier()
+    log = RunLog(run_dir / LOG_FILE, enabled=distributed.is_main)
     store = FeatureStore(features)
     try:
         train_data, dev_data = (split_data(store, manifest, split, log) for split in TRAINED_SPLITS)
-        train(model_config, config.train_config(), train_data, dev_data, run_dir, manifest.meta.classes)
+        train(model_config, config.train_config(), train_data, dev_data, run_dir, manifest.meta.classes,
+              distributed)
     finally:
         store.close()
     return run_dir
@@ -158,11 +171,16 @@ def run(config: TrainStageConfig) -> Path:
 def main(argv: list[str] | None = None) -> int:
     try:
         config = parse_config(TrainStageConfig, argv, description=__doc__)
-        run_dir = run(config)
+        distributed = init_distributed(config.device)
+        run_dir = run(config, distributed)
     except (CorpusError, FeatureMismatch, TrainingError) as error:
         print(f"train: {error}", file=sys.stderr)
         return 2
-    print(f"train: run folder {run_dir}")
+    finally:
+        if torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
+    if distributed.is_main:
+        print(f"train: run folder {run_dir}")
     return 0
 
 

@@ -6,6 +6,9 @@ of synthetic features that a small model learns in a few epochs.
 from __future__ import annotations
 
 import csv
+import os
+import subprocess
+import sys
 from dataclasses import replace
 from pathlib import Path
 
@@ -73,6 +76,17 @@ def test_bucket_sampler_is_deterministic_complete_and_groups_similar_lengths():
     for size in (1, 7, 80, 81, 200):
         sampler = BucketBatchSampler(list(range(size)), batch_size=10, seed=0)
         assert len(list(sampler)) == len(sampler)
+
+
+def test_distributed_processes_share_out_every_batch_and_take_equal_steps():
+    lengths = list(range(100))
+    alone = list(BucketBatchSampler(lengths, 8, seed=2))
+    for world_size in (2, 3):
+        shares = [list(BucketBatchSampler(lengths, 8, seed=2, rank=rank, world_size=world_size))
+                  for rank in range(world_size)]
+        assert {len(share) for share in shares} == {-(-len(alone) // world_size)}
+        # The same batches as one process, spread over the processes; a few repeated to even out.
+        assert {tuple(batch) for share in shares for batch in share} == {tuple(batch) for batch in alone}
 
 
 def test_modality_dropout_follows_its_rates_and_never_drops_both():
@@ -201,6 +215,33 @@ def test_stage_trains_resumes_skips_and_never_loads_the_test_split(setup, monkey
     assert (run_dir / "last.pt").stat().st_mtime_ns == modified
     assert train_stage.main([*args, "--epochs", "2", "--lr", "0.02"]) == 2
     assert "other settings (stage.lr)" in capsys.readouterr().err
+
+
+def test_torchrun_trains_in_two_processes_where_only_rank_0_writes_and_resumes(setup, tmp_path):
+    root = Path(__file__).resolve().parents[2]
+    environment = {**os.environ, "PYTHONPATH": str(root), "OMP_NUM_THREADS": "1"}
+
+    def torchrun(epochs: int) -> subprocess.CompletedProcess:
+        command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                   "-m", "pipeline.train", "--corpus-dir", str(setup.corpus), "--runs-root", str(tmp_path),
+                   *TINY_STAGE_ARGS, "--epochs", str(epochs)]
+        return subprocess.run(command, cwd=setup.workspace, env=environment, capture_output=True, text=True,
+                              timeout=300)
+
+    finished = torchrun(2)
+    assert finished.returncode == 0, finished.stderr[-3000:]
+    assert finished.stdout.count("train: run folder") == 1
+    run_dir = tmp_path / "demo" / "p1" / "auxformer"
+    log = (run_dir / "train.log").read_text()
+    assert log.count("in 2 processes") == 1 and log.count("epoch 2/2") == 1
+    checkpoint = load_checkpoint(run_dir / "last.pt")
+    assert checkpoint["epoch"] == 2 and len(checkpoint["random_state"]) == 2
+    assert checkpoint["history"][-1]["train_loss"] < checkpoint["history"][0]["train_loss"]
+
+    resumed = torchrun(3)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "resuming" in (run_dir / "train.log").read_text()
+    assert load_checkpoint(run_dir / "last.pt")["epoch"] == 3
 
 
 def test_stage_reports_missing_features(tmp_path, monkeypatch, capsys):
