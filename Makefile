@@ -15,7 +15,7 @@ FORCE_FLAG := $(if $(filter 1 true yes,$(FORCE)),--force,)
 ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help setup models test demo demo-data demo-check manifest stats features verify-features features-floor train eval lock clean-demo
+.PHONY: help setup models test demo demo-data demo-check manifest stats features verify-features features-floor train eval predict lock clean-demo
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -67,6 +67,10 @@ train: $(SETUP_STAMP) ## train on one partition into runs/<dataset>/p<k>/<model>
 
 eval: $(SETUP_STAMP) ## score the run of DATASET/PARTITION/MODEL on its test split: metrics.json, report.md, confusion.png
 	$(PY) -m pipeline.evaluate --dataset $(DATASET) --partition $(PARTITION) --model $(MODEL) $(ARGS)
+
+predict: $(SETUP_STAMP) ## predict the emotion of VIDEO (a file or a folder of videos) with the run of DATASET/PARTITION/MODEL
+	@test -n "$(VIDEO)" || { echo "usage: make predict VIDEO=path/to/clip.mp4-or-folder [DATASET=demo PARTITION=1 MODEL=auxformer]"; exit 2; }
+	$(PY) -m pipeline.predict --video "$(VIDEO)" --dataset $(DATASET) --partition $(PARTITION) --model $(MODEL) $(ARGS)
 
 lock: ## re-resolve requirements.lock from the pins in pyproject.toml (in a scratch venv)
 	rm -rf .lock-venv && $(PYTHON) -m venv .lock-venv

@@ -33,16 +33,16 @@ EVALUATED_SPLIT = "test"
 
 
 @dataclass
-class EvalConfig:
+class RunSelection:
+    """Which training run a stage reads: the options make train was given, or the folder itself."""
+
     dataset: str = option("demo", "corpus the run was trained on")
     partition: int = option(1, "partition the run was trained on, 1-5")
     model: str = option("auxformer", "variant the run trained")
     label_rule: str = option("", "label rule of the run; '' for the dataset's default")
     partition_file: str = option("", "partition file of the run, if it was trained on one")
     runs_root: Path = option(Path("runs"), "where make train put the run")
-    run_dir: str = option("", "the run folder itself, instead of the five options above")
-    batch_size: int = option(32, "clips per batch")
-    device: str = option("auto", "auto (cuda when available), cpu or cuda")
+    run_dir: str = option("", "the run folder itself, instead of the six options above")
 
     def folder(self) -> Path:
         if self.run_dir:
@@ -50,6 +50,12 @@ class EvalConfig:
         return TrainStageConfig(dataset=self.dataset, partition=self.partition, model=self.model,
                                 label_rule=self.label_rule, partition_file=self.partition_file,
                                 runs_root=self.runs_root).run_dir()
+
+
+@dataclass
+class EvalConfig(RunSelection):
+    batch_size: int = option(32, "clips per batch")
+    device: str = option("auto", "auto (cuda when available), cpu or cuda")
 
 
 def load_run(run_dir: Path) -> tuple[dict, dict]:

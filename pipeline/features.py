@@ -185,14 +185,14 @@ class Extractor:
         start = 0
         for media in self.pending:
             n_valid = 0 if media.crops is None else len(media.crops)
-            self.writer.add(_clip_features(media, embedded[start:start + n_valid], mels.get(id(media)),
-                                           self.log_mel.config.n_mels))
+            self.writer.add(clip_features(media, embedded[start:start + n_valid], mels.get(id(media)),
+                                          self.log_mel.config.n_mels))
             start += n_valid
         self.seconds["write"] += time.perf_counter() - tick
         self.pending = []
 
 
-def _clip_features(media: ClipMedia, embedded: np.ndarray, mel: np.ndarray | None, n_mels: int) -> ClipFeatures:
+def clip_features(media: ClipMedia, embedded: np.ndarray, mel: np.ndarray | None, n_mels: int) -> ClipFeatures:
     embedding = np.zeros((len(media.valid), embedded.shape[1] if embedded.ndim == 2 else 0), np.float32)
     embedding[media.valid] = embedded
     return ClipFeatures(

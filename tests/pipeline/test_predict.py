@@ -1,0 +1,179 @@
+"""The prediction stage on real demo videos and a real run folder: the same features as the
+extraction the run was trained on, a missing modality predicted from the other, a broken file
+that costs only its own row, and clear errors when there is no run to predict with."""
+from __future__ import annotations
+
+import csv
+import json
+import os
+import shutil
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+import soundfile
+import torch
+import yaml
+
+from corpora.crema_d import CLASSES
+from corpora.demo.media import write_flv
+from extract.model_files import FACE_DETECTOR_SHORT_RANGE, ModelFileError, model_path
+from extract.shards import FeatureStore
+from model.auxformer import AuxFormer, AuxFormerConfig
+from model.data import model_inputs
+from model.evaluation import PREDICTING_HEAD, head_logits
+from pipeline.config import to_yaml
+from pipeline.features import FeaturesConfig, extract
+from pipeline.predict import main
+from pipeline.train import RUN_CONFIG_FILE, TrainStageConfig
+
+ROOT = Path(__file__).resolve().parents[2]
+CLIP = "1001_IEO_ANG_HI"
+
+
+@pytest.fixture(scope="module", autouse=True)
+def face_model():
+    try:
+        model_path(FACE_DETECTOR_SHORT_RANGE, fetch=False)
+    except ModelFileError as error:
+        pytest.skip(f"mediapipe face model not available: {error}")
+
+
+@pytest.fixture(scope="module")
+def clips(demo_corpus, tmp_path_factory) -> Path:
+    """Two demo videos in a plain folder: extracted as the "folder" dataset, their audio comes from
+    the video's own track, as prediction takes it (the demo dataset takes the WAV beside it)."""
+    folder = tmp_path_factory.mktemp("clips")
+    for clip_id in (CLIP, "1002_IEO_SAD_HI"):
+        shutil.copy(demo_corpus / "VideoFlash" / f"{clip_id}.flv", folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def extraction(clips, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("extraction")
+    folder, report = extract(FeaturesConfig(dataset="folder", corpus_dir=str(clips), out_root=out / "features",
+                                            manifests_dir=out / "manifests", workers=2, device="cpu"))
+    assert report.clips == 2 and not report.failures
+    return folder
+
+
+@pytest.fixture(scope="module")
+def trained(extraction, tmp_path_factory) -> tuple[Path, AuxFormer]:
+    """A run folder as make train leaves it (config.yaml, best.pt) for a small untrained AuxFormer."""
+    torch.manual_seed(0)
+    config = AuxFormerConfig(audio_dim=80, video_dim=135, n_classes=6, width=8, num_heads=2, num_layers=1,
+                             aux_hidden_dims=(16,), audio_pool=4)
+    model = AuxFormer(config)
+    store = FeatureStore(extraction)
+    features = store.load(CLIP)
+    store.close()
+    # The clip's own statistics (+1 keeps constant features finite), so that standardisation matters.
+    mel, embedding = torch.from_numpy(features.mel), torch.from_numpy(features.embedding)
+    model.set_input_statistics(mel.mean(0), mel.std(0) + 1, embedding.mean(0), embedding.std(0) + 1)
+    run_dir = tmp_path_factory.mktemp("runs") / "demo" / "p1" / "auxformer"
+    run_dir.mkdir(parents=True)
+    torch.save({"model_config": config.to_dict(), "model_state": model.state_dict(), "classes": list(CLASSES),
+                "epoch": 1}, run_dir / "best.pt")
+    identity = yaml.safe_load((extraction / "extraction.yaml").read_text())["identity"]
+    stage = TrainStageConfig(width=8, num_heads=2, num_layers=1)
+    # Relative to the repository, as make train records a feature folder inside it.
+    record = {"stage": yaml.safe_load(to_yaml(stage)), "model": config.to_dict(),
+              "data": {"dataset": "demo", "classes": list(CLASSES), "features": os.path.relpath(extraction, ROOT),
+                       "extraction_identity": identity}}
+    (run_dir / RUN_CONFIG_FILE).write_text(yaml.safe_dump(record, sort_keys=False))
+    return run_dir, model.eval()
+
+
+def predict(video: Path, run_dir: Path, out_dir: Path) -> tuple[int, dict]:
+    code = main(["--video", str(video), "--run-dir", str(run_dir), "--out-dir", str(out_dir), "--device", "cpu"])
+    name = video.stem if video.is_file() else video.name
+    return code, json.loads((out_dir / f"{name}.json").read_text())
+
+
+def test_a_video_is_predicted_from_both_modalities_with_the_features_training_read(trained, clips, extraction,
+                                                                                     tmp_path, capsys):
+    run_dir, model = trained
+    code, record = predict(clips / f"{CLIP}.flv", run_dir, tmp_path)
+    assert code == 0
+    (row,) = record["predictions"]
+    assert row["file"] == f"{CLIP}.flv" and row["modalities"] == "audio+video" and not row["error"]
+    probabilities = np.array([row["probabilities"][name] for name in CLASSES])
+    assert probabilities.sum() == pytest.approx(1, abs=1e-6)
+    assert row["emotion"] == CLASSES[int(probabilities.argmax())]
+
+    store = FeatureStore(extraction)
+    audio, video = model_inputs(store.load(CLIP))
+    store.close()
+    with torch.inference_mode():
+        outputs = model(audio[None], torch.tensor([len(audio)]), video[None], torch.tensor([len(video)]))
+    logits = head_logits(*outputs, True, True)[PREDICTING_HEAD["auxformer"]]
+    np.testing.assert_allclose(probabilities, torch.softmax(logits[0], dim=0).numpy(), atol=1e-5)
+    assert record["checkpoint_epoch"] == 1 and Path(record["extraction"]).resolve() == extraction.resolve()
+    assert record["predict_config"]["video"] == str(clips / f"{CLIP}.flv")
+    assert f"{CLIP}.flv" in capsys.readouterr().out
+
+
+def _remux_without_audio(source_path: Path, path: Path) -> None:
+    with av.open(str(source_path)) as source, av.open(str(path), "w", format="flv") as target:
+        stream = target.add_stream_from_template(source.streams.video[0])
+        for packet in source.demux(source.streams.video[0]):
+            if packet.dts is not None:
+                packet.stream = stream
+                target.mux(packet)
+
+
+def test_a_video_without_audio_track_is_predicted_from_the_video(trained, clips, tmp_path):
+    silent = tmp_path / "silent.flv"
+    _remux_without_audio(clips / f"{CLIP}.flv", silent)
+    code, record = predict(silent, trained[0], tmp_path)
+    (row,) = record["predictions"]
+    assert code == 0 and row["modalities"] == "video" and row["emotion"] in CLASSES
+    assert "no audio track" in row["note"]
+
+
+def test_a_video_without_a_face_is_predicted_from_the_audio(trained, demo_corpus, tmp_path):
+    samples, _ = soundfile.read(demo_corpus / "AudioWAV" / f"{CLIP}.wav", dtype="float32")
+    grey = np.full((540, 480), 128, np.uint8)  # a 480x360 I420 frame
+    faceless = tmp_path / "faceless.flv"
+    write_flv(faceless, [grey] * 60, samples[:32000])  # 2 s at 30 fps, 2 s of 16 kHz speech
+    code, record = predict(faceless, trained[0], tmp_path)
+    (row,) = record["predictions"]
+    assert code == 0 and row["modalities"] == "audio" and row["emotion"] in CLASSES
+    assert "no face found" in row["note"]
+
+
+def test_an_undecodable_file_fails_alone(trained, clips, tmp_path, capsys):
+    folder = tmp_path / "mixed"
+    folder.mkdir()
+    shutil.copy(clips / f"{CLIP}.flv", folder)
+    (folder / "broken.flv").write_text("this is not a video\n" * 50)
+    code, record = predict(folder, trained[0], tmp_path)
+    assert code == 1
+    good, broken = record["predictions"]  # in name order
+    assert good["file"] == f"{CLIP}.flv" and good["modalities"] == "audio+video" and not good["error"]
+    assert broken["file"] == "broken.flv" and not broken["emotion"] and "broken.flv" in broken["error"]
+    with open(tmp_path / "mixed.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [row["file"] for row in rows] == [f"{CLIP}.flv", "broken.flv"]
+    assert {f"p_{name}" for name in CLASSES} <= set(rows[0]) and rows[0]["emotion"] == good["emotion"]
+    assert rows[1]["error"] == broken["error"]
+    out = capsys.readouterr().out
+    assert "broken.flv" in out and "error" in out
+
+
+def test_a_missing_run_says_to_train_it(clips, tmp_path, capsys):
+    code = main(["--video", str(clips / f"{CLIP}.flv"), "--run-dir", str(tmp_path / "no-run"), "--device", "cpu"])
+    assert code == 2 and "make train" in capsys.readouterr().err
+
+
+def test_a_run_whose_extraction_is_gone_says_so(trained, clips, tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    shutil.copytree(trained[0], run_dir)
+    record = yaml.safe_load((run_dir / RUN_CONFIG_FILE).read_text())
+    record["data"]["features"] = str(tmp_path / "deleted-features")
+    (run_dir / RUN_CONFIG_FILE).write_text(yaml.safe_dump(record))
+    code = main(["--video", str(clips / f"{CLIP}.flv"), "--run-dir", str(run_dir), "--device", "cpu"])
+    err = capsys.readouterr().err
+    assert code == 2 and "deleted-features" in err and "make features" in err
