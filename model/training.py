@@ -65,7 +65,8 @@ SELECT_BY = {"loss": "dev_loss", "macro_f1": "dev_macro_f1"}
 FREE_ON_RESUME = ("epochs", "device", "num_workers")
 # Process r of a distributed run seeds its dropout and modality drop-out with seed + r * this.
 PROCESS_SEED_STRIDE = 1_000_003
-METRIC_COLUMNS = ("epoch", "train_loss", "dev_loss", "dev_accuracy", "dev_macro_f1", "seconds")
+METRIC_COLUMNS = ("epoch", "train_loss", "dev_loss", "dev_accuracy", "dev_macro_f1", "seconds",
+                  "train_clips_per_second", "data_wait_share")
 
 
 class TrainingError(ValueError):
@@ -211,13 +212,21 @@ def _forward(model: torch.nn.Module, batch: Batch, device: torch.device, mixed_p
         return model(batch.audio, batch.audio_lengths, batch.video, batch.video_lengths)
 
 
+class EpochStats(NamedTuple):
+    loss: float  # mean per clip, over all processes
+    clips_per_second: float  # this process's training throughput, data loading included
+    data_wait_share: float  # share of this process's epoch spent waiting for the next batch
+
+
 def train_epoch(model: torch.nn.Module, loader: Iterable[Batch], optimizer: torch.optim.Optimizer,
-                config: TrainConfig, dropout_generator: torch.Generator, device: torch.device) -> float:
-    """One pass over the training batches; returns the mean loss per clip, over all processes."""
+                config: TrainConfig, dropout_generator: torch.Generator, device: torch.device) -> EpochStats:
+    """One pass over the training batches."""
     variant = VARIANTS[config.model]
     model.train()
-    total, clips = 0.0, 0
+    total, clips, waited = 0.0, 0, 0.0
+    started = ready = time.perf_counter()
     for batch in loader:
+        waited += time.perf_counter() - ready
         batch = for_variant(batch, variant).to(device)
         if variant.uses_audio and variant.uses_video:
             audio_lengths, video_lengths = drop_modalities(batch.audio_lengths, batch.video_lengths,
@@ -228,13 +237,16 @@ def train_epoch(model: torch.nn.Module, loader: Iterable[Batch], optimizer: torc
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-        total += loss.item() * len(batch.clip_ids)
+        total += loss.item() * len(batch.clip_ids)  # .item() waits for the GPU: the step is over
         clips += len(batch.clip_ids)
+        ready = time.perf_counter()
+    elapsed = time.perf_counter() - started
+    own_clips = clips
     if dist.is_initialized():
         sums = torch.tensor([total, clips], dtype=torch.float64, device=device)
         dist.all_reduce(sums)
         total, clips = sums.tolist()
-    return total / clips
+    return EpochStats(total / clips, own_clips / elapsed, waited / elapsed)
 
 
 @torch.no_grad()
@@ -436,12 +448,15 @@ def train(model_config: AuxFormerConfig, config: TrainConfig, train_data: ClipDa
         train_loader.batch_sampler.set_epoch(epoch)
         batches = tqdm(train_loader, desc=f"epoch {epoch}", unit="batch", leave=False,
                        disable=None if distributed.is_main else True)
-        train_loss = train_epoch(network, batches, optimizer, config, dropout_generator, device)
+        epoch_stats = train_epoch(network, batches, optimizer, config, dropout_generator, device)
+        train_loss = epoch_stats.loss
         scores = evaluate(model, dev_loader, config, device)
         random_states = _random_states(dropout_generator, distributed)
         row = {"epoch": epoch, "train_loss": train_loss, "dev_loss": scores["loss"],
                "dev_accuracy": scores["accuracy"], "dev_macro_f1": scores["macro_f1"],
-               "seconds": round(time.monotonic() - started, 3)}
+               "seconds": round(time.monotonic() - started, 3),
+               "train_clips_per_second": round(epoch_stats.clips_per_second, 3),
+               "data_wait_share": round(epoch_stats.data_wait_share, 4)}
         history.append(row)
         improved = _is_better(row[metric], best, config.select_by)
         if improved:
@@ -457,7 +472,8 @@ def train(model_config: AuxFormerConfig, config: TrainConfig, train_data: ClipDa
             plot_curve(history, best, run_dir / CURVE_FILE)
         log(f"epoch {epoch}/{config.epochs}: train loss {train_loss:.4f}, dev loss {scores['loss']:.4f}, "
             f"accuracy {scores['accuracy']:.3f}, macro-F1 {scores['macro_f1']:.3f} "
-            f"({row['seconds']:.1f} s){' *' if improved else ''}")
+            f"({row['seconds']:.1f} s, {epoch_stats.clips_per_second:.0f} clips/s, "
+            f"{epoch_stats.data_wait_share:.0%} waiting for data){' *' if improved else ''}")
     log(f"kept epoch {best['epoch']} ({metric} {best['value']:.4f}) in {run_dir / BEST_CHECKPOINT}")
     distributed.barrier()  # no process returns before rank 0 has written the last checkpoint
     return TrainResult(history, best)
