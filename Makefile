@@ -11,11 +11,16 @@ PARTITION ?= 1
 MODEL ?= auxformer
 FORCE ?= 0
 FORCE_FLAG := $(if $(filter 1 true yes,$(FORCE)),--force,)
+# The demo corpus has 492 training clips: smaller batches give the optimiser enough steps, and
+# coarser pooling keeps an epoch short on a laptop (see README, "Demo training").
+DEMO_TRAIN_ARGS := --epochs 15 --batch-size 8 --audio-pool 8 --video-pool 3
+# A clip of actor 1001, who is in the test split of partition 1.
+DEMO_PREDICT_CLIP := 1001_DFA_HAP_XX
 # Extra options for a stage, e.g. make demo-data ARGS="--actors 20 --seed 3"
 ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help setup models test demo demo-data demo-check manifest stats features verify-features features-floor train eval predict lock clean-demo
+.PHONY: help setup models test demo demo-data demo-check manifest stats features verify-features features-floor train eval predict bench lock clean-demo
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -41,11 +46,13 @@ demo-data: $(SETUP_STAMP) ## write the demo corpus to data/raw/demo (a miniature
 demo-check: demo-data ## measure how well each modality separates the demo corpus's emotions
 	$(PY) -m pipeline.demo_separability --corpus-dir $(DEMO_DIR) $(ARGS)
 
-demo: demo-data ## the main job on the demo corpus: data, corpus report, then each stage that exists so far
+demo: demo-data ## the main job on the demo corpus: data, report, features, training, evaluation, a prediction
 	$(PY) -m pipeline.stats --dataset demo --partition 1 $(FORCE_FLAG)
 	$(PY) -m pipeline.features --dataset demo
 	$(PY) -m pipeline.verify_features --dataset demo
-	$(PY) -m pipeline.demo_separability --corpus-dir $(DEMO_DIR)
+	$(PY) -m pipeline.train --dataset demo --partition 1 $(DEMO_TRAIN_ARGS) $(FORCE_FLAG)
+	$(PY) -m pipeline.evaluate --dataset demo --partition 1
+	$(PY) -m pipeline.predict --dataset demo --partition 1 --video $(DEMO_DIR)/VideoFlash/$(DEMO_PREDICT_CLIP).flv
 
 manifest: $(SETUP_STAMP) ## index a corpus into data/manifests/ (DATASET=demo|crema|improv|folder, PARTITION=1-5)
 	$(PY) -m pipeline.manifest --dataset $(DATASET) --partition $(PARTITION) $(FORCE_FLAG) $(ARGS)
@@ -71,6 +78,9 @@ eval: $(SETUP_STAMP) ## score the run of DATASET/PARTITION/MODEL on its test spl
 predict: $(SETUP_STAMP) ## predict the emotion of VIDEO (a file or a folder of videos) with the run of DATASET/PARTITION/MODEL
 	@test -n "$(VIDEO)" || { echo "usage: make predict VIDEO=path/to/clip.mp4-or-folder [DATASET=demo PARTITION=1 MODEL=auxformer]"; exit 2; }
 	$(PY) -m pipeline.predict --video "$(VIDEO)" --dataset $(DATASET) --partition $(PARTITION) --model $(MODEL) $(ARGS)
+
+bench: $(SETUP_STAMP) ## time extraction, training, evaluation, prediction on demo corpora: bench/results/<date>-<host>.md
+	$(PY) -m bench.run $(ARGS)
 
 lock: ## re-resolve requirements.lock from the pins in pyproject.toml (in a scratch venv)
 	rm -rf .lock-venv && $(PYTHON) -m venv .lock-venv

@@ -238,6 +238,10 @@ def extract(config: FeaturesConfig) -> tuple[Path, RunReport]:
     started = time.monotonic()
     num_shards, shard_index = resolve_shard(config)
     device = ("cuda" if torch.cuda.is_available() else "cpu") if config.device == "auto" else config.device
+    # The workers keep their cores busy: more embedding threads here than the cores they leave
+    # only spin against them (measured: 4.9 ms a crop with 2 threads beside 2 workers on 2 cores,
+    # 1.0 ms with 1).
+    torch.set_num_threads(max(1, (os.cpu_count() or 1) - config.workers))
     if config.detector not in DETECTORS:
         raise ValueError(f"unknown detector {config.detector!r}; choose one of {', '.join(DETECTORS)}")
     if config.detect_every < 1 or config.max_gap_frames < config.detect_every - 1:

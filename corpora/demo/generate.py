@@ -33,7 +33,7 @@ from corpora.demo.votes import RatedClip, write_vote_tables
 from pipeline.config import option, to_yaml
 
 # Bump when a change to the generator changes what it writes, so old corpora are regenerated.
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2
 CONFIG_FILE = "demo_generation.yaml"
 DONE_FILE = ".done"
 
