@@ -50,6 +50,7 @@ class TrainStageConfig(TrainConfig):
     partition_file: str = option("", "take clips, labels and splits from this CSV in the reference format")
     corpus_dir: str = option("", "corpus folder, when not the dataset's default")
     features_dir: str = option("", "extraction folder; default the newest under data/features/<dataset>/")
+    manifests_dir: Path = option(Path("data/manifests"), "where the corpus manifest is found or built")
     width: int = option(AuxFormerConfig.width, "model width (AuxFormerConfig)")
     num_heads: int = option(AuxFormerConfig.num_heads, "attention heads (AuxFormerConfig)")
     num_layers: int = option(AuxFormerConfig.num_layers, "layers per transformer (AuxFormerConfig)")
@@ -65,7 +66,8 @@ class TrainStageConfig(TrainConfig):
 
     def manifest_config(self) -> ManifestConfig:
         return ManifestConfig(dataset=self.dataset, corpus_dir=self.corpus_dir, label_rule=self.label_rule,
-                              partition=self.partition, partition_file=self.partition_file)
+                              partition=self.partition, partition_file=self.partition_file,
+                              out_dir=self.manifests_dir)
 
     def run_dir(self) -> Path:
         if self.partition_file:

