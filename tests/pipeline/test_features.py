@@ -16,7 +16,6 @@ import pytest
 import soundfile
 
 from corpora.demo.generate import DemoConfig, generate
-from extract.model_files import FACE_DETECTOR_SHORT_RANGE, ModelFileError, model_path
 from extract.shards import FeatureStore, clip_ids_in, shard_files
 from pipeline import features, verify_features
 from pipeline.features import FeaturesConfig, extract
@@ -24,12 +23,7 @@ from pipeline.features import FeaturesConfig, extract
 ROOT = Path(__file__).resolve().parents[2]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def face_model():
-    try:
-        model_path(FACE_DETECTOR_SHORT_RANGE, fetch=False)
-    except ModelFileError as error:
-        pytest.skip(f"mediapipe face model not available: {error}")
+pytestmark = pytest.mark.usefixtures("face_model")
 
 
 @pytest.fixture(scope="module")

@@ -18,7 +18,6 @@ import yaml
 
 from corpora.crema_d import CLASSES
 from corpora.demo.media import write_flv
-from extract.model_files import FACE_DETECTOR_SHORT_RANGE, ModelFileError, model_path
 from extract.shards import FeatureStore
 from model.auxformer import AuxFormer, AuxFormerConfig
 from model.data import model_inputs
@@ -32,12 +31,7 @@ ROOT = Path(__file__).resolve().parents[2]
 CLIP = "1001_IEO_ANG_HI"
 
 
-@pytest.fixture(scope="module", autouse=True)
-def face_model():
-    try:
-        model_path(FACE_DETECTOR_SHORT_RANGE, fetch=False)
-    except ModelFileError as error:
-        pytest.skip(f"mediapipe face model not available: {error}")
+pytestmark = pytest.mark.usefixtures("face_model")
 
 
 @pytest.fixture(scope="module")
