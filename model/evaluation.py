@@ -37,9 +37,10 @@ VARIANT_CONDITIONS = {"auxformer": tuple(CONDITIONS), "mult": tuple(CONDITIONS),
                       "video": ("video_only",)}
 # The head a variant's predictions come from (prediction, the confusion figure). For AuxFormer,
 # the present heads' average: it is the reference's average when both modalities are there, and
-# it never averages in a head that has no input. On the demo test split (make demo) it scores
-# 0.568 against 0.195 for the average of all three without the video, but 0.342 against 0.501
-# without the audio: report.md shows both for every run.
+# it never averages in a head that has no input. On the demo test split (make demo, seeds 0, 1
+# and 2) it scores 0.517, 0.546 and 0.581 against 0.188, 0.288 and 0.167 for the average of all
+# three without the video; without the audio 0.461, 0.362 and 0.473 against 0.451, 0.529 and
+# 0.348, so it is not always better there: report.md shows both for every run.
 PREDICTING_HEAD = {"auxformer": "present_average", "mult": "main", "audio": "audio", "video": "visual"}
 
 

@@ -17,9 +17,13 @@ Modality drop-out (``auxformer``, ``mult``): each training clip loses its audio 
 clip whose other modality is already missing keeps what it has. A dropped modality is given as
 length 0.
 
+The optimizer is AdamW (plain Adam, the reference's, at the default weight decay of 0); the
+learning rate is constant (the reference's) or follows a cosine from ``lr`` down to 0 over the
+run's steps, set from the step number so that a resumed run follows it exactly.
+
 Each epoch trains on the train split, then scores the development split with both modalities
-and no randomness: the loss being trained, and accuracy and macro-F1 of the variant's scored
-head (audio-visual, or the modality's own). The best epoch by ``select_by`` (dev loss, as the
+and no randomness: the loss being trained, and accuracy and macro-F1 of the heads the variant
+predicts with (AuxFormer: the average of its three heads' logits; a baseline: its own head). The best epoch by ``select_by`` (dev loss, as the
 reference, or dev macro-F1) is kept in best.pt. last.pt (written atomically after every epoch)
 holds the weights, optimizer and random state and the metrics so far, so that a run resumed
 from it continues exactly as if it had not stopped; a run may also be extended to more epochs.
@@ -36,6 +40,7 @@ keeps every process's random state, so a run resumed with as many processes cont
 from __future__ import annotations
 
 import csv
+import math
 import os
 import time
 from collections.abc import Iterable
@@ -75,17 +80,21 @@ class TrainingError(ValueError):
 
 class Variant(NamedTuple):
     loss_heads: tuple[str, ...]  # fields of AuxFormerOutputs whose losses are summed
-    scored_head: str  # the head whose predictions are scored on the development split
+    # The heads whose mean logits are scored on the development split: the ones the variant
+    # predicts with (model.evaluation.PREDICTING_HEAD; with both modalities, AuxFormer's
+    # present heads are all three, whose average is also what the reference scores).
+    scored_heads: tuple[str, ...]
     uses_audio: bool
     uses_video: bool
 
 
 VARIANTS = {
-    "auxformer": Variant(("audio_visual", "audio", "visual"), "audio_visual", True, True),
-    "mult": Variant(("audio_visual",), "audio_visual", True, True),
-    "audio": Variant(("audio",), "audio", True, False),
-    "video": Variant(("visual",), "visual", False, True),
+    "auxformer": Variant(("audio_visual", "audio", "visual"), ("audio_visual", "audio", "visual"), True, True),
+    "mult": Variant(("audio_visual",), ("audio_visual",), True, True),
+    "audio": Variant(("audio",), ("audio",), True, False),
+    "video": Variant(("visual",), ("visual",), False, True),
 }
+LR_SCHEDULES = ("constant", "cosine")
 
 
 def _option(default: Any, help: str) -> Any:
@@ -98,6 +107,8 @@ class TrainConfig:
     epochs: int = _option(30, "training epochs")
     batch_size: int = _option(32, "clips per batch")
     lr: float = _option(7.25e-4, "Adam learning rate (the reference's)")
+    weight_decay: float = _option(0.0, "decoupled weight decay (AdamW); 0, the reference's, is plain Adam")
+    lr_schedule: str = _option("constant", "constant (the reference's) or cosine: decay to 0 over the epochs, per step")
     seed: int = _option(0, "seed of the initial weights, batch order, drop-outs")
     audio_dropout: float = _option(0.2, "chance that a training clip's audio is given as missing")
     video_dropout: float = _option(0.2, "chance that a training clip's video is given as missing (never both)")
@@ -109,6 +120,8 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if self.model not in VARIANTS:
             raise TrainingError(f"unknown model {self.model!r}; choose one of {', '.join(VARIANTS)}")
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise TrainingError(f"--lr-schedule must be one of {', '.join(LR_SCHEDULES)}, got {self.lr_schedule!r}")
         if self.select_by not in SELECT_BY:
             raise TrainingError(f"--select-by must be one of {', '.join(SELECT_BY)}, got {self.select_by!r}")
         if self.device not in ("auto", "cpu", "cuda"):
@@ -116,8 +129,9 @@ class TrainConfig:
         rates = (self.audio_dropout, self.video_dropout)
         if min(rates) < 0 or sum(rates) > 1:
             raise TrainingError(f"modality drop-out rates must be at least 0 and sum to at most 1, got {rates}")
-        if self.epochs < 1 or self.batch_size < 1 or self.lr <= 0 or self.num_workers < 0:
-            raise TrainingError("--epochs and --batch-size must be at least 1, --lr positive, --num-workers >= 0")
+        if self.epochs < 1 or self.batch_size < 1 or self.lr <= 0 or self.num_workers < 0 or self.weight_decay < 0:
+            raise TrainingError("--epochs and --batch-size must be at least 1, --lr positive, --num-workers and "
+                                "--weight-decay at least 0")
 
 
 @dataclass
@@ -218,15 +232,28 @@ class EpochStats(NamedTuple):
     data_wait_share: float  # share of this process's epoch spent waiting for the next batch
 
 
+def learning_rate(config: TrainConfig, step: int, total_steps: int) -> float:
+    """The rate of optimizer step ``step`` (counted from 0) of a run of ``total_steps``."""
+    if config.lr_schedule == "constant":
+        return config.lr
+    return config.lr * 0.5 * (1 + math.cos(math.pi * step / total_steps))
+
+
 def train_epoch(model: torch.nn.Module, loader: Iterable[Batch], optimizer: torch.optim.Optimizer,
-                config: TrainConfig, dropout_generator: torch.Generator, device: torch.device) -> EpochStats:
-    """One pass over the training batches."""
+                config: TrainConfig, dropout_generator: torch.Generator, device: torch.device,
+                first_step: int = 0, total_steps: int = 1) -> EpochStats:
+    """One pass over the training batches, the first of them the run's step ``first_step`` of ``total_steps``.
+
+    The learning rate is set from the step number alone, so a resumed run follows the schedule exactly.
+    """
     variant = VARIANTS[config.model]
     model.train()
     total, clips, waited = 0.0, 0, 0.0
     started = ready = time.perf_counter()
-    for batch in loader:
+    for step, batch in enumerate(loader, start=first_step):
         waited += time.perf_counter() - ready
+        for group in optimizer.param_groups:
+            group["lr"] = learning_rate(config, step, total_steps)
         batch = for_variant(batch, variant).to(device)
         if variant.uses_audio and variant.uses_video:
             audio_lengths, video_lengths = drop_modalities(batch.audio_lengths, batch.video_lengths,
@@ -251,7 +278,7 @@ def train_epoch(model: torch.nn.Module, loader: Iterable[Batch], optimizer: torc
 
 @torch.no_grad()
 def evaluate(model: AuxFormer, loader: Iterable[Batch], config: TrainConfig, device: torch.device) -> dict[str, float]:
-    """Loss (as trained, each head's mean over the whole split), accuracy and macro-F1 of the scored head.
+    """Loss (as trained, each head's mean over the whole split), accuracy and macro-F1 of the scored heads' average.
 
     In eval mode and without modality drop-out; the same whatever the batching.
     """
@@ -266,7 +293,8 @@ def evaluate(model: AuxFormer, loader: Iterable[Batch], config: TrainConfig, dev
             sums[head] += total.item()
             counts[head] += count.item()
         labels += batch.labels.tolist()
-        predictions += getattr(outputs, variant.scored_head).argmax(dim=-1).tolist()
+        scored = torch.stack([getattr(outputs, head).float() for head in variant.scored_heads]).mean(dim=0)
+        predictions += scored.argmax(dim=-1).tolist()
     correct = sum(label == prediction for label, prediction in zip(labels, predictions))
     return {"loss": sum(total / max(count, 1) for total, count in zip(sums, counts)),
             "accuracy": correct / len(labels),
@@ -344,6 +372,9 @@ def _check_resumable(checkpoint: dict, model_config: AuxFormerConfig, config: Tr
     current = asdict(config)
     differences += [f"{name} {value} != {current.get(name)}" for name, value in checkpoint["train_config"].items()
                     if name not in FREE_ON_RESUME and current.get(name) != value]
+    if config.lr_schedule != "constant" and checkpoint["train_config"]["epochs"] != config.epochs:
+        differences.append(f"epochs {checkpoint['train_config']['epochs']} != {config.epochs} under the "
+                           f"{config.lr_schedule} schedule, which spans the run's epochs")
     if differences:
         raise TrainingError(f"{path} was trained with other settings ({'; '.join(differences)}); "
                             "resume with the same settings, or start over (FORCE=1)")
@@ -409,7 +440,7 @@ def train(model_config: AuxFormerConfig, config: TrainConfig, train_data: ClipDa
     device = resolve_device(config.device, distributed.local_rank)
     torch.manual_seed(config.seed)  # the same initial weights in every process
     model = AuxFormer(model_config).to(device)
-    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     # Each process draws its own dropout masks and modality drop-outs.
     process_seed = config.seed + PROCESS_SEED_STRIDE * distributed.rank
     torch.manual_seed(process_seed)
@@ -448,7 +479,9 @@ def train(model_config: AuxFormerConfig, config: TrainConfig, train_data: ClipDa
         train_loader.batch_sampler.set_epoch(epoch)
         batches = tqdm(train_loader, desc=f"epoch {epoch}", unit="batch", leave=False,
                        disable=None if distributed.is_main else True)
-        epoch_stats = train_epoch(network, batches, optimizer, config, dropout_generator, device)
+        epoch_stats = train_epoch(network, batches, optimizer, config, dropout_generator, device,
+                                  first_step=(epoch - 1) * len(train_loader),
+                                  total_steps=config.epochs * len(train_loader))
         train_loss = epoch_stats.loss
         scores = evaluate(model, dev_loader, config, device)
         random_states = _random_states(dropout_generator, distributed)

@@ -58,6 +58,8 @@ class TrainStageConfig(TrainConfig):
     # reference's wav2vec2 features have 50. Attention memory grows with the square of the steps.
     audio_pool: int = option(4, "average the log-mel over windows of this many frames (AuxFormerConfig)")
     video_pool: int = option(1, "average the face embeddings over windows of this many frames (AuxFormerConfig)")
+    embed_dropout: float = option(AuxFormerConfig.embed_dropout,
+                                  "dropout on every transformer's embedded input (AuxFormerConfig; the reference's 0.25)")
     runs_root: Path = option(Path("runs"), "runs go to <runs-root>/<dataset>/<split>/<model>/")
     force: bool = option(False, "retrain from scratch even when the run is finished")
 
@@ -142,7 +144,8 @@ def run(config: TrainStageConfig, distributed: Distributed = Distributed()) -> P
     model_config = AuxFormerConfig(audio_dim=dims.n_mels, video_dim=dims.embedding_dim,
                                    n_classes=len(manifest.meta.classes), width=config.width,
                                    num_heads=config.num_heads, num_layers=config.num_layers,
-                                   audio_pool=config.audio_pool, video_pool=config.video_pool)
+                                   audio_pool=config.audio_pool, video_pool=config.video_pool,
+                                   embed_dropout=config.embed_dropout)
     check_features(features, model_config)
     run_dir = config.run_dir()
     if config.force and distributed.is_main:

@@ -16,15 +16,18 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from sklearn.metrics import f1_score
 from training_fixture import (EMBEDDING_DIM, FAST, FEATURES_NAME, N_MELS, NO_AUDIO, NO_FACE, TINY_STAGE_ARGS,
                               setup, write_features)
 
+import model.training as training
 import pipeline.train as train_stage
 from extract.shards import FeatureStore
 from model.auxformer import AuxFormer, AuxFormerConfig
 from model.data import BucketBatchSampler, FeatureMismatch, check_features, collate, evaluation_loader
-from model.training import (VARIANTS, TrainConfig, drop_modalities, evaluate, for_variant, load_checkpoint, train,
-                            variant_loss)
+from model.evaluation import PREDICTING_HEAD, condition_logits
+from model.training import (VARIANTS, TrainConfig, TrainingError, drop_modalities, evaluate, for_variant,
+                            learning_rate, load_checkpoint, train, variant_loss)
 
 
 def test_fixture_has_a_speaker_independent_partition(setup):
@@ -130,11 +133,26 @@ def test_checkpoints_rebuild_the_model_from_the_file_alone(setup, tmp_path):
         assert scores["macro_f1"] == pytest.approx(row["dev_macro_f1"], abs=1e-9)
 
 
-def test_resume_equals_an_uninterrupted_run(setup, tmp_path):
-    config = TrainConfig(epochs=3, **FAST)
+@pytest.mark.parametrize("schedule", [{}, {"lr_schedule": "cosine", "weight_decay": 0.05}],
+                         ids=["constant", "cosine-with-weight-decay"])
+def test_resume_equals_an_uninterrupted_run(setup, tmp_path, monkeypatch, schedule):
+    config = TrainConfig(epochs=3, **FAST, **schedule)
     whole = train(setup.model_config(), config, setup.data("train"), setup.data("development"), tmp_path / "whole")
     interrupted = tmp_path / "interrupted"
-    train(setup.model_config(), replace(config, epochs=1), setup.data("train"), setup.data("development"), interrupted)
+    epochs_begun = []
+    uninterrupted_epoch = training.train_epoch
+
+    def killed_in_the_second_epoch(*args, **kwargs):
+        epochs_begun.append(True)
+        if len(epochs_begun) == 2:
+            raise KeyboardInterrupt
+        return uninterrupted_epoch(*args, **kwargs)
+
+    monkeypatch.setattr(training, "train_epoch", killed_in_the_second_epoch)
+    with pytest.raises(KeyboardInterrupt):
+        train(setup.model_config(), config, setup.data("train"), setup.data("development"), interrupted)
+    monkeypatch.setattr(training, "train_epoch", uninterrupted_epoch)
+    assert load_checkpoint(interrupted / "last.pt")["epoch"] == 1
     resumed = train(setup.model_config(), config, setup.data("train"), setup.data("development"), interrupted)
     for ours, theirs in zip(resumed.history, whole.history, strict=True):
         for column in ("train_loss", "dev_loss", "dev_macro_f1"):
@@ -143,6 +161,28 @@ def test_resume_equals_an_uninterrupted_run(setup, tmp_path):
     resumed_state = load_checkpoint(interrupted / "last.pt")["model_state"]
     for name, weights in whole_state.items():
         assert torch.allclose(resumed_state[name], weights, atol=1e-6), name
+
+
+def test_the_cosine_schedule_decays_to_zero_over_the_run_and_cannot_be_stretched_on_resume(setup, tmp_path):
+    config = replace(TrainConfig(epochs=2, lr_schedule="cosine", **FAST), lr=1e-3)
+    assert learning_rate(config, 0, 100) == pytest.approx(1e-3)
+    assert learning_rate(config, 50, 100) == pytest.approx(5e-4)
+    assert learning_rate(config, 99, 100) < 1e-6
+    assert learning_rate(replace(config, lr_schedule="constant"), 99, 100) == 1e-3
+    train(setup.model_config(), config, setup.data("train"), setup.data("development"), tmp_path)
+    with pytest.raises(TrainingError, match="cosine schedule"):
+        train(setup.model_config(), replace(config, epochs=4), setup.data("train"), setup.data("development"),
+              tmp_path)
+
+
+def test_auxformer_is_scored_on_the_average_of_its_heads_as_it_predicts(setup, tmp_path):
+    config = TrainConfig(epochs=2, **FAST)
+    dev_data = setup.data("development")
+    result = train(setup.model_config(), config, setup.data("train"), dev_data, tmp_path)
+    model = AuxFormer.from_checkpoint(load_checkpoint(tmp_path / "last.pt"))
+    logits, labels, _ = condition_logits(model, dev_data, "audio_visual", 8, torch.device("cpu"))
+    expected = f1_score(labels, logits[PREDICTING_HEAD["auxformer"]].argmax(axis=1), average="macro")
+    assert result.history[-1]["dev_macro_f1"] == pytest.approx(expected, abs=1e-9)
 
 
 UNTOUCHED = {
