@@ -22,9 +22,10 @@ learning rate is constant (the reference's) or follows a cosine from ``lr`` down
 run's steps, set from the step number so that a resumed run follows it exactly.
 
 Each epoch trains on the train split, then scores the development split with both modalities
-and no randomness: the loss being trained, and accuracy and macro-F1 of the heads the variant
-predicts with (AuxFormer: the average of its three heads' logits; a baseline: its own head). The best epoch by ``select_by`` (dev loss, as the
-reference, or dev macro-F1) is kept in best.pt. last.pt (written atomically after every epoch)
+and no randomness: the loss being trained, and accuracy and macro-F1 of the head the variant
+predicts with (model.evaluation.PREDICTING_HEAD: for AuxFormer with both modalities, the average
+of its three heads' logits, the reference's prediction; a baseline: its own head). The best
+epoch by ``select_by`` (dev loss, as the reference, or dev macro-F1) is kept in best.pt. last.pt (written atomically after every epoch)
 holds the weights, optimizer and random state and the metrics so far, so that a run resumed
 from it continues exactly as if it had not stopped; a run may also be extended to more epochs.
 Nothing here reads the test split: the caller gives the train and development data.
@@ -59,6 +60,7 @@ from tqdm import tqdm
 
 from model.auxformer import AuxFormer, AuxFormerConfig, AuxFormerOutputs
 from model.data import Batch, ClipDataset, evaluation_loader, training_loader
+from model.evaluation import PREDICTING_HEAD, head_logits
 
 BEST_CHECKPOINT = "best.pt"
 LAST_CHECKPOINT = "last.pt"
@@ -80,19 +82,15 @@ class TrainingError(ValueError):
 
 class Variant(NamedTuple):
     loss_heads: tuple[str, ...]  # fields of AuxFormerOutputs whose losses are summed
-    # The heads whose mean logits are scored on the development split: the ones the variant
-    # predicts with (model.evaluation.PREDICTING_HEAD; with both modalities, AuxFormer's
-    # present heads are all three, whose average is also what the reference scores).
-    scored_heads: tuple[str, ...]
     uses_audio: bool
     uses_video: bool
 
 
 VARIANTS = {
-    "auxformer": Variant(("audio_visual", "audio", "visual"), ("audio_visual", "audio", "visual"), True, True),
-    "mult": Variant(("audio_visual",), ("audio_visual",), True, True),
-    "audio": Variant(("audio",), ("audio",), True, False),
-    "video": Variant(("visual",), ("visual",), False, True),
+    "auxformer": Variant(("audio_visual", "audio", "visual"), True, True),
+    "mult": Variant(("audio_visual",), True, True),
+    "audio": Variant(("audio",), True, False),
+    "video": Variant(("visual",), False, True),
 }
 LR_SCHEDULES = ("constant", "cosine")
 
@@ -241,7 +239,7 @@ def learning_rate(config: TrainConfig, step: int, total_steps: int) -> float:
 
 def train_epoch(model: torch.nn.Module, loader: Iterable[Batch], optimizer: torch.optim.Optimizer,
                 config: TrainConfig, dropout_generator: torch.Generator, device: torch.device,
-                first_step: int = 0, total_steps: int = 1) -> EpochStats:
+                first_step: int, total_steps: int) -> EpochStats:
     """One pass over the training batches, the first of them the run's step ``first_step`` of ``total_steps``.
 
     The learning rate is set from the step number alone, so a resumed run follows the schedule exactly.
@@ -278,7 +276,7 @@ def train_epoch(model: torch.nn.Module, loader: Iterable[Batch], optimizer: torc
 
 @torch.no_grad()
 def evaluate(model: AuxFormer, loader: Iterable[Batch], config: TrainConfig, device: torch.device) -> dict[str, float]:
-    """Loss (as trained, each head's mean over the whole split), accuracy and macro-F1 of the scored heads' average.
+    """Loss (as trained, each head's mean over the whole split), accuracy and macro-F1 of the predicting head.
 
     In eval mode and without modality drop-out; the same whatever the batching.
     """
@@ -293,7 +291,7 @@ def evaluate(model: AuxFormer, loader: Iterable[Batch], config: TrainConfig, dev
             sums[head] += total.item()
             counts[head] += count.item()
         labels += batch.labels.tolist()
-        scored = torch.stack([getattr(outputs, head).float() for head in variant.scored_heads]).mean(dim=0)
+        scored = head_logits(*(output.float() for output in outputs), True, True)[PREDICTING_HEAD[config.model]]
         predictions += scored.argmax(dim=-1).tolist()
     correct = sum(label == prediction for label, prediction in zip(labels, predictions))
     return {"loss": sum(total / max(count, 1) for total, count in zip(sums, counts)),
