@@ -11,18 +11,13 @@ PARTITION ?= 1
 MODEL ?= auxformer
 FORCE ?= 0
 FORCE_FLAG := $(if $(filter 1 true yes,$(FORCE)),--force,)
-# The demo corpus has 492 training clips from 6 actors: a shallower model, smaller batches, a lower
-# rate decayed to 0, weight decay and no embedding dropout generalise best to new actors on so few,
-# and coarser pooling keeps an epoch short (see README, "Demo training").
-DEMO_TRAIN_ARGS := --epochs 20 --batch-size 16 --lr 3e-4 --lr-schedule cosine --weight-decay 0.05 --num-layers 2 \
-	--audio-pool 16 --video-pool 6 --embed-dropout 0 --select-by macro_f1
 # A clip of actor 1001, who is in the test split of partition 1.
 DEMO_PREDICT_CLIP := 1001_DFA_HAP_XX
 # Extra options for a stage, e.g. make demo-data ARGS="--actors 20 --seed 3"
 ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help setup models test demo demo-data demo-check manifest stats features verify-features features-floor train eval predict bench lock clean-demo
+.PHONY: help setup models test lint demo demo-data demo-check manifest stats features verify-features features-floor train eval predict convert-reference bench lock clean-demo
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -39,8 +34,12 @@ $(SETUP_STAMP): requirements.lock
 models: $(SETUP_STAMP) ## fetch (again) and verify the pinned model files
 	$(PY) -m extract.model_files
 
-test: $(SETUP_STAMP) ## run the test suite on CPU
+test: lint ## run the style and layering checks, then the test suite on CPU
 	$(PY) -m pytest $(ARGS)
+
+lint: $(SETUP_STAMP) ## ruff (style) and import-linter (the package layers in pyproject.toml)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/lint-imports
 
 demo-data: $(SETUP_STAMP) ## write the demo corpus to data/raw/demo (a miniature CREMA-D)
 	$(PY) -m pipeline.demo_data --out-dir $(DEMO_DIR) $(FORCE_FLAG) $(ARGS)
@@ -52,7 +51,7 @@ demo: demo-data ## the main job on the demo corpus: data, report, features, trai
 	$(PY) -m pipeline.stats --dataset demo --partition 1 $(FORCE_FLAG)
 	$(PY) -m pipeline.features --dataset demo
 	$(PY) -m pipeline.verify_features --dataset demo
-	$(PY) -m pipeline.train --dataset demo --partition 1 $(DEMO_TRAIN_ARGS) $(FORCE_FLAG)
+	$(PY) -m pipeline.train --dataset demo --partition 1 $(FORCE_FLAG)
 	$(PY) -m pipeline.evaluate --dataset demo --partition 1
 	$(PY) -m pipeline.predict --dataset demo --partition 1 --video $(DEMO_DIR)/VideoFlash/$(DEMO_PREDICT_CLIP).flv
 
@@ -65,13 +64,13 @@ stats: $(SETUP_STAMP) ## corpus report (builds the manifest if missing): table, 
 features: $(SETUP_STAMP) ## extract log-mels and face embeddings into HDF5 shards (DATASET=demo|crema|improv|folder)
 	$(PY) -m pipeline.features --dataset $(DATASET) $(FORCE_FLAG) $(ARGS)
 
-verify-features: $(SETUP_STAMP) ## check the newest extraction of DATASET: every clip once, finite, right shapes
+verify-features: $(SETUP_STAMP) ## check the extraction of DATASET made with the default (or ARGS) feature options
 	$(PY) -m pipeline.verify_features --dataset $(DATASET) $(ARGS)
 
 features-floor: $(SETUP_STAMP) ## decode-only pass over the same clips: the speed floor of make features
 	$(PY) -m pipeline.decode_floor --dataset $(DATASET) $(ARGS)
 
-train: $(SETUP_STAMP) ## train on one partition into runs/<dataset>/p<k>/<model>/ (MODEL=auxformer|mult|audio|video)
+train: $(SETUP_STAMP) ## train on one partition into runs/<dataset>/p<k>/<model>/ (MODEL=auxformer|mult|audio|video; settings: training/presets/)
 	$(PY) -m pipeline.train --dataset $(DATASET) --partition $(PARTITION) --model $(MODEL) $(FORCE_FLAG) $(ARGS)
 
 eval: $(SETUP_STAMP) ## score the run of DATASET/PARTITION/MODEL on its test split: metrics.json, report.md, confusion.png
@@ -80,6 +79,9 @@ eval: $(SETUP_STAMP) ## score the run of DATASET/PARTITION/MODEL on its test spl
 predict: $(SETUP_STAMP) ## predict the emotion of VIDEO (a file or a folder of videos) with the run of DATASET/PARTITION/MODEL
 	@test -n "$(VIDEO)" || { echo "usage: make predict VIDEO=path/to/clip.mp4-or-folder [DATASET=demo PARTITION=1 MODEL=auxformer]"; exit 2; }
 	$(PY) -m pipeline.predict --video "$(VIDEO)" --dataset $(DATASET) --partition $(PARTITION) --model $(MODEL) $(ARGS)
+
+convert-reference: $(SETUP_STAMP) ## a reference AuxFormer checkpoint as a run folder (ARGS="--source IN.pt --out-dir DIR --classes ...")
+	$(PY) -m pipeline.convert_reference $(ARGS)
 
 bench: $(SETUP_STAMP) ## time extraction, training, evaluation, prediction on demo corpora: bench/results/<date>-<host>.md
 	$(PY) -m bench.run $(ARGS)

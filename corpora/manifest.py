@@ -42,12 +42,15 @@ as given.
 from __future__ import annotations
 
 import csv
-import os
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 import yaml
+
+from common import files
+from common.errors import ProjectError
+from common.paths import resolve_recorded
 
 COLUMNS = ("clip_id", "audio_path", "video_path", "speaker", "sex", "label", "soft_label", "split",
            "excluded", "intended", "sentence", "level", "session", "scenario")
@@ -56,12 +59,11 @@ SEXES = ("Male", "Female")
 MANIFEST_FILE = "manifest.csv"
 META_FILE = "manifest.yaml"
 SKIPPED_FILE = "skipped.csv"
-REPO_ROOT = Path(__file__).resolve().parents[1]
 # Soft labels are rounded so that writing and reading a manifest gives back the same numbers.
 SOFT_LABEL_DECIMALS = 6
 
 
-class CorpusError(Exception):
+class CorpusError(ProjectError):
     """Bad input that stops a stage; the message names the file and says what to do."""
 
 
@@ -169,15 +171,6 @@ def label_from_votes(counts: Sequence[int], classes: Sequence[str], rule: str, o
     raise ValueError(f"label_from_votes does not apply the rule {rule!r}")
 
 
-def repo_relative(path: Path) -> str:
-    """``path`` relative to the repository when inside it, else absolute."""
-    resolved = path.resolve()
-    try:
-        return resolved.relative_to(REPO_ROOT).as_posix()
-    except ValueError:
-        return str(resolved)
-
-
 def _format_row(clip: ClipRecord) -> dict[str, str]:
     row = {name: getattr(clip, name) for name in COLUMNS}
     row["soft_label"] = ";".join(repr(p) for p in clip.soft_label)
@@ -198,27 +191,12 @@ def write_manifest(folder: Path, meta: ManifestMeta, clips: list[ClipRecord], sk
     """Write the three files; ``manifest.yaml`` last, as the mark of a finished manifest."""
     folder.mkdir(parents=True, exist_ok=True)
     (folder / META_FILE).unlink(missing_ok=True)
-    _write_csv(folder / MANIFEST_FILE, COLUMNS, [_format_row(clip) for clip in clips])
-    _write_csv(folder / SKIPPED_FILE, ("path", "reason"), [asdict(s) for s in skipped])
+    files.write_csv(folder / MANIFEST_FILE, COLUMNS, [_format_row(clip) for clip in clips])
+    files.write_csv(folder / SKIPPED_FILE, ("path", "reason"), [asdict(s) for s in skipped])
     meta_values = asdict(meta)
     meta_values["classes"] = list(meta.classes)
     meta_values["columns"] = list(COLUMNS)
-    _atomic_write(folder / META_FILE, yaml.safe_dump(meta_values, sort_keys=False))
-
-
-def _write_csv(path: Path, columns: Sequence[str], rows: list[dict]) -> None:
-    temporary = path.with_suffix(".tmp")
-    with temporary.open("w", newline="") as stream:
-        writer = csv.DictWriter(stream, fieldnames=list(columns))
-        writer.writeheader()
-        writer.writerows(rows)
-    os.replace(temporary, path)
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    temporary = path.with_suffix(".tmp")
-    temporary.write_text(text)
-    os.replace(temporary, path)
+    files.write_text(folder / META_FILE, yaml.safe_dump(meta_values, sort_keys=False))
 
 
 def load_meta(folder: Path) -> ManifestMeta:
@@ -249,7 +227,7 @@ def load_manifest(path: Path, corpus_root: Path | None = None) -> Manifest:
             raise CorpusError(f"{csv_path}: columns are not {','.join(COLUMNS)}; "
                               "rebuild the manifest (make manifest FORCE=1)")
         clips = [_parse_row(row, csv_path, line) for line, row in enumerate(reader, start=2)]
-    root = corpus_root if corpus_root is not None else REPO_ROOT / meta.corpus_root
+    root = corpus_root if corpus_root is not None else resolve_recorded(meta.corpus_root)
     return Manifest(meta, clips, root)
 
 

@@ -1,6 +1,6 @@
 """The per-clip work of an extraction worker: read the audio, decode the video, follow the face,
 crop it. Runs in worker processes; the embedding and log-mel steps run batched in the main
-process (on the GPU when there is one), see pipeline.features.
+process (on the GPU when there is one), see extract.engine and extract.spec.Extractor.
 
 A modality that cannot be had is recorded with the reason instead of failing the clip: a clip
 fails only when it yields neither audio nor a face.
@@ -16,7 +16,6 @@ import numpy as np
 from extract.audio import SAMPLE_RATE, NoAudio, read_audio, resample
 from extract.face_track import NoVideo, choose_face, crop_face, decode_video, fill_gaps, video_fps
 
-
 # Audio and video of one clip that differ by more than this were cut short (or do not belong together).
 TRUNCATION_SECONDS = 0.1
 
@@ -26,8 +25,6 @@ class ClipJob:
     clip_id: str
     audio_path: Path | None
     video_path: Path | None
-    speaker: str = ""
-    label: str = ""
 
 
 @dataclass(frozen=True)
@@ -126,5 +123,6 @@ def _face_track(media: ClipMedia, detector, config: TrackConfig) -> None:
     if not valid.any():
         media.video_note = "no face found"
     elif media.audio is not None and abs(media.duration - len(media.audio) / SAMPLE_RATE) > TRUNCATION_SECONDS:
-        media.video_note = f"video lasts {media.duration:.2f} s, audio {len(media.audio) / SAMPLE_RATE:.2f} s (truncated?)"
+        audio_seconds = len(media.audio) / SAMPLE_RATE
+        media.video_note = f"video lasts {media.duration:.2f} s, audio {audio_seconds:.2f} s (truncated?)"
     media.seconds.update(decode=decode, detect=detect, crop=time.perf_counter() - crop_start)

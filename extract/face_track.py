@@ -11,7 +11,6 @@ usable face) and get no crop.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import av
@@ -23,15 +22,6 @@ from extract.face_detection import FaceBox
 
 class NoVideo(Exception):
     """The file has no decodable video."""
-
-
-@dataclass(frozen=True)
-class FaceTrack:
-    boxes: np.ndarray  # (frames, 4) float32 x, y, width, height; NaN where invalid
-    valid: np.ndarray  # (frames,) bool: a usable face
-    detected: np.ndarray  # (frames,) bool: the detector itself found the face on this frame
-    timestamps: np.ndarray  # (frames,) float64 seconds
-    fps: float
 
 
 def decode_video(path: Path) -> Iterator[tuple[float, np.ndarray]]:

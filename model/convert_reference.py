@@ -1,6 +1,7 @@
 """Convert a state dict saved by the reference AuxFormer implementation into a checkpoint of ours.
 
-    python -m model.convert_reference IN.pt OUT.pt [--num-heads 10] [--no-causal-mask]
+The stage ``python -m pipeline.convert_reference`` (``make convert-reference``) writes the result
+as a run folder that evaluation and prediction read like any trained run.
 
 IN.pt is what the reference saves (``torch.save(avmodel.state_dict(), ...)``, its
 ``final_head.pt``). Every reference key is mapped by an explicit table (MAPPING below); the
@@ -9,21 +10,19 @@ shape, or when a parameter of ours is left unfilled. Sizes are read from the wei
 of heads and the causal mask are not stored in them, so they come from the command line (the
 reference's defaults: 10 heads, causal mask on). Dropouts take the reference's defaults.
 
-OUT.pt holds ``{"model_config": config.to_dict(), "model_state": state_dict, "source":
-"converted from reference", "source_sha256": sha256 of IN.pt}``; ``AuxFormer.from_checkpoint``
+The checkpoint holds ``{"model_config": config.to_dict(), "model_state": state_dict, "source":
+"converted from reference", "source_sha256": sha256 of the input}``; ``AuxFormer.from_checkpoint``
 rebuilds the model from it. On a batch without padding the converted model computes what the
 reference computes (model/auxformer.py lists where the two differ otherwise).
 """
 from __future__ import annotations
 
-import argparse
 import hashlib
-import os
-import sys
 from pathlib import Path
 
 import torch
 
+from common.errors import ProjectError
 from model.auxformer import AuxFormer, AuxFormerConfig
 
 # Reference transformer name -> ours.
@@ -81,7 +80,7 @@ HEAD_MAPPING = {
 }
 
 
-class ConversionError(ValueError):
+class ConversionError(ProjectError):
     """The input is not a state dict of the reference model this converter knows."""
 
 
@@ -161,53 +160,29 @@ def _joined_shape(expected: dict[str, torch.Tensor], keys: tuple[str, ...]) -> t
     return (sum(expected[key].shape[0] for key in keys), *first[1:])
 
 
-def convert_file(source: Path, target: Path, num_heads: int, causal_mask: bool) -> AuxFormerConfig:
-    """Read the reference's state dict from ``source`` and write our checkpoint to ``target``."""
+def convert_checkpoint(source: Path, num_heads: int, causal_mask: bool) -> dict:
+    """Our checkpoint (model config and weights) of the reference's state dict in ``source``."""
     try:
         state = torch.load(source, map_location="cpu", weights_only=True)
-    except Exception as error:
+    except Exception as error:  # torch raises many types for a file that is not a checkpoint
         raise ConversionError(f"{source} is not a loadable state dict: {error}") from None
     if not isinstance(state, dict) or not all(isinstance(value, torch.Tensor) for value in state.values()):
         raise ConversionError(f"{source} does not hold a state dict (a dict of tensors)")
-    config = reference_config(state, num_heads, causal_mask)
+    try:
+        config = reference_config(state, num_heads, causal_mask)
+    except ValueError as error:  # sizes no AuxFormerConfig accepts
+        raise ConversionError(f"{source}: {error}") from None
     checkpoint = {
         "model_config": config.to_dict(),
         "model_state": convert_state_dict(state, config),
         "source": "converted from reference",
         "source_sha256": hashlib.sha256(source.read_bytes()).hexdigest(),
     }
-    AuxFormer.from_checkpoint(checkpoint)  # refuse to write what cannot be loaded back
-    partial = target.with_name(target.name + ".partial")
-    torch.save(checkpoint, partial)
-    os.replace(partial, target)
-    return config
+    AuxFormer.from_checkpoint(checkpoint)  # refuse what cannot be loaded back
+    return checkpoint
 
 
 def _shape(state: dict[str, torch.Tensor], key: str) -> tuple[int, ...]:
     if key not in state:
         raise ConversionError(f"not a reference AuxFormer state dict: missing key {key}")
     return tuple(state[key].shape)
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m model.convert_reference", description=__doc__.split("\n\n")[0]
-    )
-    parser.add_argument("source", type=Path, help="state dict saved by the reference implementation")
-    parser.add_argument("target", type=Path, help="checkpoint to write, in this project's format")
-    parser.add_argument("--num-heads", type=int, default=10, help="attention heads the reference model was built with")
-    parser.add_argument(
-        "--no-causal-mask", action="store_true", help="the reference model was run with --attn_mask (mask off)"
-    )
-    args = parser.parse_args(argv)
-    try:
-        config = convert_file(args.source, args.target, args.num_heads, causal_mask=not args.no_causal_mask)
-    except ValueError as error:  # ConversionError, or sizes no AuxFormerConfig accepts
-        print(f"convert_reference: {error}", file=sys.stderr)
-        return 1
-    print(f"wrote {args.target}: {config.to_dict()}")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

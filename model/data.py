@@ -17,63 +17,32 @@ for the same seed and epoch); evaluation batches keep the split's order.
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
-from pathlib import Path
 from typing import NamedTuple
 
-import h5py
 import numpy as np
 import torch
-import yaml
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from corpora.manifest import ClipRecord
-from extract.shards import ClipFeatures, FeatureStore, shard_files
+from corpora.manifest import ClipRecord, Manifest
+from extract.shards import ClipFeatures, FeatureError, FeatureStore
 from model.auxformer import AuxFormerConfig
 
-EXTRACTION_FILE = "extraction.yaml"
 SOFT_LABEL_RULE = "distributional"
 # Clips are sorted by length within pools of this many batches: batches of similar lengths,
 # while a clip still meets different neighbours from one epoch to the next.
 POOL_BATCHES = 8
 
 
-class FeatureMismatch(ValueError):
+class FeatureMismatch(FeatureError):
     """Features that cannot feed the model or the split; the message names the extraction folder."""
 
 
-@dataclass(frozen=True)
-class FeatureDims:
-    n_mels: int
-    embedding_dim: int
-
-
-def feature_dims(folder: Path) -> FeatureDims:
-    """Sizes of the arrays in an extraction's shards, checked against its extraction.yaml."""
-    shards = shard_files(folder)
-    if not shards:
-        raise FeatureMismatch(f"{folder}: no feature shards; run make features for this dataset")
-    sizes = set()
-    for path in shards:
-        with h5py.File(path, "r") as h5:
-            sizes.add((h5["mel"].shape[1], h5["embedding"].shape[1]))
-    if len(sizes) > 1:
-        raise FeatureMismatch(f"{folder}: shards of different feature sizes {sorted(sizes)}; "
-                              "re-extract (make features FORCE=1)")
-    n_mels, embedding_dim = sizes.pop()
-    recorded = yaml.safe_load((folder / EXTRACTION_FILE).read_text())["identity"]["mel"]["n_mels"]
-    if recorded != n_mels:
-        raise FeatureMismatch(f"{folder}: {EXTRACTION_FILE} records {recorded} mel bands but the shards hold "
-                              f"{n_mels}; re-extract (make features FORCE=1)")
-    return FeatureDims(n_mels, embedding_dim)
-
-
-def check_features(folder: Path, model_config: AuxFormerConfig) -> None:
-    """Raise FeatureMismatch unless the extraction's sizes are the model's input sizes."""
-    dims = feature_dims(folder)
-    if (dims.n_mels, dims.embedding_dim) != (model_config.audio_dim, model_config.video_dim):
+def check_features(store: FeatureStore, model_config: AuxFormerConfig) -> None:
+    """Raise FeatureMismatch unless the extraction's sizes (from its index) are the model's input sizes."""
+    dims = store.dims()
+    if (dims.audio_dim, dims.video_dim) != (model_config.audio_dim, model_config.video_dim):
         raise FeatureMismatch(
-            f"features in {folder} do not match the model: {dims.n_mels} mel bands and {dims.embedding_dim}-d "
+            f"features in {store.folder} do not match the model: {dims.audio_dim}-d audio and {dims.video_dim}-d "
             f"face embeddings, but the model takes audio_dim {model_config.audio_dim} and video_dim "
             f"{model_config.video_dim}")
 
@@ -126,6 +95,16 @@ class ClipDataset(Dataset):
             video = int(entry["video_frames"]) if int(entry["has_video"]) else 0
             lengths.append((audio, video))
         return lengths
+
+
+def split_dataset(store: FeatureStore, manifest: Manifest, split: str) -> ClipDataset:
+    """The clips of one manifest split that the store holds; FeatureMismatch when it holds none of them."""
+    data = ClipDataset(store, manifest.in_split(split), manifest.meta.classes,
+                       soft_targets=manifest.meta.label_rule == SOFT_LABEL_RULE)
+    if not len(data):
+        raise FeatureMismatch(f"none of the {len(data.missing)} {split} clips are in {store.folder}: features of "
+                              f"another corpus? run make features DATASET={manifest.meta.dataset}")
+    return data
 
 
 def model_inputs(features: ClipFeatures) -> tuple[torch.Tensor, torch.Tensor]:

@@ -1,16 +1,18 @@
 """Scores of a trained model on a split: three input conditions, each head, and the heads' averages.
 
-Conditions. ``audio_visual`` feeds both modalities; ``audio_only`` removes the video and
-``video_only`` the audio. A removed modality is fed as the model takes a missing one: length 0
-(see model.auxformer), exactly as modality drop-out removed it during training. A clip that
+Conditions (model.variants.CONDITIONS). ``audio_visual`` feeds both modalities; ``audio_only``
+removes the video and ``video_only`` the audio, through model.variants.remove_modalities, the
+same function training's modality drop-out uses. A clip that
 has lost a modality at extraction (no audio track, no face found) is fed without it in every
 condition.
 
-Heads. ``main`` is the audio-visual head, ``audio`` and ``visual`` the auxiliary heads, and
-``average`` the mean of the three heads' logits, which is the reference's prediction (its
-test.py). ``present_average`` averages only the heads whose modality is present in the
-condition (main and audio when the video is removed; main and visual when the audio is);
-with both modalities it is ``average``. Baselines have one trained head and are scored on it.
+Heads (model.variants). ``main`` is the audio-visual head, ``audio`` and ``visual`` the auxiliary
+heads, and ``average`` the mean of the three heads' logits, which is the reference's prediction
+(its test.py). ``present_average`` averages only the heads whose modality is present in the
+condition (main and audio when the video is removed; main and visual when the audio is); with
+both modalities it is ``average``. Baselines have one trained head and are scored on it. Which
+head a variant predicts with, and why AuxFormer's is the present heads' average, is in the
+README ("Evaluation").
 
 Scores per condition and head: accuracy, F1, precision and recall (macro and micro), per-class
 precision, recall, F1 and support, and the confusion matrix (rows: true class, columns:
@@ -27,38 +29,8 @@ from matplotlib.figure import Figure
 from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
 
 from model.auxformer import AuxFormer
-from model.data import Batch, ClipDataset, evaluation_loader
-
-CONDITIONS = {"audio_visual": (True, True), "audio_only": (True, False), "video_only": (False, True)}
-ALL_HEADS = ("main", "audio", "visual", "average", "present_average")
-# The heads each trained variant is scored on, and the conditions that give it its input.
-VARIANT_HEADS = {"auxformer": ALL_HEADS, "mult": ("main",), "audio": ("audio",), "video": ("visual",)}
-VARIANT_CONDITIONS = {"auxformer": tuple(CONDITIONS), "mult": tuple(CONDITIONS), "audio": ("audio_only",),
-                      "video": ("video_only",)}
-# The head a variant's predictions come from (prediction, the confusion figure). For AuxFormer,
-# the present heads' average: it is the reference's average when both modalities are there, and
-# it never averages in a head that has no input. On the demo test split (make demo, seeds 0, 1
-# and 2) it scores 0.517, 0.546 and 0.581 against 0.188, 0.288 and 0.167 for the average of all
-# three without the video; without the audio 0.461, 0.362 and 0.473 against 0.451, 0.529 and
-# 0.348, so it is not always better there: report.md shows both for every run.
-PREDICTING_HEAD = {"auxformer": "present_average", "mult": "main", "audio": "audio", "video": "visual"}
-
-
-def remove_modalities(batch: Batch, keep_audio: bool, keep_video: bool) -> Batch:
-    """The batch with a removed modality given as missing (length 0)."""
-    if not keep_audio:
-        batch = batch._replace(audio_lengths=torch.zeros_like(batch.audio_lengths))
-    if not keep_video:
-        batch = batch._replace(video_lengths=torch.zeros_like(batch.video_lengths))
-    return batch
-
-
-def head_logits(main: torch.Tensor, audio: torch.Tensor, visual: torch.Tensor, keep_audio: bool,
-                keep_video: bool) -> dict[str, torch.Tensor]:
-    """Every head of ALL_HEADS from the model's three outputs, for a condition."""
-    present = [main] + [audio] * keep_audio + [visual] * keep_video
-    return {"main": main, "audio": audio, "visual": visual, "average": (main + audio + visual) / 3,
-            "present_average": torch.stack(present).mean(dim=0)}
+from model.data import ClipDataset, evaluation_loader
+from model.variants import ALL_HEADS, CONDITIONS, VARIANTS, head_logits, remove_modalities
 
 
 @torch.no_grad()
@@ -100,10 +72,10 @@ def evaluate_model(model: AuxFormer, data: ClipDataset, variant: str, classes: S
                    device: torch.device) -> dict[str, dict[str, dict]]:
     """{condition: {head: scores}} for the conditions and heads of ``variant``."""
     results = {}
-    for condition in VARIANT_CONDITIONS[variant]:
+    for condition in VARIANTS[variant].conditions:
         logits, labels, _ = condition_logits(model, data, condition, batch_size, device)
         results[condition] = {head: scores(labels, logits[head].argmax(axis=1), classes)
-                              for head in VARIANT_HEADS[variant]}
+                              for head in VARIANTS[variant].scored_heads}
     return results
 
 

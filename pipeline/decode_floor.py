@@ -1,6 +1,6 @@
 """Stage: the decode-only floor of feature extraction (``make features-floor``).
 
-Reads the same clips as ``make features`` (the corpus manifest) with the same number of worker
+Reads the same clips as ``make features`` (the corpus's clip list) with the same number of worker
 processes, and only decodes every video frame (as BGR arrays, as extraction does) and reads the
 audio: no extraction can be faster. Prints clips/s and frames/s; writes nothing.
 """
@@ -14,12 +14,12 @@ from dataclasses import dataclass
 
 from tqdm import tqdm
 
-from corpora.manifest import CorpusError
+from common.cli import run_stage
+from common.config import option
 from extract.audio import NoAudio, read_audio
 from extract.clip_media import ClipJob
+from extract.engine import FeaturesConfig, load_jobs
 from extract.face_track import NoVideo, decode_video
-from pipeline.config import option, parse_config
-from pipeline.features import FeaturesConfig, load_jobs
 
 
 @dataclass
@@ -46,13 +46,8 @@ def decode_clip(job: ClipJob) -> int:
         return 0
 
 
-def main(argv: list[str] | None = None) -> int:
-    config = parse_config(FloorConfig, argv, description=__doc__)
-    try:
-        jobs = load_jobs(FeaturesConfig(dataset=config.dataset, corpus_dir=config.corpus_dir))
-    except CorpusError as error:
-        print(f"features-floor: {error}", file=sys.stderr)
-        return 2
+def features_floor(config: FloorConfig) -> int:
+    jobs = load_jobs(FeaturesConfig(dataset=config.dataset, corpus_dir=config.corpus_dir))
     started = time.monotonic()
     with ProcessPoolExecutor(config.workers) as pool:
         frames = sum(tqdm(pool.map(decode_clip, jobs, chunksize=4), total=len(jobs), unit="clip", desc="decode only"))
@@ -60,6 +55,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"features-floor: decoded {len(jobs)} clips, {frames} frames in {seconds:.1f} s with {config.workers} "
           f"workers: {len(jobs) / seconds:.2f} clips/s, {frames / seconds:.0f} frames/s")
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_stage("features-floor", FloorConfig, features_floor, argv, __doc__)
 
 
 if __name__ == "__main__":

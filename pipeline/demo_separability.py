@@ -12,8 +12,10 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from common.cli import run_stage
+from common.config import option, save_config
 from corpora.demo.separability import cross_validate, extract_all, format_table, write_report
-from pipeline.config import option, parse_config, save_config
+from extract.face_detection import MediaPipeFaceDetector
 
 
 @dataclass
@@ -24,14 +26,9 @@ class SeparabilityConfig:
     workers: int = option(os.cpu_count() or 1, "parallel worker processes")
 
 
-def main(argv: list[str] | None = None) -> int:
-    config = parse_config(SeparabilityConfig, argv, description=__doc__)
+def demo_check(config: SeparabilityConfig) -> int:
     started = time.monotonic()
-    try:
-        features = extract_all(config.corpus_dir, config.workers)
-    except FileNotFoundError as error:
-        print(f"demo-check: {error}", file=sys.stderr)
-        return 2
+    features = extract_all(config.corpus_dir, config.workers, MediaPipeFaceDetector)
     results = cross_validate(features, config.folds)
     write_report(results, features, config.out_dir)
     save_config(config, config.out_dir / "config.yaml")
@@ -39,6 +36,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"demo-check: {len(features)} clips in {time.monotonic() - started:.0f} s; "
           f"report in {config.out_dir}")
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_stage("demo-check", SeparabilityConfig, demo_check, argv, __doc__)
 
 
 if __name__ == "__main__":

@@ -11,186 +11,21 @@ described in corpora.manifest and corpora.partitions. A rerun with the same conf
 from __future__ import annotations
 
 import sys
-from collections import Counter
-from collections.abc import Callable
-from dataclasses import dataclass
-from pathlib import Path
 
-import yaml
-
-from corpora import crema_d, folder, msp_improv
-from corpora.manifest import (META_FILE, SPLITS, ClipRecord, Corpus, CorpusError, ManifestMeta, load_manifest,
-                              load_meta, repo_relative, write_manifest)
-from corpora.partitions import (apply_reference_partition, assign_splits, check_partition_index,
-                                check_speaker_independent, load_reference_partition, save_reference_partition)
-from pipeline.config import option, parse_config, to_yaml
-
-PARTITION_CSV = "partition.csv"
+from common.cli import run_stage
+from corpora.manifest import load_manifest
+from corpora.registry import ManifestConfig, build_manifest, summary
 
 
-@dataclass(frozen=True)
-class DatasetReader:
-    read: Callable[[Path, str, str], Corpus]
-    partition: Callable[[list[ClipRecord], int], dict[str, str]] | None
-    default_dir: str
-    default_rule: str
-    default_ratings: str
-    split_rule: str
-    missing_hint: str  # what to do when the corpus folder is not there
-
-
-DATASETS = {
-    # The demo's faces and voices are generated from the intended emotion; its simulated votes are
-    # there to exercise the perceived-label rules, which stay one option away.
-    "demo": DatasetReader(crema_d.read_corpus, crema_d.partition, "data/raw/demo", "intended",
-                          crema_d.DEFAULT_RATINGS, "by speaker, corpora.partitions.speaker_partition",
-                          "run make demo-data first, or give --corpus-dir"),
-    "crema": DatasetReader(crema_d.read_corpus, crema_d.partition, "data/raw/crema-d", crema_d.DEFAULT_LABEL_RULE,
-                           crema_d.DEFAULT_RATINGS, "by speaker, corpora.partitions.speaker_partition",
-                           "put CREMA-D there (AudioWAV/, VideoFlash/, processedResults/, VideoDemographics.csv) "
-                           "or give --corpus-dir"),
-    "improv": DatasetReader(msp_improv.read_corpus, msp_improv.partition, "data/raw/msp-improv",
-                            msp_improv.DEFAULT_LABEL_RULE, msp_improv.RATINGS,
-                            "by session, the sessions of the VAVL partitions (corpora.msp_improv)",
-                            "put MSP-IMPROV there (its session folders and Evaluation.txt) or give --corpus-dir"),
-    "folder": DatasetReader(folder.read_corpus, None, "", "none", "", "none: recordings to predict on",
-                            "give the folder that holds the videos"),
-}
-FILE_RULE = "partition file"
-
-
-@dataclass
-class ManifestConfig:
-    dataset: str = option("demo", f"which corpus: {', '.join(DATASETS)}")
-    corpus_dir: str = option("", "corpus folder; default data/raw/demo, data/raw/crema-d or data/raw/msp-improv "
-                                 "(required for folder)")
-    label_rule: str = option("", "label rule; default majority for crema (the reference partitions' rule), "
-                                 "intended for demo, consensus for improv")
-    ratings: str = option("", "ratings the perceived labels use (demo, crema): audiovisual (default), voice or face")
-    partition: int = option(1, "speaker-independent partition, 1-5")
-    partition_file: str = option("", "take clips, labels and splits from this CSV in the reference format instead")
-    out_dir: Path = option(Path("data/manifests"), "manifests go to <out-dir>/<dataset>/<selection>/")
-    force: bool = option(False, "rebuild even when a manifest with this config exists")
-
-
-@dataclass(frozen=True)
-class Selection:
-    """What a config asks for, with the dataset's defaults filled in."""
-
-    dataset: str
-    reader: DatasetReader
-    corpus_dir: Path
-    label_rule: str
-    ratings: str
-    partition: int
-    partition_file: Path | None
-
-    @property
-    def name(self) -> str:
-        """The manifest's folder below <out-dir>/<dataset>/."""
-        if self.partition_file:
-            return f"file-{self.partition_file.stem}"
-        if self.reader.partition is None:
-            return self.corpus_dir.resolve().name
-        return "-".join(part for part in (self.label_rule, self.ratings, f"p{self.partition}") if part)
-
-
-def select(config: ManifestConfig) -> Selection:
-    if config.dataset not in DATASETS:
-        raise CorpusError(f"unknown dataset {config.dataset!r}; choose one of {', '.join(DATASETS)}")
-    reader = DATASETS[config.dataset]
-    if not config.corpus_dir and not reader.default_dir:
-        raise CorpusError(f"--corpus-dir is required for dataset {config.dataset} "
-                          "(e.g. make manifest DATASET=folder ARGS=\"--corpus-dir path/to/videos\")")
-    corpus_dir = Path(config.corpus_dir or reader.default_dir)
-    if not corpus_dir.is_dir():
-        raise CorpusError(f"{corpus_dir}: corpus folder not found; {reader.missing_hint}")
-    partition_file = Path(config.partition_file) if config.partition_file else None
-    if partition_file and config.label_rule:
-        raise CorpusError(f"--label-rule {config.label_rule} and --partition-file both given: "
-                          "a partition file brings its own labels; drop --label-rule")
-    if partition_file and reader.partition is None:
-        raise CorpusError(f"dataset {config.dataset} has no labels, so no partition file applies; "
-                          "drop --partition-file")
-    if reader.partition is not None and not partition_file:
-        check_partition_index(config.partition)
-    if partition_file:
-        return Selection(config.dataset, reader, corpus_dir, FILE_RULE, reader.default_ratings, 0, partition_file)
-    return Selection(config.dataset, reader, corpus_dir, config.label_rule or reader.default_rule,
-                     config.ratings or reader.default_ratings,
-                     config.partition if reader.partition else 0, None)
-
-
-def _config_values(config: ManifestConfig) -> dict:
-    values = yaml.safe_load(to_yaml(config))
-    values.pop("force")
-    return values
-
-
-def is_current(folder_path: Path, config: ManifestConfig) -> bool:
-    """A finished manifest made with this config is there."""
-    if not (folder_path / META_FILE).is_file():
-        return False
-    try:
-        return load_meta(folder_path).config == _config_values(config)
-    except CorpusError:
-        return False
-
-
-def _split_clips(corpus: Corpus, selection: Selection) -> list[ClipRecord]:
-    if selection.partition_file:
-        reference = load_reference_partition(selection.partition_file, corpus.classes)
-        return apply_reference_partition(corpus.clips, reference, selection.partition_file)
-    if selection.reader.partition is None:
-        return corpus.clips
-    clips = assign_splits(corpus.clips, selection.reader.partition(corpus.clips, selection.partition))
-    check_speaker_independent(clips, f"partition {selection.partition}")
-    return clips
-
-
-def build_manifest(config: ManifestConfig) -> tuple[Path, bool]:
-    """Write the manifest unless a current one exists; returns its folder and whether it was written."""
-    selection = select(config)
-    out = config.out_dir / selection.dataset / selection.name
-    if is_current(out, config) and not config.force:
-        return out, False
-    rule = "intended" if selection.partition_file else selection.label_rule
-    corpus = selection.reader.read(selection.corpus_dir, rule, selection.ratings)
-    clips = _split_clips(corpus, selection)
-    meta = ManifestMeta(
-        dataset=selection.dataset, corpus=corpus.name, corpus_root=repo_relative(selection.corpus_dir),
-        classes=corpus.classes, label_rule=selection.label_rule, ratings=corpus.ratings,
-        partition=selection.partition,
-        partition_file=repo_relative(selection.partition_file) if selection.partition_file else "",
-        split_rule=selection.reader.split_rule, config=_config_values(config))
-    # manifest.yaml marks a finished manifest, so it goes first and comes back last.
-    out.mkdir(parents=True, exist_ok=True)
-    (out / META_FILE).unlink(missing_ok=True)
-    (out / PARTITION_CSV).unlink(missing_ok=True)
-    if any(clip.split for clip in clips):
-        save_reference_partition(out / PARTITION_CSV, clips, corpus.classes)
-    write_manifest(out, meta, clips, corpus.skipped)
-    return out, True
-
-
-def summary(folder_path: Path, clips: list[ClipRecord]) -> str:
-    splits = Counter(clip.split for clip in clips if clip.split)
-    excluded = sum(1 for clip in clips if clip.excluded)
-    in_splits = ", ".join(f"{splits[s]} {s}" for s in SPLITS)
-    return f"{len(clips)} clips ({in_splits}; {excluded} excluded) in {folder_path}"
+def manifest(config: ManifestConfig) -> int:
+    out, written = build_manifest(config)
+    state = "written" if written else "is current (FORCE=1 rebuilds it)"
+    print(f"manifest: {state}: {summary(out, load_manifest(out).clips)}")
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
-    config = parse_config(ManifestConfig, argv, description=__doc__)
-    try:
-        out, written = build_manifest(config)
-    except CorpusError as error:
-        print(f"manifest: {error}", file=sys.stderr)
-        return 2
-    clips = load_manifest(out).clips
-    state = "written" if written else "is current (FORCE=1 rebuilds it)"
-    print(f"manifest: {state}: {summary(out, clips)}")
-    return 0
+    return run_stage("manifest", ManifestConfig, manifest, argv, __doc__)
 
 
 if __name__ == "__main__":

@@ -9,32 +9,34 @@ from __future__ import annotations
 
 import sys
 
-from corpora.manifest import CorpusError, load_manifest, load_skipped
+from common import files
+from common.cli import run_stage
+from common.config import save_config
+from corpora.manifest import load_manifest, load_skipped
+from corpora.registry import ManifestConfig, build_manifest
 from corpora.report import clip_duration, plot_class_distribution, report_text
-from pipeline.config import parse_config, save_config
-from pipeline.manifest import ManifestConfig, build_manifest
 
 REPORT_FILE = "stats.txt"
 CHART_FILE = "class_distribution.png"
 CONFIG_FILE = "stats_config.yaml"
 
 
-def main(argv: list[str] | None = None) -> int:
-    config = parse_config(ManifestConfig, argv, description=__doc__)
-    try:
-        folder, _ = build_manifest(config)
-        manifest = load_manifest(folder)
-    except CorpusError as error:
-        print(f"stats: {error}", file=sys.stderr)
-        return 2
+def stats(config: ManifestConfig) -> int:
+    folder, _ = build_manifest(config)
+    manifest = load_manifest(folder)
     durations = {clip.clip_id: clip_duration(manifest, clip) for clip in manifest.clips}
-    text = report_text(manifest, load_skipped(folder), durations)
+    skipped = load_skipped(folder)
+    text = report_text(manifest, skipped, durations)
     print(text, end="")
-    (folder / REPORT_FILE).write_text(text)
+    files.write_text(folder / REPORT_FILE, text)
     plot_class_distribution(manifest, folder / CHART_FILE)
     save_config(config, folder / CONFIG_FILE)
     print(f"stats: report and chart written to {folder / REPORT_FILE} and {folder / CHART_FILE}")
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_stage("stats", ManifestConfig, stats, argv, __doc__)
 
 
 if __name__ == "__main__":

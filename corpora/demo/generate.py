@@ -22,6 +22,7 @@ import numpy as np
 import yaml
 from tqdm import tqdm
 
+from common.config import option, to_yaml
 from corpora import crema_d
 from corpora.crema_d import ClipName, recorded_clips
 from corpora.demo import media
@@ -30,7 +31,7 @@ from corpora.demo.face import FaceRenderer, noise_bank
 from corpora.demo.timeline import ClipTimeline, plan_clip
 from corpora.demo.voice import synthesize
 from corpora.demo.votes import RatedClip, write_vote_tables
-from pipeline.config import option, to_yaml
+from corpora.manifest import CorpusError
 
 # Bump when a change to the generator changes what it writes, so old corpora are regenerated.
 GENERATOR_VERSION = 2
@@ -49,11 +50,11 @@ class DemoConfig:
 
     def validate(self) -> None:
         if self.actors < 1:
-            raise ValueError(f"--actors must be at least 1, got {self.actors}")
+            raise CorpusError(f"--actors must be at least 1, got {self.actors}")
         if not 1 <= self.sentences <= len(crema_d.SENTENCES):
-            raise ValueError(f"--sentences must be between 1 and {len(crema_d.SENTENCES)}, got {self.sentences}")
+            raise CorpusError(f"--sentences must be between 1 and {len(crema_d.SENTENCES)}, got {self.sentences}")
         if self.workers < 1:
-            raise ValueError(f"--workers must be at least 1, got {self.workers}")
+            raise CorpusError(f"--workers must be at least 1, got {self.workers}")
 
     def identity(self) -> dict:
         """What determines the corpus's content (not where or how fast it is written)."""
@@ -104,7 +105,7 @@ def _prepare_folder(out: Path, config: DemoConfig) -> None:
     saved = out / CONFIG_FILE
     if out.exists() and any(out.iterdir()):
         if not saved.exists():
-            raise FileExistsError(f"{out} is not empty and was not written by the demo generator; "
+            raise CorpusError(f"{out} is not empty and was not written by the demo generator; "
                                   "choose another --out-dir or empty it")
         same = yaml.safe_load(saved.read_text()).get("identity") == config.identity()
         if config.force or not same:

@@ -5,7 +5,6 @@ complete, so an interrupted run never leaves a truncated clip where readers look
 """
 from __future__ import annotations
 
-import os
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -13,17 +12,16 @@ import av
 import numpy as np
 import soundfile
 
+from common import files
 from corpora.crema_d import AUDIO_SAMPLE_RATE, VIDEO_FPS, VIDEO_SIZE
 
-PARTIAL_SUFFIX = ".partial"
 VIDEO_BITRATE = 300_000
 
 
 def write_wav(path: Path, samples: np.ndarray) -> None:
     """16 kHz mono 16-bit PCM."""
-    partial = _partial(path)
-    soundfile.write(partial, samples, AUDIO_SAMPLE_RATE, subtype="PCM_16", format="WAV")
-    os.replace(partial, path)
+    with files.atomic_path(path) as partial:
+        soundfile.write(partial, samples, AUDIO_SAMPLE_RATE, subtype="PCM_16", format="WAV")
 
 
 def write_flv(path: Path, frames: Iterable[np.ndarray], samples: np.ndarray) -> int:
@@ -32,22 +30,21 @@ def write_flv(path: Path, frames: Iterable[np.ndarray], samples: np.ndarray) -> 
     ``frames`` are I420 arrays (see corpora.demo.face.FaceRenderer.frames).
     Returns the number of video frames written.
     """
-    partial = _partial(path)
-    width, height = VIDEO_SIZE
-    with av.open(str(partial), "w", format="flv") as container:
-        video = container.add_stream("flv", rate=VIDEO_FPS)
-        video.width, video.height, video.pix_fmt = width, height, "yuv420p"
-        video.bit_rate = VIDEO_BITRATE
-        audio = container.add_stream("aac", rate=AUDIO_SAMPLE_RATE, layout="mono")
-        audio.options = {"aac_coder": "fast"}
-        n_frames = 0
-        for n_frames, planes in enumerate(frames, start=1):
-            video_frame = av.VideoFrame.from_ndarray(planes, format="yuv420p")
-            video_frame.pts = n_frames - 1
-            container.mux(video.encode(video_frame))
-        container.mux(video.encode())
-        _encode_audio(container, audio, samples)
-    os.replace(partial, path)
+    with files.atomic_path(path) as partial:
+        width, height = VIDEO_SIZE
+        with av.open(str(partial), "w", format="flv") as container:
+            video = container.add_stream("flv", rate=VIDEO_FPS)
+            video.width, video.height, video.pix_fmt = width, height, "yuv420p"
+            video.bit_rate = VIDEO_BITRATE
+            audio = container.add_stream("aac", rate=AUDIO_SAMPLE_RATE, layout="mono")
+            audio.options = {"aac_coder": "fast"}
+            n_frames = 0
+            for n_frames, planes in enumerate(frames, start=1):
+                video_frame = av.VideoFrame.from_ndarray(planes, format="yuv420p")
+                video_frame.pts = n_frames - 1
+                container.mux(video.encode(video_frame))
+            container.mux(video.encode())
+            _encode_audio(container, audio, samples)
     return n_frames
 
 
@@ -63,13 +60,9 @@ def _encode_audio(container, stream, samples: np.ndarray) -> None:
     container.mux(stream.encode())
 
 
-def _partial(path: Path) -> Path:
-    return path.with_name(path.name + PARTIAL_SUFFIX)
-
-
 def remove_partial_files(folder: Path) -> int:
     """Delete what an interrupted run left half-written; returns how many files."""
-    leftovers = list(folder.glob(f"*{PARTIAL_SUFFIX}"))
+    leftovers = list(folder.glob(f"*{files.PARTIAL_SUFFIX}"))
     for leftover in leftovers:
         leftover.unlink()
     return len(leftovers)

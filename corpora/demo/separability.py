@@ -12,6 +12,7 @@ separate all six, so "both" should beat either modality by a clear margin.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +25,7 @@ from tqdm import tqdm
 
 from corpora import crema_d
 from corpora.crema_d import ClipName
+from corpora.manifest import CorpusError
 
 FACE_PIXELS = 64
 # Gradient histograms see brow slant, eye opening and mouth curve whatever the skin tone.
@@ -108,11 +110,9 @@ def _face_crop(frame: np.ndarray, box) -> np.ndarray:
 _worker: dict = {}
 
 
-def _init_worker() -> None:
-    from extract.face_detection import MediaPipeFaceDetector
-
+def _init_worker(make_detector: Callable) -> None:
     cv2.setNumThreads(1)
-    _worker["detector"] = MediaPipeFaceDetector()
+    _worker["detector"] = make_detector()
 
 
 def _clip_features(args: tuple[str, Path]) -> ClipFeatures:
@@ -121,11 +121,13 @@ def _clip_features(args: tuple[str, Path]) -> ClipFeatures:
     return ClipFeatures(clip_id, voice_features(corpus_dir / crema_d.AUDIO_DIR / f"{clip_id}.wav"), face, found)
 
 
-def extract_all(corpus_dir: Path, workers: int) -> list[ClipFeatures]:
+def extract_all(corpus_dir: Path, workers: int, make_detector: Callable) -> list[ClipFeatures]:
+    """Per-clip features of every clip; ``make_detector`` builds a face detector in each worker (the
+    corpus layer has none of its own: the caller brings extract's)."""
     clip_ids = sorted(p.stem for p in (corpus_dir / crema_d.AUDIO_DIR).glob("*.wav"))
     if not clip_ids:
-        raise FileNotFoundError(f"no clips in {corpus_dir / crema_d.AUDIO_DIR}: run `make demo-data` first")
-    with ProcessPoolExecutor(workers, initializer=_init_worker) as pool:
+        raise CorpusError(f"no clips in {corpus_dir / crema_d.AUDIO_DIR}: run `make demo-data` first")
+    with ProcessPoolExecutor(workers, initializer=_init_worker, initargs=(make_detector,)) as pool:
         jobs = pool.map(_clip_features, [(c, corpus_dir) for c in clip_ids], chunksize=8)
         return list(tqdm(jobs, total=len(clip_ids), unit="clip", desc="clip statistics"))
 

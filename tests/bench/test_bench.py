@@ -9,9 +9,12 @@ import json
 import pytest
 import soundfile
 
-from bench.run import (AIMS, CREMA_D, MSP_IMPROV, BenchConfig, _config_values, clip_nearest, clip_terms,
-                       corpus_frames, extraction_terms, fit_costs, length_series, measure_floor, parse_utilisation,
-                       project, ratio_verdict, render_markdown, share_verdict, summarise, write_results)
+from bench.corpora import clip_nearest, length_series
+from bench.fits import CREMA_D, MSP_IMPROV, clip_terms, corpus_frames, extraction_terms, fit_costs, project
+from bench.measure import measure_floor
+from bench.report import AIMS, ratio_verdict, render_markdown, share_verdict, summarise, write_results
+from bench.run import BenchConfig, _config_values
+from bench.runner import Runner, parse_utilisation
 from corpora import crema_d
 from extract.face_track import decode_video
 
@@ -149,6 +152,9 @@ def test_aims_and_markdown_report():
     assert f"missed by {ratio / AIMS.extraction_over_floor:.2f}x" in extraction[1]["verdict"]
     assert "embedding" in extraction[1]["verdict"] and "shares the 2 cores" in extraction[1]["verdict"]
     assert "missed by 2.0 percentage points" in by_aim["training"][0]["verdict"]
+    assert "the training steps took the other 88.0% of the pass" in by_aim["training"][0]["verdict"]
+    for row in results["aims"]:  # a verdict states what was measured, no guesses
+        assert not any(word in row["verdict"] for word in ("likely", "probably", "should", "bounded by"))
     assert by_aim["warm"][0]["met"] and "0.20x" in by_aim["warm"][0]["verdict"]
     assert by_aim["on"][0]["verdict"] == "not measured: no GPU run"
 
@@ -191,6 +197,11 @@ def test_length_series_joins_the_same_frames_into_longer_clips(demo_corpus, tmp_
                              "workers": 1}) for k in (1, 2)]
     assert [f["clips"] for f in floors] == [4, 2]
     assert floors[0]["frames"] == floors[1]["frames"] == sum(frames)
+    # The same measurement in a child process, as make bench runs it: the child adds its peak memory.
+    spec = {"dataset": "folder", "corpus": str(folders[2]), "manifests": str(tmp_path / "m-child"), "workers": 1}
+    child = Runner(tmp_path / "run", "cpu").measure("floor", "floor-x2", spec)
+    assert (child["clips"], child["frames"]) == (2, sum(frames))
+    assert child["peak_mb"]["main"] > 0 and child["gpu_utilisation"] is None
 
 
 def test_prediction_clip_is_the_one_nearest_the_duration(demo_corpus, tmp_path):

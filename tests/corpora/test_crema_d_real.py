@@ -15,7 +15,7 @@ import pytest
 
 from corpora import crema_d
 from corpora.manifest import load_manifest
-from pipeline.manifest import PARTITION_CSV, ManifestConfig, build_manifest
+from corpora.registry import PARTITION_CSV, ManifestConfig, build_manifest
 
 SHARED = Path(__file__).resolve().parents[2] / ".." / "shared" / "corpora" / "crema-d"
 REFERENCE_DIR = SHARED / "reference-partitions-M"

@@ -11,7 +11,7 @@ import soundfile
 
 from corpora import folder
 from corpora.manifest import CorpusError, load_manifest
-from pipeline.manifest import ManifestConfig, build_manifest
+from corpora.registry import ManifestConfig, build_manifest
 
 
 def write_video(path: Path, with_audio: bool) -> None:

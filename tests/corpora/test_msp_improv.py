@@ -11,7 +11,7 @@ import pytest
 from corpora import msp_improv
 from corpora.manifest import CorpusError, load_manifest
 from corpora.msp_improv import ImprovName
-from pipeline.manifest import ManifestConfig, build_manifest
+from corpora.registry import ManifestConfig, build_manifest
 
 REFERENCE = (Path(__file__).resolve().parents[2] / ".." / "shared" / "corpora" / "msp-improv"
              / "reference-partition-1-dimensional.csv")

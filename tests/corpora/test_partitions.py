@@ -7,8 +7,16 @@ from pathlib import Path
 import pytest
 
 from corpora.manifest import ClipRecord
-from corpora.partitions import (NOT_IN_FILE, PartitionError, apply_reference_partition, check_speaker_independent,
-                                load_reference_partition, save_reference_partition, speaker_partition, split_sizes)
+from corpora.partitions import (
+    NOT_IN_FILE,
+    PartitionError,
+    apply_reference_partition,
+    check_speaker_independent,
+    load_reference_partition,
+    save_reference_partition,
+    speaker_partition,
+    split_sizes,
+)
 
 CLASSES = ("angry", "sad", "neutral", "happy")
 # The demo corpus's actors: 1001-1010, alternately male and female.

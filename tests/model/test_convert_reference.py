@@ -13,7 +13,8 @@ import pytest
 import torch
 
 from model.auxformer import AuxFormer, AuxFormerConfig
-from model.convert_reference import main, mapping_table
+from model.convert_reference import mapping_table
+from pipeline.convert_reference import main
 
 REFERENCE_SHAPES = json.loads((Path(__file__).parent / "fixtures" / "reference_state_shapes.json").read_text())
 REFERENCE_CONFIG = AuxFormerConfig()  # the reference's sizes: audio 1024, video and width 50, 5 layers, 6 classes
@@ -34,10 +35,15 @@ def reference_state_from(model: AuxFormer) -> dict[str, torch.Tensor]:
     return state
 
 
+CLASSES = "ANG,DIS,FEA,HAP,NEU,SAD"
+
+
 def convert(tmp_path: Path, state: dict[str, torch.Tensor], *options: str) -> tuple[int, Path, Path]:
-    source, target = tmp_path / "final_head.pt", tmp_path / "converted.pt"
+    """Run the converter stage; returns its exit status, the source and the run folder's best.pt."""
+    source, run_dir = tmp_path / "final_head.pt", tmp_path / "converted"
     torch.save(state, source)
-    return main([str(source), str(target), *options]), source, target
+    status = main(["--source", str(source), "--out-dir", str(run_dir), "--classes", CLASSES, *options])
+    return status, source, run_dir / "best.pt"
 
 
 def test_the_table_uses_every_reference_key_once_and_fills_every_weight_once():
@@ -108,7 +114,7 @@ def test_a_state_dict_that_does_not_match_is_refused_with_the_keys_named(tmp_pat
     state = random_reference_state()
     change(state)
     status, _, target = convert(tmp_path, state)
-    assert status == 1
+    assert status == 2
     assert named_in_error in capsys.readouterr().err
     assert not target.exists()
 
@@ -116,5 +122,5 @@ def test_a_state_dict_that_does_not_match_is_refused_with_the_keys_named(tmp_pat
 def test_a_file_that_is_no_state_dict_is_refused(tmp_path, capsys):
     source = tmp_path / "notes.pt"
     source.write_text("not a checkpoint")
-    assert main([str(source), str(tmp_path / "out.pt")]) == 1
+    assert main(["--source", str(source), "--out-dir", str(tmp_path / "out"), "--classes", CLASSES]) == 2
     assert "not a loadable state dict" in capsys.readouterr().err

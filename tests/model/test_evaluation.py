@@ -14,8 +14,9 @@ import pipeline.train as train_stage
 from extract.shards import FeatureStore
 from model.auxformer import AuxFormer
 from model.data import ClipDataset
-from model.evaluation import ALL_HEADS, CONDITIONS, condition_logits, head_logits, scores
-from model.training import load_checkpoint
+from model.evaluation import condition_logits, scores
+from model.variants import ALL_HEADS, CONDITIONS, head_logits
+from training.run_folder import RunFolder
 
 
 def test_scores_follow_the_confusion_counts():
@@ -80,7 +81,7 @@ def test_eval_stage_writes_every_condition_and_head_and_says_what_it_evaluated(s
     run_dir = Path("eval-runs/demo/p1/auxformer")
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["split"] == "test"
-    assert metrics["checkpoint_epoch"] == load_checkpoint(run_dir / "best.pt")["epoch"]
+    assert metrics["checkpoint_epoch"] == RunFolder(run_dir).load_checkpoint()["epoch"]
     assert metrics["clips"] == len(setup.manifest.in_split("test"))
     assert set(metrics["results"]) == set(CONDITIONS)
     for by_head in metrics["results"].values():
@@ -102,3 +103,14 @@ def test_a_baseline_is_scored_on_its_own_head_where_it_has_its_modality(setup, m
     metrics = json.loads(Path("eval-runs/demo/p1/audio/metrics.json").read_text())
     assert list(metrics["results"]) == ["audio_only"]
     assert list(metrics["results"]["audio_only"]) == ["audio"]
+
+
+def test_eval_finds_the_recorded_manifest_and_features_from_any_working_directory(setup, monkeypatch,  # noqa: F811
+                                                                                  tmp_path):
+    monkeypatch.chdir(setup.workspace)
+    args = ["--corpus-dir", str(setup.corpus), "--runs-root", "eval-runs", *TINY_STAGE_ARGS, "--epochs", "1"]
+    assert train_stage.main([*args, "--model", "mult"]) == 0
+    run_dir = (setup.workspace / "eval-runs/demo/p1/mult").resolve()
+    monkeypatch.chdir(tmp_path)
+    assert evaluate_stage.main(["--run-dir", str(run_dir)]) == 0
+    assert json.loads((run_dir / "metrics.json").read_text())["clips"] == len(setup.manifest.in_split("test"))

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import csv
 import os
+import shutil
 import subprocess
 import sys
 from dataclasses import replace
@@ -17,17 +18,37 @@ import pytest
 import torch
 import yaml
 from sklearn.metrics import f1_score
-from training_fixture import (EMBEDDING_DIM, FAST, FEATURES_NAME, N_MELS, NO_AUDIO, NO_FACE, TINY_STAGE_ARGS,
-                              setup, write_features)
+from training_fixture import (
+    EMBEDDING_DIM,
+    FAST,
+    FEATURES_NAME,
+    N_MELS,
+    NO_AUDIO,
+    NO_FACE,
+    TINY_STAGE_ARGS,
+    write_features,
+)
 
-import model.training as training
 import pipeline.train as train_stage
+import training.loop as training
+import training.stage as training_stage
 from extract.shards import FeatureStore
-from model.auxformer import AuxFormer, AuxFormerConfig
+from extract.spec import ExtractionRecord
+from model.auxformer import AuxFormer
 from model.data import BucketBatchSampler, FeatureMismatch, check_features, collate, evaluation_loader
-from model.evaluation import PREDICTING_HEAD, condition_logits
-from model.training import (VARIANTS, TrainConfig, TrainingError, drop_modalities, evaluate, for_variant,
-                            learning_rate, load_checkpoint, train, variant_loss)
+from model.evaluation import condition_logits
+from model.variants import VARIANTS
+from training.config import TrainConfig, TrainingError
+from training.loop import drop_modalities, evaluate, learning_rate, make_optimizer, variant_loss
+from training.run_folder import RunFolder
+
+
+def load_checkpoint(path: Path) -> dict:
+    return RunFolder(path.parent).load_checkpoint(path.name)
+
+
+def train(model_config, config, train_data, dev_data, run_dir: Path):
+    return training.train(model_config, config, train_data, dev_data, RunFolder(run_dir))
 
 
 def test_fixture_has_a_speaker_independent_partition(setup):
@@ -95,14 +116,14 @@ def test_distributed_processes_share_out_every_batch_and_take_equal_steps():
 def test_modality_dropout_follows_its_rates_and_never_drops_both():
     clips = 40_000
     generator = torch.Generator().manual_seed(0)
-    audio, video = drop_modalities(torch.full((clips,), 50), torch.full((clips,), 15), 0.2, 0.3, generator)
-    assert not ((audio == 0) & (video == 0)).any()
-    assert abs((audio == 0).float().mean().item() - 0.2) < 0.01
-    assert abs((video == 0).float().mean().item() - 0.3) < 0.01
+    keep_audio, keep_video = drop_modalities(torch.full((clips,), 50), torch.full((clips,), 15), 0.2, 0.3, generator)
+    assert (keep_audio | keep_video).all()
+    assert abs((~keep_audio).float().mean().item() - 0.2) < 0.01
+    assert abs((~keep_video).float().mean().item() - 0.3) < 0.01
     # A clip with one modality already missing keeps the other.
-    audio, video = drop_modalities(torch.zeros(clips, dtype=torch.long), torch.full((clips,), 15), 0.5, 0.5,
-                                   generator)
-    assert (video == 15).all()
+    _, keep_video = drop_modalities(torch.zeros(clips, dtype=torch.long), torch.full((clips,), 15), 0.5, 0.5,
+                                    generator)
+    assert keep_video.all()
 
 
 def test_training_reduces_dev_loss_and_writes_the_run_folder(setup, tmp_path):
@@ -181,7 +202,7 @@ def test_auxformer_is_scored_on_the_average_of_its_heads_as_it_predicts(setup, t
     result = train(setup.model_config(), config, setup.data("train"), dev_data, tmp_path)
     model = AuxFormer.from_checkpoint(load_checkpoint(tmp_path / "last.pt"))
     logits, labels, _ = condition_logits(model, dev_data, "audio_visual", 8, torch.device("cpu"))
-    expected = f1_score(labels, logits[PREDICTING_HEAD["auxformer"]].argmax(axis=1), average="macro")
+    expected = f1_score(labels, logits[VARIANTS["auxformer"].predicting_head].argmax(axis=1), average="macro")
     assert result.history[-1]["dev_macro_f1"] == pytest.approx(expected, abs=1e-9)
 
 
@@ -206,11 +227,11 @@ def test_baselines_train_only_their_own_parts(setup, tmp_path, variant):
     assert untouched and changed
     assert not set(untouched) & set(changed)
 
-    batch = for_variant(collate([setup.data("train")[i] for i in range(8)]), VARIANTS[variant])
+    batch = VARIANTS[variant].inputs(collate([setup.data("train")[i] for i in range(8)]))
     if variant == "audio":
-        assert batch.video.shape[1] == 0 and not batch.video_lengths.any()
+        assert not batch.video_lengths.any() and batch.audio_lengths.any()
     if variant == "video":
-        assert batch.audio.shape[1] == 0 and not batch.audio_lengths.any()
+        assert not batch.audio_lengths.any() and batch.video_lengths.any()
     model = AuxFormer(setup.model_config())
     variant_loss(model(batch.audio, batch.audio_lengths, batch.video, batch.video_lengths), batch,
                  VARIANTS[variant]).backward()
@@ -231,7 +252,7 @@ class RecordingStore(FeatureStore):
 
 def test_stage_trains_resumes_skips_and_never_loads_the_test_split(setup, monkeypatch, capsys):
     monkeypatch.chdir(setup.workspace)
-    monkeypatch.setattr(train_stage, "FeatureStore", RecordingStore)
+    monkeypatch.setattr(training_stage, "FeatureStore", RecordingStore)
     RecordingStore.loaded = set()
     args = ["--corpus-dir", str(setup.corpus), *TINY_STAGE_ARGS]
     assert train_stage.main([*args, "--epochs", "1"]) == 0
@@ -244,7 +265,7 @@ def test_stage_trains_resumes_skips_and_never_loads_the_test_split(setup, monkey
 
     record = yaml.safe_load((run_dir / "config.yaml").read_text())
     assert Path(record["data"]["features"]).resolve() == setup.features.resolve()
-    assert record["data"]["extraction_identity"]["mel"]["n_mels"] == N_MELS
+    assert ExtractionRecord.load(run_dir).spec.n_mels == N_MELS
     assert record["model"]["audio_dim"] == N_MELS and record["model"]["video_dim"] == EMBEDDING_DIM
     assert "1 of" in (run_dir / "train.log").read_text()
 
@@ -290,15 +311,49 @@ def test_stage_reports_missing_features(tmp_path, monkeypatch, capsys):
     assert "run make features DATASET=crema" in capsys.readouterr().err
 
 
-def test_stage_reports_features_of_another_size(setup, tmp_path, monkeypatch, capsys):
+def test_stage_refuses_to_resume_on_features_of_another_size(setup, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     folder = tmp_path / "data" / "features" / "demo" / FEATURES_NAME
-    write_features(folder, setup.manifest, skip=set(), n_mels_recorded=N_MELS + 4)
-    assert train_stage.main(["--corpus-dir", str(setup.corpus), *TINY_STAGE_ARGS]) == 2
-    error = capsys.readouterr().err
-    assert str(folder.relative_to(tmp_path)) in error and "20 mel bands but the shards hold 16" in error
+    write_features(folder, setup.manifest, skip=set())
+    args = ["--corpus-dir", str(setup.corpus), *TINY_STAGE_ARGS]
+    assert train_stage.main([*args, "--epochs", "1"]) == 0
+    shutil.rmtree(folder)
+    write_features(folder, setup.manifest, skip=set(), n_mels=N_MELS + 4)
+    assert train_stage.main([*args, "--epochs", "2"]) == 2
+    assert "other settings (model.audio_dim)" in capsys.readouterr().err
     with pytest.raises(FeatureMismatch, match="do not match the model"):
-        check_features(setup.features, replace(setup.model_config(), video_dim=EMBEDDING_DIM + 1))
+        check_features(FeatureStore(setup.features), replace(setup.model_config(), video_dim=EMBEDDING_DIM + 1))
+
+
+def test_weight_decay_reaches_only_the_2d_weights(setup):
+    model = AuxFormer(setup.model_config())
+    decayed, kept = make_optimizer(model, TrainConfig(weight_decay=0.05, **FAST)).param_groups
+    assert decayed["weight_decay"] == 0.05 and kept["weight_decay"] == 0.0
+    assert all(p.ndim == 2 or p.ndim == 3 for p in decayed["params"])
+    names = {id(p): name for name, p in model.named_parameters()}
+    kept_names = [names[id(p)] for p in kept["params"]]
+    assert any("norm" in name for name in kept_names) and any(name.endswith("bias") for name in kept_names)
+    assert any("residual_weight" in name for name in kept_names)
+
+
+def test_gradient_clipping_bounds_the_gradient_norm(setup, monkeypatch):
+    norms = []
+    clip = torch.nn.utils.clip_grad_norm_
+
+    def recording_clip(parameters, max_norm):
+        parameters = list(parameters)
+        clip(parameters, max_norm)
+        gradients = [p.grad.norm() for p in parameters if p.grad is not None]
+        norms.append(float(torch.linalg.vector_norm(torch.stack(gradients))))
+
+    monkeypatch.setattr(torch.nn.utils, "clip_grad_norm_", recording_clip)
+    config = TrainConfig(epochs=1, grad_clip=0.05, **FAST)
+    model = AuxFormer(setup.model_config())
+    loader = training.training_loader(setup.data("train"), 16, 0, 0)
+    loader.batch_sampler.set_epoch(1)
+    training.train_epoch(model, loader, make_optimizer(model, config), config, torch.Generator().manual_seed(0),
+                         torch.device("cpu"), 0, len(loader))
+    assert norms and max(norms) <= 0.05 + 1e-6
 
 
 def test_stage_rejects_an_unknown_model(capsys):

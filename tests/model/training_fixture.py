@@ -1,7 +1,7 @@
 """A small but real training setup, shared by the training, evaluation and prediction tests.
 
 A CREMA-D-style corpus folder of empty media files (the reader only lists names), its manifest
-from pipeline.manifest (4 actors: 2 train, 1 development, 1 test), and HDF5 shards written with
+from corpora.registry (4 actors: 2 train, 1 development, 1 test), and HDF5 shards written with
 extract.shards whose log-mels and embeddings are noise around a per-class pattern, so a small
 model learns them in a few epochs. Some clips of every speaker have no audio or no face.
 """
@@ -12,13 +12,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import yaml
 
 from corpora.manifest import load_manifest
+from corpora.registry import ManifestConfig, build_manifest
+from extract.engine import write_failures
 from extract.shards import ClipFeatures, FeatureStore, ShardWriter, build_index
+from extract.spec import ExtractionRecord, ExtractionSpec
 from model.auxformer import AuxFormerConfig
 from model.data import ClipDataset
-from pipeline.manifest import ManifestConfig, build_manifest
 
 ACTORS = {1001: "Male", 1002: "Female", 1003: "Male", 1004: "Female"}
 SENTENCES = ("TIE", "IOM", "IWW", "TAI")
@@ -31,7 +32,8 @@ NO_FACE = ("TAI", "NEU")
 TINY = dict(width=8, num_heads=2, num_layers=1, aux_hidden_dims=(16,))
 FAST = dict(batch_size=16, lr=1e-2, num_workers=0, device="cpu")
 TINY_STAGE_ARGS = ["--width", "8", "--num-heads", "2", "--num-layers", "1", "--batch-size", "16",
-                   "--lr", "0.01", "--num-workers", "0", "--device", "cpu"]
+                   "--lr", "0.01", "--num-workers", "0", "--device", "cpu", "--preset", "none",
+                   "--features-dir", f"data/features/demo/{FEATURES_NAME}"]
 
 
 def write_corpus(root: Path) -> None:
@@ -50,12 +52,12 @@ def write_corpus(root: Path) -> None:
         writer.writerows([actor, 30, sex, "", ""] for actor, sex in ACTORS.items())
 
 
-def synthetic_clip(clip_id: str, speaker: str, label: str, class_index: int, rng: np.random.Generator,
+def synthetic_clip(clip_id: str, class_index: int, rng: np.random.Generator,
                    patterns: tuple[np.ndarray, np.ndarray]) -> ClipFeatures:
     audio_pattern, video_pattern = patterns
     audio_frames = int(rng.integers(12, 30))
     video_frames = audio_frames // 3
-    mel = audio_pattern[class_index] + rng.normal(0, 0.7, (audio_frames, N_MELS))
+    mel = audio_pattern[class_index] + rng.normal(0, 0.7, (audio_frames, audio_pattern.shape[1]))
     embedding = video_pattern[class_index] + rng.normal(0, 0.7, (video_frames, EMBEDDING_DIM))
     valid = rng.random(video_frames) > 0.2
     _, sentence, emotion, _ = clip_id.split("_")
@@ -66,22 +68,24 @@ def synthetic_clip(clip_id: str, speaker: str, label: str, class_index: int, rng
     embedding[~valid] = 0.0
     boxes = np.where(valid[:, None], 10.0, np.nan) * np.ones((video_frames, 4))
     return ClipFeatures(clip_id, mel.astype(np.float32), embedding.astype(np.float32), valid, boxes.astype(np.float32),
-                        np.arange(video_frames) / 30.0, audio_frames / 100, 30.0, speaker, label)
+                        np.arange(video_frames) / 30.0, audio_frames / 100, 30.0)
 
 
-def write_features(folder: Path, manifest, skip: set[str], n_mels_recorded: int = N_MELS) -> None:
+def write_features(folder: Path, manifest, skip: set[str], n_mels: int = N_MELS) -> None:
+    """Shards, index and an extraction.yaml of synthetic features (their spec says ``n_mels`` bands)."""
     folder.mkdir(parents=True)
     rng = np.random.default_rng(0)
-    patterns = (rng.normal(0, 1, (6, N_MELS)), rng.normal(0, 1, (6, EMBEDDING_DIM)))
-    writer = ShardWriter(folder, "part0of1", 40, N_MELS, EMBEDDING_DIM)
+    patterns = (rng.normal(0, 1, (6, n_mels)), rng.normal(0, 1, (6, EMBEDDING_DIM)))
+    writer = ShardWriter(folder, "part0of1", 40, n_mels, EMBEDDING_DIM, audio_rate=100.0)
     for clip in manifest.clips:
         if clip.clip_id not in skip:
-            writer.add(synthetic_clip(clip.clip_id, clip.speaker, clip.label,
-                                      manifest.meta.classes.index(clip.label), rng, patterns))
+            writer.add(synthetic_clip(clip.clip_id, manifest.meta.classes.index(clip.label), rng, patterns))
     writer.flush()
     build_index(folder)
-    identity = {"encoder": "synthetic", "mel": {"n_mels": n_mels_recorded, "win_ms": 25.0, "hop_ms": 10.0}}
-    (folder / "extraction.yaml").write_text(yaml.safe_dump({"identity": identity}))
+    # The clips left out are those the extraction could not use, as a real one lists them.
+    write_failures(folder / "failures-part0of1.csv", [(clip_id, "no audio file; no video file") for clip_id in skip])
+    models = {"encoder_sha256": "synthetic", "face_detector_sha256": "", "crop_size": 0, "embedding_dim": EMBEDDING_DIM}
+    ExtractionRecord(ExtractionSpec(n_mels=n_mels), models, dataset="demo").save(folder)
 
 
 class Setup:

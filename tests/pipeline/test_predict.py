@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 import shutil
 from pathlib import Path
 
@@ -14,20 +13,20 @@ import numpy as np
 import pytest
 import soundfile
 import torch
-import yaml
 
+from common.config import config_values
 from corpora.crema_d import CLASSES
 from corpora.demo.media import write_flv
+from extract.engine import FeaturesConfig, extract
 from extract.shards import FeatureStore
+from extract.spec import ExtractionRecord
 from model.auxformer import AuxFormer, AuxFormerConfig
 from model.data import model_inputs
-from model.evaluation import PREDICTING_HEAD, head_logits
-from pipeline.config import to_yaml
-from pipeline.features import FeaturesConfig, extract
+from model.variants import VARIANTS, head_logits
 from pipeline.predict import main
-from pipeline.train import RUN_CONFIG_FILE, TrainStageConfig
+from training.run_folder import BEST_CHECKPOINT, RunFolder, RunRecord, environment
+from training.stage import TrainStageConfig
 
-ROOT = Path(__file__).resolve().parents[2]
 CLIP = "1001_IEO_ANG_HI"
 
 
@@ -48,36 +47,31 @@ def clips(demo_corpus, tmp_path_factory) -> Path:
 def extraction(clips, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("extraction")
     folder, report = extract(FeaturesConfig(dataset="folder", corpus_dir=str(clips), out_root=out / "features",
-                                            manifests_dir=out / "manifests", workers=2, device="cpu"))
+                                            workers=2, device="cpu"))
     assert report.clips == 2 and not report.failures
     return folder
 
 
 @pytest.fixture(scope="module")
 def trained(extraction, tmp_path_factory) -> tuple[Path, AuxFormer]:
-    """A run folder as make train leaves it (config.yaml, best.pt) for a small untrained AuxFormer."""
+    """A run folder written through training.run_folder, as make train writes it, for a small untrained AuxFormer."""
     torch.manual_seed(0)
     config = AuxFormerConfig(audio_dim=80, video_dim=135, n_classes=6, width=8, num_heads=2, num_layers=1,
                              aux_hidden_dims=(16,), audio_pool=4)
     model = AuxFormer(config)
-    store = FeatureStore(extraction)
-    features = store.load(CLIP)
-    store.close()
+    with FeatureStore(extraction) as store:
+        features = store.load(CLIP)
     # The clip's own statistics (+1 keeps constant features finite), so that standardisation matters.
     mel, embedding = torch.from_numpy(features.mel), torch.from_numpy(features.embedding)
     model.set_input_statistics(mel.mean(0), mel.std(0) + 1, embedding.mean(0), embedding.std(0) + 1)
-    run_dir = tmp_path_factory.mktemp("runs") / "demo" / "p1" / "auxformer"
-    run_dir.mkdir(parents=True)
-    torch.save({"model_config": config.to_dict(), "model_state": model.state_dict(), "classes": list(CLASSES),
-                "epoch": 1}, run_dir / "best.pt")
-    identity = yaml.safe_load((extraction / "extraction.yaml").read_text())["identity"]
+    run = RunFolder(tmp_path_factory.mktemp("runs") / "demo" / "p1" / "auxformer")
     stage = TrainStageConfig(width=8, num_heads=2, num_layers=1)
-    # Relative to the repository, as make train records a feature folder inside it.
-    record = {"stage": yaml.safe_load(to_yaml(stage)), "model": config.to_dict(),
-              "data": {"dataset": "demo", "classes": list(CLASSES), "features": os.path.relpath(extraction, ROOT),
-                       "extraction_identity": identity}}
-    (run_dir / RUN_CONFIG_FILE).write_text(yaml.safe_dump(record, sort_keys=False))
-    return run_dir, model.eval()
+    record = RunRecord(stage=config_values(stage), model=config.to_dict(), variant="auxformer", classes=list(CLASSES),
+                       data={"dataset": "demo", "features": str(extraction)}, environment=environment("cpu"))
+    run.write_record(record, ExtractionRecord.load(extraction))
+    run.save_checkpoint({"model_config": config.to_dict(), "model_state": model.state_dict(), "classes": list(CLASSES),
+                         "epoch": 1}, BEST_CHECKPOINT)
+    return run.path, model.eval()
 
 
 def predict(video: Path, run_dir: Path, out_dir: Path) -> tuple[int, dict]:
@@ -102,9 +96,9 @@ def test_a_video_is_predicted_from_both_modalities_with_the_features_training_re
     store.close()
     with torch.inference_mode():
         outputs = model(audio[None], torch.tensor([len(audio)]), video[None], torch.tensor([len(video)]))
-    logits = head_logits(*outputs, True, True)[PREDICTING_HEAD["auxformer"]]
+    logits = head_logits(*outputs, True, True)[VARIANTS["auxformer"].predicting_head]
     np.testing.assert_allclose(probabilities, torch.softmax(logits[0], dim=0).numpy(), atol=1e-5)
-    assert record["checkpoint_epoch"] == 1 and Path(record["extraction"]).resolve() == extraction.resolve()
+    assert record["checkpoint_epoch"] == 1
     assert record["predict_config"]["video"] == str(clips / f"{CLIP}.flv")
     assert f"{CLIP}.flv" in capsys.readouterr().out
 
@@ -162,12 +156,36 @@ def test_a_missing_run_says_to_train_it(clips, tmp_path, capsys):
     assert code == 2 and "make train" in capsys.readouterr().err
 
 
-def test_a_run_whose_extraction_is_gone_says_so(trained, clips, tmp_path, capsys):
+def test_a_copied_run_folder_predicts_alone_with_the_same_probabilities(trained, clips, extraction, tmp_path):
+    _, original = predict(clips / f"{CLIP}.flv", trained[0], tmp_path / "original")
+    copy = tmp_path / "elsewhere" / "run"
+    shutil.copytree(trained[0], copy)
+    moved = extraction.with_name(extraction.name + "-moved")
+    extraction.rename(moved)
+    try:
+        code, record = predict(clips / f"{CLIP}.flv", copy, tmp_path / "copied")
+    finally:
+        moved.rename(extraction)
+    assert code == 0
+    assert record["predictions"][0]["probabilities"] == original["predictions"][0]["probabilities"]
+
+
+def test_a_run_folder_without_its_extraction_spec_says_so(trained, clips, tmp_path, capsys):
     run_dir = tmp_path / "run"
     shutil.copytree(trained[0], run_dir)
-    record = yaml.safe_load((run_dir / RUN_CONFIG_FILE).read_text())
-    record["data"]["features"] = str(tmp_path / "deleted-features")
-    (run_dir / RUN_CONFIG_FILE).write_text(yaml.safe_dump(record))
+    (run_dir / "extraction.yaml").unlink()
     code = main(["--video", str(clips / f"{CLIP}.flv"), "--run-dir", str(run_dir), "--device", "cpu"])
     err = capsys.readouterr().err
-    assert code == 2 and "deleted-features" in err and "make features" in err
+    assert code == 2 and "extraction.yaml" in err and str(run_dir) in err
+
+
+def test_links_that_leave_the_folder_are_skipped_unless_asked(trained, clips, tmp_path, capsys):
+    folder = tmp_path / "linked"
+    folder.mkdir()
+    shutil.copy(clips / f"{CLIP}.flv", folder)
+    outside = tmp_path / "private.txt"
+    outside.write_text("not for prediction\n")
+    (folder / "secret.mp4").symlink_to(outside)
+    code, record = predict(folder, trained[0], tmp_path)
+    assert code == 0 and [row["file"] for row in record["predictions"]] == [f"{CLIP}.flv"]
+    assert "secret.mp4" in capsys.readouterr().err

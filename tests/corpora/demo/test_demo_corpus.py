@@ -13,6 +13,7 @@ import soundfile
 from corpora import crema_d
 from corpora.crema_d import ClipName, recorded_clips
 from corpora.demo.generate import DONE_FILE
+
 REAL_CREMA_D = Path(__file__).resolve().parents[3] / ".." / "shared" / "corpora" / "crema-d"
 
 

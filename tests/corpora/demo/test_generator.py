@@ -17,6 +17,7 @@ from corpora.demo.generate import DemoConfig, generate
 from corpora.demo.separability import pitch_track
 from corpora.demo.timeline import plan_clip
 from corpora.demo.voice import synthesize
+from corpora.manifest import CorpusError
 from pipeline import demo_data
 
 TINY = {"actors": 1, "sentences": 1, "seed": 7}  # 16 clips: actor 1001 saying IEO
@@ -74,7 +75,7 @@ def test_changed_config_regenerates_instead_of_mixing_corpora(tmp_path):
 
 def test_refuses_to_write_into_a_folder_it_did_not_make(tmp_path):
     (tmp_path / "mine.txt").write_text("keep me")
-    with pytest.raises(FileExistsError, match="not written by the demo generator"):
+    with pytest.raises(CorpusError, match="not written by the demo generator"):
         generate(DemoConfig(out_dir=tmp_path, workers=1, **TINY))
     assert (tmp_path / "mine.txt").read_text() == "keep me"
 

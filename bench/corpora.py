@@ -1,0 +1,76 @@
+"""The corpora the benchmark builds and reads: the demo corpora of each size (generated once into
+the work folder and reused), the clip-length series (the same demo clips joined end to end into
+fewer, longer clips) and the choice of the demo clip that prediction is timed on.
+"""
+from __future__ import annotations
+
+import csv
+import shutil
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+
+def demo_corpus(work_dir: Path, actors: int, sentences: int, seed: int, workers: int) -> tuple[Path, dict]:
+    """A demo corpus under work_dir/corpora, generated unless a finished one is there."""
+    from corpora.demo.generate import DemoConfig, generate
+
+    out = work_dir / "corpora" / f"demo-a{actors}-s{sentences}-seed{seed}"
+    report = generate(DemoConfig(out_dir=out, actors=actors, sentences=sentences, seed=seed, workers=workers))
+    return out, {"label": f"a{actors}", "actors": actors, "sentences": sentences, "clips": report.clips,
+                 "generated_seconds": None if report.skipped else round(report.elapsed_seconds, 1)}
+
+
+def join_clips(sources: Sequence[tuple[Path, Path]], video_out: Path, audio_out: Path) -> int:
+    """One clip made of demo clips (FLV video, WAV sound) one after another; returns its frames."""
+    import av
+    import soundfile
+
+    from corpora.demo import media
+
+    frames, sounds = [], []
+    for video, audio in sources:
+        with av.open(str(video)) as container:
+            frames += [frame.to_ndarray(format="yuv420p") for frame in container.decode(video=0)]
+        sounds.append(soundfile.read(audio, dtype="float32")[0])
+    samples = np.concatenate(sounds)
+    media.write_wav(audio_out, samples)
+    return media.write_flv(video_out, frames, samples)
+
+
+def length_series(corpus: Path, clips: int, factors: Sequence[int], work_dir: Path) -> dict[int, Path]:
+    """Folders of the corpus's first ``clips`` clips joined ``factor`` at a time: the same frames, longer clips.
+
+    Plain folders of videos with a WAV beside each (the folder dataset), so extraction reads the
+    audio from a WAV as it does for the demo corpus.
+    """
+    from corpora import crema_d
+
+    videos = sorted((corpus / crema_d.VIDEO_DIR).glob("*.flv"))[:clips]
+    pairs = [(video, corpus / crema_d.AUDIO_DIR / f"{video.stem}.wav") for video in videos]
+    folders = {}
+    for factor in factors:
+        folder = work_dir / "corpora" / f"joined-{corpus.name}-n{clips}" / f"x{factor}"
+        done = folder / ".done"
+        if not done.exists():
+            shutil.rmtree(folder, ignore_errors=True)
+            folder.mkdir(parents=True)
+            for start in range(0, len(pairs) - factor + 1, factor):
+                name = f"joined{start // factor:03d}"
+                join_clips(pairs[start:start + factor], folder / f"{name}.flv", folder / f"{name}.wav")
+            done.touch()
+        folders[factor] = folder
+    return folders
+
+
+def clip_nearest(features: Path, corpus: Path, seconds: float) -> tuple[str, Path, float]:
+    """The corpus clip whose duration (index.csv's frames over the video's frame rate) is nearest ``seconds``."""
+    from corpora import crema_d
+    from extract.face_track import video_fps
+
+    with open(features / "index.csv", newline="") as stream:
+        frames = {row["clip_id"]: int(row["video_frames"]) for row in csv.DictReader(stream)}
+    clip_id = min(sorted(frames), key=lambda c: abs(frames[c] / crema_d.VIDEO_FPS - seconds))
+    path = corpus / crema_d.VIDEO_DIR / f"{clip_id}.flv"
+    return clip_id, path, frames[clip_id] / video_fps(path)

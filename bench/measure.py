@@ -1,0 +1,109 @@
+"""The measurements themselves: the code that runs inside a child process (bench.runner's
+measure_in_child). Each ``measure_*`` function reads a JSON spec, runs one stage of the pipeline
+(extraction, the decode-only floor, training, evaluation, warm prediction) and returns a dict of
+its figures; ``MEASUREMENTS`` names them for the child's command line.
+"""
+from __future__ import annotations
+
+import csv
+import statistics
+import time
+from pathlib import Path
+
+from bench.report import PART_NAMES
+from bench.runner import BenchError
+
+
+def _gpu_peak_mb(device: str) -> float | None:
+    import torch
+
+    return torch.cuda.max_memory_allocated() / 2**20 if device == "cuda" else None
+
+
+def measure_extraction(spec: dict) -> dict:
+    from extract.engine import FeaturesConfig, extract
+
+    config = FeaturesConfig(dataset=spec["dataset"], corpus_dir=spec["corpus"], out_root=Path(spec["out_root"]),
+                            workers=spec["workers"], device=spec["device"])
+    folder, report = extract(config)
+    return {"clips": report.clips, "failed": len(report.failures), "frames": report.frames,
+            "face_frames": report.face_frames, "seconds": report.wall, "parts": dict(report.seconds),
+            "features": folder.name, "gpu_peak_mb": _gpu_peak_mb(spec["device"])}
+
+
+def measure_floor(spec: dict) -> dict:
+    """Decode every clip as make features-floor does (pipeline.decode_floor), timed without listing the corpus."""
+    from concurrent.futures import ProcessPoolExecutor
+
+    from extract.engine import FeaturesConfig, load_jobs
+    from pipeline.decode_floor import decode_clip
+
+    jobs = load_jobs(FeaturesConfig(dataset=spec["dataset"], corpus_dir=spec["corpus"]))
+    started = time.perf_counter()
+    with ProcessPoolExecutor(spec["workers"]) as pool:
+        frames = sum(pool.map(decode_clip, jobs, chunksize=4))
+    return {"clips": len(jobs), "frames": frames, "seconds": time.perf_counter() - started}
+
+
+def measure_training(spec: dict) -> dict:
+    """make train on one size (cwd is the size's folder, where make train builds its manifest)."""
+    from corpora.manifest import load_manifest
+    from corpora.registry import build_manifest
+    from training.run_folder import METRICS_FILE
+    from training.stage import TrainStageConfig, run_training
+
+    stage = TrainStageConfig(**{**spec["stage"], "runs_root": Path(spec["stage"]["runs_root"])})
+    run_dir = run_training(stage).path
+    with open(run_dir / METRICS_FILE, newline="") as stream:
+        epochs = [{name: float(value) for name, value in row.items()} for row in csv.DictReader(stream)]
+    manifest = load_manifest(build_manifest(stage.manifest_config())[0])
+    last = epochs[-1]
+    train_clips = len(manifest.in_split("train"))
+    train_seconds = train_clips / last["train_clips_per_second"]
+    return {"run_dir": str(run_dir.resolve()), "train_clips": train_clips,
+            "dev_clips": len(manifest.in_split("development")), "test_clips": len(manifest.in_split("test")),
+            "epoch_seconds": last["seconds"], "train_seconds": train_seconds,
+            "dev_seconds": max(last["seconds"] - train_seconds, 0.0),
+            "train_clips_per_second": last["train_clips_per_second"], "data_wait_share": last["data_wait_share"],
+            "epochs": epochs, "gpu_peak_mb": _gpu_peak_mb(spec["device"])}
+
+
+def measure_evaluation(spec: dict) -> dict:
+    """make eval (all of it: three conditions, metrics.json, report.md, confusion.png)."""
+    from inference.evaluation import evaluate_run
+    from training.run_folder import RunFolder
+
+    started = time.perf_counter()
+    metrics = evaluate_run(RunFolder(Path(spec["run_dir"])), 32, spec["device"], {"device": spec["device"]})
+    seconds = time.perf_counter() - started
+    return {"clips": metrics["clips"], "conditions": len(metrics["results"]), "seconds": seconds,
+            "clips_per_second": metrics["clips"] / seconds, "gpu_peak_mb": _gpu_peak_mb(spec["device"])}
+
+
+def measure_warm_prediction(spec: dict) -> dict:
+    """Latency of Predictor.predict with the model loaded, and where a call's time goes (its own timings)."""
+    from inference.predictor import Predictor
+
+    started = time.perf_counter()
+    predictor = Predictor(Path(spec["run_dir"]), spec["device"])
+    load_seconds = time.perf_counter() - started
+    path = Path(spec["clip"])
+    latencies, parts = [], []
+    with predictor.extractor.open_detector() as detector:
+        first = predictor.predict(path, detector)  # untimed: the first call pays one-off initialisation
+        if first.error:
+            raise BenchError(f"prediction failed: {first.error}")
+        for _ in range(spec["runs"]):
+            tick = time.perf_counter()
+            prediction = predictor.predict(path, detector)
+            latencies.append(time.perf_counter() - tick)
+            parts.append({PART_NAMES.get(name, name): seconds for name, seconds in prediction.seconds.items()})
+    median = statistics.median(latencies)
+    by_part = {name: statistics.median(run[name] for run in parts) for name in parts[0]}
+    by_part["other (by difference)"] = max(median - sum(by_part.values()), 0.0)
+    return {"load_seconds": load_seconds, "latencies": latencies, "median": median, "parts": by_part,
+            "emotion": first.emotion, "gpu_peak_mb": _gpu_peak_mb(spec["device"])}
+
+
+MEASUREMENTS = {"extraction": measure_extraction, "floor": measure_floor, "training": measure_training,
+                "evaluation": measure_evaluation, "warm_prediction": measure_warm_prediction}

@@ -1,0 +1,134 @@
+"""Running the benchmark's measurements in child processes: the parent side (``Runner``, which
+starts a child for each measurement, logs its output and reads back its figures, and
+``GpuSampler``, which samples GPU utilisation with nvidia-smi meanwhile) and the child side
+(``measure_in_child``, the entry point of every child, which adds the child's peak memory to the
+figures). A fresh process per measurement makes its peak memory its own, as peak resident memory
+is a high-water mark over a process's life.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+GPU_SAMPLE_MS = 200
+CHILD_CODE = ("import sys; from bench.runner import measure_in_child; "
+              "sys.exit(measure_in_child(sys.argv[1], sys.argv[2]))")
+
+
+class BenchError(RuntimeError):
+    """The benchmark cannot go on; the message says why."""
+
+
+def measure_in_child(kind: str, spec_json: str) -> int:
+    """Entry point of a child process: run one measurement, write its figures to spec['result']."""
+    # Imported here, in the child only: bench.measure imports this module for BenchError, and the
+    # parent never needs the pipeline modules the measurements load.
+    from bench.measure import MEASUREMENTS
+    from extract.engine import peak_memory_mb
+
+    spec = json.loads(spec_json)
+    figures = MEASUREMENTS[kind](spec)
+    main_mb, child_mb = peak_memory_mb()  # the child's processes are all reaped by now
+    figures["peak_mb"] = {"main": round(main_mb), "largest_child": round(child_mb)}
+    Path(spec["result"]).write_text(json.dumps(figures))
+    return 0
+
+
+def child_env() -> dict:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO_ROOT)] + [p for p in [env.get("PYTHONPATH", "")] if p])
+    return env
+
+
+class GpuSampler:
+    """GPU utilisation while a measurement runs (when enabled): nvidia-smi asked every GPU_SAMPLE_MS.
+
+    One short nvidia-smi call per sample rather than its own loop (-lms), whose output, buffered
+    in a pipe, is lost when it is stopped.
+    """
+
+    def __init__(self, enabled: bool):
+        self.enabled = enabled and shutil.which("nvidia-smi") is not None
+        # The GPU torch calls cuda:0; CUDA_VISIBLE_DEVICES names it by nvidia-smi's index (or UUID).
+        gpu = os.environ.get("CUDA_VISIBLE_DEVICES", "0").split(",")[0] or "0"
+        self.command = ["nvidia-smi", "-i", gpu, "--query-gpu=utilization.gpu", "--format=csv,noheader,nounits"]
+        self.samples: list[float] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._poll, daemon=True)
+
+    def __enter__(self) -> GpuSampler:
+        if self.enabled:
+            self._thread.start()
+        return self
+
+    def __exit__(self, *_) -> None:
+        if self.enabled:
+            self._stop.set()
+            self._thread.join()
+
+    def _poll(self) -> None:
+        while not self._stop.is_set():
+            try:
+                done = subprocess.run(self.command, capture_output=True, text=True, timeout=5)
+                self.samples += parse_utilisation(done.stdout)
+            except (OSError, subprocess.TimeoutExpired):
+                pass
+            self._stop.wait(GPU_SAMPLE_MS / 1000)
+
+    def summary(self) -> dict | None:
+        if not self.samples:
+            return None
+        return {"mean": round(statistics.fmean(self.samples), 1), "max": max(self.samples),
+                "samples": len(self.samples), "every_ms": GPU_SAMPLE_MS}
+
+
+def parse_utilisation(output: str) -> list[float]:
+    """nvidia-smi's lines of percentages; anything else (a warning, [N/A]) is skipped."""
+    samples = []
+    for line in output.splitlines():
+        try:
+            samples.append(float(line.strip()))
+        except ValueError:
+            continue
+    return samples
+
+
+class Runner:
+    """Runs measurements in child processes, their output logged to <run-dir>/logs/<name>.log."""
+
+    def __init__(self, run_dir: Path, device: str):
+        self.run_dir, self.device = run_dir, device
+        self.logs = run_dir / "logs"
+        self.logs.mkdir(parents=True, exist_ok=True)
+
+    def measure(self, kind: str, name: str, spec: dict, cwd: Path = REPO_ROOT, sample_gpu: bool = False) -> dict:
+        result = self.run_dir / "results" / f"{name}.json"
+        result.parent.mkdir(exist_ok=True)
+        spec = {**spec, "device": self.device, "result": str(result)}
+        with GpuSampler(sample_gpu and self.device == "cuda") as sampler:
+            self._run([sys.executable, "-c", CHILD_CODE, kind, json.dumps(spec)], name, cwd)
+        figures = json.loads(result.read_text())
+        figures["gpu_utilisation"] = sampler.summary()
+        return figures
+
+    def time_command(self, command: list[str], name: str, cwd: Path = REPO_ROOT) -> float:
+        """Wall seconds of a command run to completion, process start included."""
+        started = time.perf_counter()
+        self._run(command, name, cwd)
+        return time.perf_counter() - started
+
+    def _run(self, command: list[str], name: str, cwd: Path) -> None:
+        log = self.logs / f"{name}.log"
+        with log.open("w") as stream:
+            done = subprocess.run(command, cwd=cwd, env=child_env(), stdout=stream, stderr=subprocess.STDOUT)
+        if done.returncode != 0:
+            tail = "\n".join(log.read_text(errors="replace").splitlines()[-15:])
+            raise BenchError(f"{name} failed (exit status {done.returncode}); the end of {log}:\n{tail}")

@@ -1,0 +1,245 @@
+"""Running an extraction: a corpus's clips through worker processes into HDF5 shards.
+
+Worker processes decode the video, detect and follow the face and crop it, and read the audio
+(extract.clip_media); the main process embeds the crops and computes log-mels in batches
+(extract.spec.Extractor) on the chosen device and writes the shards (extract.shards). The work
+may be split into parts (``--num-shards K --shard-index i``, or torchrun's RANK / WORLD_SIZE, or
+a SLURM array's task variables), each writing its own shards into the one folder. A rerun skips
+clips already in complete shards.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import os
+import resource
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Iterator
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from common import files
+from common.config import option
+from common.device import resolve_device
+from common.paths import record_path
+from corpora.registry import DATASETS, corpus_clips
+from extract.clip_media import ClipJob, ClipMedia, TrackConfig, process_clip
+from extract.shards import FeatureError, ShardWriter, build_index, clip_ids_in, remove_partial_shards, shard_files
+from extract.spec import EXTRACTION_FILE, ExtractionRecord, ExtractionSpec, Extractor, extraction_folder, open_detector
+
+FAILURE_COLUMNS = ("clip_id", "reason")
+
+
+@dataclass
+class FeaturesConfig(ExtractionSpec):
+    dataset: str = option("demo", f"corpus: {', '.join(DATASETS)} (see make manifest)")
+    corpus_dir: str = option("", "corpus folder, when not the dataset's default")
+    out_root: Path = option(Path("data/features"), "features go to <out-root>/<dataset>/<feature-config>/")
+    device: str = option("auto", "where embeddings and log-mels are computed: auto, cpu, cuda")
+    workers: int = option(os.cpu_count() or 1, "worker processes that decode and detect")
+    num_shards: int = option(0, "split the corpus into K parts (0: from RANK/WORLD_SIZE or SLURM, else 1)")
+    shard_index: int = option(-1, "which part this run does (-1: from the environment, else 0)")
+    clips_per_shard: int = option(64, "clips per HDF5 shard (also the most a killed run loses per process)")
+    embed_batch: int = option(256, "face crops per embedding batch")
+    force: bool = option(False, "redo this part's clips even when extracted")
+    strict: bool = option(False, "exit non-zero when any clip fails or misses a modality")
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.workers < 1 or self.clips_per_shard < 1 or self.embed_batch < 1:
+            raise FeatureError("--workers, --clips-per-shard and --embed-batch must be at least 1")
+
+
+def resolve_shard(config: FeaturesConfig, environ=os.environ) -> tuple[int, int]:
+    """(number of parts, this part's index) from the options, else torchrun, else a SLURM array."""
+    if config.num_shards > 0:
+        count, index = config.num_shards, max(config.shard_index, 0)
+    elif "WORLD_SIZE" in environ and "RANK" in environ:
+        count, index = int(environ["WORLD_SIZE"]), int(environ["RANK"])
+    elif "SLURM_ARRAY_TASK_COUNT" in environ and "SLURM_ARRAY_TASK_ID" in environ:
+        count = int(environ["SLURM_ARRAY_TASK_COUNT"])
+        index = int(environ["SLURM_ARRAY_TASK_ID"]) - int(environ.get("SLURM_ARRAY_TASK_MIN", 0))
+    else:
+        count, index = 1, 0
+    if not 0 <= index < count:
+        raise FeatureError(f"shard index {index} is outside 0..{count - 1}")
+    return count, index
+
+
+def load_jobs(config: FeaturesConfig) -> list[ClipJob]:
+    """Every clip of the corpus with its media files, in clip-id order."""
+    corpus = corpus_clips(config.dataset, config.corpus_dir)
+    jobs = [ClipJob(c.clip_id, corpus.root / c.audio_path if c.audio_path else None,
+                    corpus.root / c.video_path if c.video_path else None) for c in corpus.clips]
+    return sorted(jobs, key=lambda job: job.clip_id)
+
+
+_worker: dict = {}
+
+
+def _init_worker(detector_name: str, detector_file: str, track: TrackConfig) -> None:
+    import cv2
+
+    torch.set_num_threads(1)
+    cv2.setNumThreads(1)
+    _worker.update(detector=open_detector(detector_name, Path(detector_file) if detector_file else None), track=track)
+
+
+def _work(job: ClipJob) -> ClipMedia:
+    return process_clip(job, _worker["detector"], _worker["track"])
+
+
+def run_workers(jobs: list[ClipJob], workers: int, initargs: tuple) -> Iterator[ClipMedia]:
+    """Yield ClipMedia as workers finish, keeping only a few clips in flight so memory stays flat."""
+    with ProcessPoolExecutor(workers, initializer=_init_worker, initargs=initargs) as pool:
+        queue = iter(jobs)
+        in_flight = set()
+        while True:
+            while len(in_flight) < 2 * workers and (job := next(queue, None)) is not None:
+                in_flight.add(pool.submit(_work, job))
+            if not in_flight:
+                return
+            done, in_flight = wait(in_flight, return_when=FIRST_COMPLETED)
+            for future in done:
+                yield future.result()
+
+
+class BatchedWriter:
+    """Collects clips until a batch of crops is full, then has the extractor embed them and writes them."""
+
+    def __init__(self, extractor: Extractor, writer: ShardWriter, embed_batch: int):
+        self.extractor, self.writer, self.embed_batch = extractor, writer, embed_batch
+        self.pending: list[ClipMedia] = []
+        self.write_seconds = 0.0
+
+    def add(self, media: ClipMedia) -> None:
+        self.pending.append(media)
+        if sum(len(m.crops) for m in self.pending if m.crops is not None) >= self.embed_batch:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self.pending:
+            return
+        features = self.extractor.features(self.pending)
+        tick = time.perf_counter()
+        for clip in features:
+            self.writer.add(clip)
+        self.write_seconds += time.perf_counter() - tick
+        self.pending = []
+
+
+@dataclass
+class RunReport:
+    clips: int = 0
+    skipped: int = 0  # already extracted
+    frames: int = 0
+    face_frames: int = 0
+    audio_missing: int = 0
+    video_missing: int = 0
+    failures: list[tuple[str, str]] = field(default_factory=list)  # (clip id, why)
+    seconds: Counter = field(default_factory=Counter)  # time per part, summed over processes
+    wall: float = 0.0
+    device: str = ""
+
+    def summary(self) -> str:
+        rate = self.clips / self.wall if self.wall else 0.0
+        parts = ", ".join(f"{name} {seconds:.1f}" for name, seconds in sorted(self.seconds.items()))
+        faces = self.face_frames / self.frames if self.frames else 0.0
+        main_mb, worker_mb = peak_memory_mb()
+        return (f"{self.clips} clips extracted ({self.skipped} already done), {len(self.failures)} failed, "
+                f"{self.audio_missing} without audio, {self.video_missing} without a face; "
+                f"face found in {faces:.1%} of {self.frames} frames; "
+                f"{rate:.2f} clips/s, {self.frames / self.wall if self.wall else 0:.0f} frames/s "
+                f"in {self.wall:.1f} s on {self.device}\ntime by part (s, summed over processes): {parts}\n"
+                f"peak resident memory: main process {main_mb:.0f} MB, largest worker {worker_mb:.0f} MB")
+
+
+def peak_memory_mb() -> tuple[float, float]:
+    """Peak resident memory of this process and of its largest finished child, in MB."""
+    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    return own / 1024, children / 1024  # Linux reports kilobytes
+
+
+def _prepare_folder(folder: Path, record: ExtractionRecord) -> None:
+    """Create the folder, refusing one that holds another extraction or cannot be written to."""
+    if (folder / EXTRACTION_FILE).is_file():
+        differing = ExtractionRecord.load(folder).differences(record)
+        if differing:
+            raise FeatureError(f"{folder} holds features made otherwise ({'; '.join(differing)}); "
+                               f"delete {folder} or give another --out-root")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as error:
+        raise FeatureError(f"{folder}: cannot write there ({error.strerror}); make it writable or give "
+                           "another --out-root") from None
+    if not (folder / EXTRACTION_FILE).is_file():
+        record.save(folder)
+
+
+def extract(config: FeaturesConfig) -> tuple[Path, RunReport]:
+    started = time.monotonic()
+    num_shards, shard_index = resolve_shard(config)
+    device = resolve_device(config.device)
+    jobs = load_jobs(config)[shard_index::num_shards]  # before anything is created: the corpus must be there
+    # The workers keep their cores busy: more embedding threads here than the cores they leave
+    # only spin against them (README, "Performance").
+    torch.set_num_threads(max(1, (os.cpu_count() or 1) - config.workers))
+    spec = ExtractionSpec.of(config)
+    extractor = Extractor(spec, str(device))
+    folder = extraction_folder(config.out_root, config.dataset, spec)
+    _prepare_folder(folder, extractor.record(config.dataset, record_path(Path(config.corpus_dir or
+                                                                                DATASETS[config.dataset].default_dir))))
+    prefix = f"part{shard_index}of{num_shards}"
+    remove_partial_shards(folder, prefix)
+    if config.force:
+        for path in folder.glob(f"{prefix}-*.h5"):
+            path.unlink()
+    done = {clip_id for path in shard_files(folder) for clip_id in clip_ids_in(path)}
+    todo = [job for job in jobs if job.clip_id not in done]
+
+    writer = ShardWriter(folder, prefix, config.clips_per_shard, spec.n_mels, extractor.encoder.embedding_dim,
+                         extractor.audio_rate)
+    batches = BatchedWriter(extractor, writer, config.embed_batch)
+    report = RunReport(skipped=len(jobs) - len(todo), device=str(device))
+    initargs = (spec.detector, str(extractor.detector_file or ""), extractor.track)
+    for media in tqdm(run_workers(todo, config.workers, initargs), total=len(todo), unit="clip",
+                      desc=f"features {prefix}", disable=not todo):
+        report.seconds.update(media.seconds)
+        if media.failed:
+            report.failures.append((media.job.clip_id, f"{media.audio_note}; {media.video_note}"))
+            continue
+        report.clips += 1
+        report.frames += len(media.valid)
+        report.face_frames += int(media.valid.sum())
+        report.audio_missing += media.audio is None
+        report.video_missing += not media.valid.any()
+        batches.add(media)
+    batches.flush()
+    writer.flush()
+    report.seconds.update(extractor.seconds)
+    report.seconds["write"] += batches.write_seconds
+    build_index(folder)
+    write_failures(folder / f"failures-{prefix}.csv", report.failures)
+    report.wall = time.monotonic() - started
+    return folder, report
+
+
+def write_failures(path: Path, failures: list[tuple[str, str]]) -> None:
+    files.write_csv(path, FAILURE_COLUMNS, [dict(zip(FAILURE_COLUMNS, failure)) for failure in failures])
+
+
+def read_failures(folder: Path) -> dict[str, str]:
+    """Clips that yielded nothing, and why, over every part's failures file."""
+    failed = {}
+    for path in sorted(folder.glob("failures-*.csv")):
+        failed.update({row["clip_id"]: row["reason"] for row in csv.DictReader(io.StringIO(path.read_text()))})
+    return failed

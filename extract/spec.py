@@ -1,0 +1,195 @@
+"""The extraction spec: everything that determines a set of features, and the extractor built from it.
+
+``ExtractionSpec`` holds the options (face encoder and its weights, detector, tracking, log-mel);
+``Extractor`` is the one place where an extractor is assembled from a spec: the features stage,
+prediction and the benchmark all build theirs with it. ``ExtractionRecord`` is the one owner of
+``extraction.yaml``, written into every extraction folder and copied into every run folder: the
+spec, the sha256 and sizes of the model files used, the dataset and corpus, and package
+versions. Nothing else parses that file.
+
+An extraction folder is named from its spec (``extraction_folder``), so the extraction that
+matches a spec is found by name, never by picking the newest folder.
+"""
+from __future__ import annotations
+
+import hashlib
+import time
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from importlib import metadata
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+from common import files
+from common.config import config_values, from_values, option
+from extract.audio import LogMel, MelConfig
+from extract.clip_media import ClipMedia, TrackConfig
+from extract.face_detection import HaarFaceDetector, MediaPipeFaceDetector
+from extract.face_encoders import FACE_ENCODERS, make_face_encoder
+from extract.model_files import FACE_DETECTOR_SHORT_RANGE, model_path, sha256_of
+from extract.shards import ClipFeatures, FeatureError
+
+EXTRACTION_FILE = "extraction.yaml"
+DETECTORS = ("mediapipe", "haar")
+PACKAGES = ("torch", "torchaudio", "torchvision", "av", "opencv-contrib-python", "mediapipe", "numpy", "h5py")
+
+
+@dataclass
+class ExtractionSpec:
+    """The options that determine the features (not where or how fast they are computed)."""
+
+    encoder: str = option("fer", f"face encoder: {', '.join(FACE_ENCODERS)} (fer runs offline)")
+    encoder_weights: str = option("", "weights file for the encoder (resnet18)")
+    detector: str = option("mediapipe", f"face detector: {' or '.join(DETECTORS)}")
+    # Every third frame keeps the boxes on the face (README, "Features") at a third of the cost.
+    detect_every: int = option(3, "run the face detector on every k-th frame and interpolate between")
+    max_gap_frames: int = option(5, "interpolate face boxes across at most this many frames without a face")
+    crop_margin: float = option(0.15, "face crop margin on each side, as a fraction of the box size")
+    n_mels: int = option(80, "mel bands")
+    win_ms: float = option(25.0, "log-mel window, milliseconds")
+    hop_ms: float = option(10.0, "log-mel hop, milliseconds")
+
+    def __post_init__(self) -> None:
+        if self.encoder not in FACE_ENCODERS:
+            raise FeatureError(f"unknown face encoder {self.encoder!r}; choose one of {', '.join(FACE_ENCODERS)}")
+        if self.detector not in DETECTORS:
+            raise FeatureError(f"unknown detector {self.detector!r}; choose one of {', '.join(DETECTORS)}")
+        if self.detect_every < 1 or self.max_gap_frames < self.detect_every - 1:
+            raise FeatureError("--detect-every must be at least 1 and --max-gap-frames at least detect-every - 1")
+        if self.n_mels < 1 or self.win_ms <= 0 or self.hop_ms <= 0 or self.crop_margin < 0:
+            raise FeatureError("--n-mels must be at least 1, --win-ms and --hop-ms positive, --crop-margin at least 0")
+
+    @classmethod
+    def of(cls, config) -> ExtractionSpec:
+        """The spec part of a stage config that extends ExtractionSpec."""
+        return from_values(cls, {name: getattr(config, name) for name in cls.__dataclass_fields__})
+
+    def mel(self) -> MelConfig:
+        return MelConfig(self.n_mels, self.win_ms, self.hop_ms)
+
+    def folder_name(self) -> str:
+        """<encoder>-<detector>-k<k>-mel<n>-<digest of every option but the weights' path>."""
+        options = {name: value for name, value in asdict(self).items() if name != "encoder_weights"}
+        digest = hashlib.sha256(yaml.safe_dump(options, sort_keys=True).encode()).hexdigest()[:8]
+        return f"{self.encoder}-{self.detector}-k{self.detect_every}-mel{self.n_mels}-{digest}"
+
+
+def extraction_folder(out_root: Path, dataset: str, spec: ExtractionSpec) -> Path:
+    return Path(out_root) / dataset / spec.folder_name()
+
+
+def find_extraction(out_root: Path, dataset: str, spec: ExtractionSpec, features_dir: str = "") -> Path:
+    """The folder named by ``features_dir``, else the one made with ``spec``; FeatureError when it is not there."""
+    folder = Path(features_dir) if features_dir else extraction_folder(out_root, dataset, spec)
+    if not (folder / EXTRACTION_FILE).is_file():
+        how = f"--features-dir {features_dir}" if features_dir else "these feature options"
+        raise FeatureError(f"{folder}: no extraction there (no {EXTRACTION_FILE}) for {how}; run "
+                           f"make features DATASET={dataset} with the same options first")
+    return folder
+
+
+def open_detector(name: str, model_file: Path | None):
+    """A face detector; a context manager (mediapipe's must be closed)."""
+    return HaarFaceDetector() if name == "haar" else MediaPipeFaceDetector(model_file)
+
+
+@dataclass
+class ExtractionRecord:
+    """What extraction.yaml holds."""
+
+    spec: ExtractionSpec
+    models: dict  # encoder_sha256, face_detector_sha256, crop_size, embedding_dim
+    dataset: str = ""
+    corpus_dir: str = ""
+    packages: dict = field(default_factory=dict)
+    written: str = ""
+
+    def save(self, folder: Path) -> None:
+        values = {"spec": config_values(self.spec), "models": self.models, "dataset": self.dataset,
+                  "corpus_dir": self.corpus_dir, "packages": self.packages, "written": self.written}
+        files.write_text(folder / EXTRACTION_FILE, yaml.safe_dump(values, sort_keys=False))
+
+    @classmethod
+    def load(cls, folder: Path) -> ExtractionRecord:
+        path = Path(folder) / EXTRACTION_FILE
+        if not path.is_file():
+            raise FeatureError(f"{path} not found: {folder} is not an extraction folder; run make features")
+        try:
+            values = yaml.safe_load(path.read_text())
+            return cls(spec=from_values(ExtractionSpec, values["spec"]), models=dict(values["models"]),
+                       dataset=values.get("dataset", ""), corpus_dir=values.get("corpus_dir", ""),
+                       packages=values.get("packages", {}), written=values.get("written", ""))
+        except (yaml.YAMLError, KeyError, TypeError, AttributeError, FeatureError) as error:
+            raise FeatureError(f"{path} is damaged or from another version ({type(error).__name__}: "
+                               f"{str(error).splitlines()[0] if str(error) else ''}); delete the folder and run "
+                               "make features again") from None
+
+    def differences(self, other: ExtractionRecord) -> list[str]:
+        """What makes features of ``other`` differ from these: spec options and model files."""
+        mine, theirs = {**asdict(self.spec), **self.models}, {**asdict(other.spec), **other.models}
+        mine.pop("encoder_weights"), theirs.pop("encoder_weights")
+        return [f"{name} {mine.get(name)!r} there, {theirs.get(name)!r} here"
+                for name in sorted(set(mine) | set(theirs)) if mine.get(name) != theirs.get(name)]
+
+
+class Extractor:
+    """The extractor a spec describes: detector file, face encoder, log-mel and face tracking.
+
+    Workers run ``extract.clip_media.process_clip`` with ``track`` and a detector from
+    ``open_detector``; ``features`` then embeds the crops and computes the log-mels of any
+    number of clips in one batch (on ``device``).
+    """
+
+    def __init__(self, spec: ExtractionSpec, device: str = "cpu"):
+        self.spec = spec
+        weights = Path(spec.encoder_weights) if spec.encoder_weights else None
+        self.encoder = make_face_encoder(spec.encoder, device, weights)
+        mel = spec.mel()
+        self.log_mel = LogMel(mel, device)
+        self.track = TrackConfig(spec.detect_every, spec.max_gap_frames, self.encoder.input_size, spec.crop_margin,
+                                 mel.win_length)
+        self.detector_file = model_path(FACE_DETECTOR_SHORT_RANGE) if spec.detector == "mediapipe" else None
+        self.seconds: Counter = Counter()  # time spent embedding and computing log-mels
+
+    @property
+    def audio_rate(self) -> float:
+        return 1000.0 / self.spec.hop_ms
+
+    def record(self, dataset: str = "", corpus_dir: str = "") -> ExtractionRecord:
+        models = {"encoder_sha256": self.encoder.weights_sha256,
+                  "face_detector_sha256": sha256_of(self.detector_file) if self.detector_file else "",
+                  "crop_size": self.encoder.input_size, "embedding_dim": self.encoder.embedding_dim}
+        return ExtractionRecord(self.spec, models, dataset, corpus_dir,
+                                {name: metadata.version(name) for name in PACKAGES},
+                                time.strftime("%Y-%m-%d %H:%M:%S"))
+
+    def open_detector(self):
+        return open_detector(self.spec.detector, self.detector_file)
+
+    def features(self, media: list[ClipMedia]) -> list[ClipFeatures]:
+        """The features of clips whose media the workers produced, embedded and log-mel'd in one batch."""
+        tick = time.perf_counter()
+        crops = [m.crops for m in media if m.crops is not None]
+        embedded = (self.encoder.embed(np.concatenate(crops)) if crops
+                    else np.zeros((0, self.encoder.embedding_dim), np.float32))
+        self.seconds["embed"] += time.perf_counter() - tick
+        tick = time.perf_counter()
+        with_audio = [m for m in media if m.audio is not None]
+        mels = dict(zip((id(m) for m in with_audio), self.log_mel([m.audio for m in with_audio])))
+        self.seconds["mel"] += time.perf_counter() - tick
+        features, start = [], 0
+        for clip in media:
+            n_valid = 0 if clip.crops is None else len(clip.crops)
+            features.append(self._clip_features(clip, embedded[start:start + n_valid], mels.get(id(clip))))
+            start += n_valid
+        return features
+
+    def _clip_features(self, media: ClipMedia, embedded: np.ndarray, mel: np.ndarray | None) -> ClipFeatures:
+        embedding = np.zeros((len(media.valid), self.encoder.embedding_dim), np.float32)
+        embedding[media.valid] = embedded
+        return ClipFeatures(
+            clip_id=media.job.clip_id, mel=mel if mel is not None else np.zeros((0, self.spec.n_mels), np.float32),
+            embedding=embedding, valid=media.valid, boxes=media.boxes, timestamps=media.timestamps,
+            duration=media.duration, fps=media.fps, audio_note=media.audio_note, video_note=media.video_note)

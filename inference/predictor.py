@@ -1,0 +1,164 @@
+"""Prediction on raw video with a trained run: ``Predictor``, and the files it writes.
+
+A ``Predictor`` is built from a run folder alone: its best.pt, and the extractor rebuilt from
+the run's own copy of extraction.yaml (extract.spec.Extractor), checked against the model files
+on this machine. Each clip goes through that extractor (its own sound track is the audio), then
+through the model; the probabilities are the softmax of the variant's predicting head
+(model.variants). A video without a sound track is predicted from the video alone, a clip
+where no face is found from the audio alone; a file that yields neither gets an error in its
+row, and the other files are still predicted. Each prediction carries the time its parts took.
+"""
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from common import files
+from common.device import resolve_device
+from common.errors import ProjectError
+from corpora.folder import VIDEO_SUFFIXES
+from extract.clip_media import ClipJob, process_clip
+from extract.spec import Extractor
+from model.auxformer import AuxFormer
+from model.data import FeatureMismatch, model_inputs
+from model.variants import VARIANTS, head_logits
+from training.run_folder import BEST_CHECKPOINT, RunFolder
+
+
+class PredictError(ProjectError):
+    """Prediction cannot start; the message says what to do."""
+
+
+@dataclass
+class Prediction:
+    file: str
+    emotion: str = ""
+    probabilities: dict[str, float] = field(default_factory=dict)
+    modalities: str = ""  # audio+video, audio or video
+    note: str = ""  # what the extraction noted: a missing modality and why, a truncated track
+    error: str = ""  # why the file was not predicted
+    seconds: dict[str, float] = field(default_factory=dict)  # time per part of the prediction
+
+    def csv_row(self, classes: list[str]) -> dict:
+        return {"file": self.file, "emotion": self.emotion,
+                **{f"p_{name}": self.probabilities.get(name, "") for name in classes},
+                "modalities": self.modalities, "note": self.note, "error": self.error}
+
+
+class Predictor:
+    """A trained run's model behind the extraction it was trained on."""
+
+    def __init__(self, run_dir: Path, device_name: str = "auto"):
+        self.run = RunFolder(run_dir, writer=False)
+        record = self.run.record()
+        checkpoint = self.run.load_checkpoint(BEST_CHECKPOINT)
+        self.variant = VARIANTS[record.variant]
+        self.classes = list(checkpoint["classes"])
+        self.epoch = checkpoint["epoch"]
+        self.device = resolve_device(device_name)
+        recorded = self.run.extraction()
+        self.extractor = Extractor(recorded.spec, str(self.device))
+        differing = recorded.differences(self.extractor.record())
+        if differing:
+            raise FeatureMismatch(f"{run_dir} was trained on features made with what this machine lacks "
+                                  f"({'; '.join(differing)}): put back the model files it was made with "
+                                  "(make models, or the encoder_weights file its extraction.yaml names) "
+                                  "or retrain on a new extraction")
+        try:
+            self.model = AuxFormer.from_checkpoint(checkpoint).to(self.device).eval()
+        except RuntimeError as error:  # load_state_dict: weights of an older version of the model
+            why = str(error).splitlines()[-1].strip().rstrip(".")
+            raise PredictError(f"{self.run / BEST_CHECKPOINT} does not fit this version of the model ({why}); "
+                               "retrain it with make train FORCE=1") from None
+
+    def predict_files(self, paths: list[Path]) -> list[Prediction]:
+        with self.extractor.open_detector() as detector:
+            return [self.predict(path, detector)
+                    for path in tqdm(paths, unit="clip", desc="predict", disable=len(paths) < 2)]
+
+    def predict(self, path: Path, detector) -> Prediction:
+        try:
+            media = process_clip(ClipJob(path.stem, None, path), detector, self.extractor.track)
+        except Exception as error:  # whatever a broken file makes the decoders raise costs only its row
+            return Prediction(path.name, error=f"{path}: cannot be decoded ({type(error).__name__}: {error}); "
+                                               "check that it plays, or re-encode it (e.g. ffmpeg -i IN OUT.mp4)")
+        seconds = dict(media.seconds)
+        note = "; ".join(f"{name}: {text}" for name, text in (("audio", media.audio_note), ("video", media.video_note))
+                         if text)
+        if media.failed:
+            return Prediction(path.name, note=note, seconds=seconds,
+                              error=f"{path}: nothing to predict from ({note}); check that it "
+                              "is a video that plays, with a sound track or a visible face")
+        before = dict(self.extractor.seconds)
+        [features] = self.extractor.features([media])
+        seconds.update({name: self.extractor.seconds[name] - before.get(name, 0.0) for name in self.extractor.seconds})
+        variant = self.variant
+        used = [name for name, present in (("audio", features.has_audio and variant.uses_audio),
+                                           ("video", features.has_video and variant.uses_video)) if present]
+        if not used:
+            return Prediction(path.name, note=note, seconds=seconds,
+                              error=f"{path}: the {variant.name} model predicts from "
+                              f"{'audio' if variant.uses_audio else 'video'} alone, which this clip lacks ({note})")
+        audio, video = model_inputs(features)
+        tick = time.perf_counter()
+        with torch.inference_mode():
+            outputs = self.model(audio[None].to(self.device), torch.tensor([len(audio)]),
+                                 video[None].to(self.device), torch.tensor([len(video)]))
+            heads = head_logits(*(output.float() for output in outputs), features.has_audio, features.has_video)
+            probabilities = torch.softmax(heads[variant.predicting_head][0], dim=0).cpu().tolist()
+        seconds["model"] = time.perf_counter() - tick
+        if not np.isfinite(probabilities).all():
+            return Prediction(path.name, note=note, seconds=seconds,
+                              error=f"{self.run / BEST_CHECKPOINT} gives non-finite probabilities: its weights are "
+                                    "damaged (a run trained on non-finite features?); retrain with make train FORCE=1")
+        return Prediction(path.name, self.classes[int(np.argmax(probabilities))],
+                          dict(zip(self.classes, probabilities)), "+".join(used), note, seconds=seconds)
+
+
+def video_files(video: str, follow_links: bool = False) -> tuple[list[Path], list[Path]]:
+    """The file, or the video files in the folder, sorted, and the links skipped because they lead
+    out of the folder (unless ``follow_links``); PredictError when there is nothing to predict."""
+    if not video:
+        raise PredictError("no video given: make predict VIDEO=path/to/clip.mp4 (or a folder of clips)")
+    path = Path(video)
+    if path.is_file():
+        return [path], []
+    if not path.is_dir():
+        raise PredictError(f"{path}: no such file or folder")
+    candidates = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in VIDEO_SUFFIXES)
+    inside = path.resolve()
+    leaving = [p for p in candidates if p.is_symlink() and not p.resolve().is_relative_to(inside)]
+    chosen = candidates if follow_links else [p for p in candidates if p not in leaving]
+    if not chosen:
+        raise PredictError(f"{path}: no video files ({' '.join(VIDEO_SUFFIXES)}) in this folder"
+                           + (f" ({len(leaving)} links that lead out of it skipped; --follow-links takes them)"
+                              if leaving else ""))
+    return chosen, [] if follow_links else leaving
+
+
+def write_predictions(predictions: list[Prediction], classes: list[str], out_dir: Path, name: str,
+                      summary: dict) -> tuple[Path, Path]:
+    """<name>.csv (a row per clip) and <name>.json (``summary`` and the predictions)."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    rows = [prediction.csv_row(classes) for prediction in predictions]
+    csv_path, json_path = out_dir / f"{name}.csv", out_dir / f"{name}.json"
+    files.write_csv(csv_path, list(rows[0]), rows)
+    files.write_text(json_path, json.dumps({**summary, "predictions": [asdict(p) for p in predictions]}, indent=1))
+    return csv_path, json_path
+
+
+def format_table(predictions: list[Prediction]) -> str:
+    rows = [("file", "emotion", "probability", "modalities", "note")]
+    for p in predictions:
+        probability = f"{p.probabilities[p.emotion]:.3f}" if p.emotion else "-"
+        rows.append((p.file, p.emotion or "-", probability, p.modalities or "-",
+                     f"error: {p.error}" if p.error else p.note))
+    widths = [max(len(row[column]) for row in rows) for column in range(4)]
+    return "\n".join("  ".join([cell.ljust(width) for cell, width in zip(row, widths)] + [row[4]]).rstrip()
+                     for row in rows)

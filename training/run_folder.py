@@ -1,0 +1,238 @@
+"""The run folder: the one owner of what training writes and what evaluation and prediction read.
+
+A run folder (``runs/<dataset>/<split>/<model>/``, named by ``run_path``) is self-contained:
+
+    config.yaml     every option of the training stage, the model config, the classes, the data it
+                    was trained on (dataset, manifest, label rule, extraction folder) and the
+                    environment (git commit, package versions, device)
+    extraction.yaml the extraction spec of the features it was trained on (extract.spec), so that
+                    prediction rebuilds the same extractor from the run folder alone
+    best.pt         the kept epoch: model config, weights, classes, epoch, best metric
+    last.pt         the last epoch, with optimizer and random state, for an exact resume
+    train.log, metrics.csv, curve.png
+    metrics.json, report.md, confusion.png   written by evaluation
+    predictions/    written by prediction
+
+Copied to another machine that has the pinned model files, the folder predicts on its own.
+Paths inside it are fixed names; the manifest and extraction paths in config.yaml follow the
+project's path rule (common.paths) and are needed only to evaluate on the recorded test split.
+"""
+from __future__ import annotations
+
+import platform
+import subprocess
+import time
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+
+import torch
+import yaml
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from common import files
+from common.config import option
+from common.paths import REPO_ROOT
+from corpora.registry import ManifestConfig, select
+from extract.spec import EXTRACTION_FILE, ExtractionRecord
+from training.config import FREE_ON_RESUME, TrainingError
+
+CONFIG_FILE = "config.yaml"
+BEST_CHECKPOINT = "best.pt"
+LAST_CHECKPOINT = "last.pt"
+LOG_FILE = "train.log"
+METRICS_FILE = "metrics.csv"
+CURVE_FILE = "curve.png"
+EVAL_METRICS_FILE = "metrics.json"
+EVAL_REPORT_FILE = "report.md"
+CONFUSION_FILE = "confusion.png"
+PREDICTIONS_DIR = "predictions"
+METRIC_COLUMNS = ("epoch", "train_loss", "dev_loss", "dev_accuracy", "dev_macro_f1", "seconds",
+                  "train_clips_per_second", "data_wait_share")
+RECORDED_PACKAGES = ("torch", "numpy", "h5py", "scikit-learn")
+
+
+def run_path(runs_root: Path, dataset: str, split_name: str, model: str) -> Path:
+    return Path(runs_root) / dataset / split_name / model
+
+
+def environment(device: str) -> dict:
+    """What the run was made with, beyond its options."""
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True,
+                                check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        commit = ""
+    return {"commit": commit, "python": platform.python_version(), "device": device,
+            "packages": {name: metadata.version(name) for name in RECORDED_PACKAGES}}
+
+
+@dataclass
+class RunRecord:
+    """What config.yaml holds."""
+
+    stage: dict  # every option of the stage that trained (or converted) the model
+    model: dict  # AuxFormerConfig.to_dict()
+    variant: str
+    classes: list[str]
+    data: dict  # dataset, manifest, label_rule, ratings, features: what it was trained on
+    environment: dict
+
+    def comparable(self) -> dict:
+        """What must be the same for a run to be resumed."""
+        free = set(FREE_ON_RESUME) | {"force"}
+        return {"stage": {k: v for k, v in self.stage.items() if k not in free}, "model": self.model,
+                "variant": self.variant, "classes": self.classes, "data": self.data}
+
+
+def _flatten(values: dict, prefix: str = "") -> dict:
+    flat = {}
+    for name, value in values.items():
+        if isinstance(value, dict):
+            flat.update(_flatten(value, f"{prefix}{name}."))
+        else:
+            flat[f"{prefix}{name}"] = value
+    return flat
+
+
+class RunFolder:
+    """Names, writes and reads one run folder; only ``writer`` processes write (rank 0)."""
+
+    def __init__(self, path: Path, writer: bool = True):
+        self.path = Path(path)
+        self.writer = writer
+
+    def __truediv__(self, name: str) -> Path:
+        return self.path / name
+
+    def __str__(self) -> str:
+        return str(self.path)
+
+    # --- the record and the extraction spec -----------------------------------------------------
+
+    def write_record(self, record: RunRecord, extraction: ExtractionRecord | None) -> None:
+        """config.yaml, and the extraction spec copied in (None: a converted model with no extraction)."""
+        if not self.writer:
+            return
+        self.path.mkdir(parents=True, exist_ok=True)
+        if extraction is not None:
+            extraction.save(self.path)
+        values = {"stage": record.stage, "model": record.model, "variant": record.variant,
+                  "classes": list(record.classes), "data": record.data, "environment": record.environment}
+        files.write_text(self / CONFIG_FILE, yaml.safe_dump(values, sort_keys=False))
+
+    def record(self) -> RunRecord:
+        path = self / CONFIG_FILE
+        if not path.is_file():
+            raise TrainingError(f"{self.path} holds no trained run (no {CONFIG_FILE}); train it first with "
+                                "make train (same DATASET, PARTITION and MODEL), or give --run-dir")
+        try:
+            values = yaml.safe_load(path.read_text())
+            return RunRecord(**{name: values[name] for name in RunRecord.__dataclass_fields__})
+        except (yaml.YAMLError, KeyError, TypeError) as error:
+            raise TrainingError(f"{path} is damaged or from another version ({type(error).__name__}); "
+                                "retrain the run with make train FORCE=1") from None
+
+    def extraction(self) -> ExtractionRecord:
+        """The extraction the run was trained on, from the run folder's own copy."""
+        if not (self / EXTRACTION_FILE).is_file():
+            raise TrainingError(f"{self.path} records no extraction ({EXTRACTION_FILE}); a converted model needs "
+                                "the extraction it takes: convert it again with --features-dir")
+        return ExtractionRecord.load(self.path)
+
+    def check_same_run(self, record: RunRecord) -> None:
+        """TrainingError when the folder holds an unfinished or finished run with other settings."""
+        if not (self / LAST_CHECKPOINT).is_file() or not (self / CONFIG_FILE).is_file():
+            return
+        stored, current = _flatten(self.record().comparable()), _flatten(record.comparable())
+        differing = sorted(name for name in set(stored) | set(current) if stored.get(name) != current.get(name))
+        if differing:
+            raise TrainingError(f"{self.path} holds a run with other settings ({', '.join(differing)}); "
+                                "retrain it with FORCE=1, or give another --runs-root")
+
+    # --- checkpoints -----------------------------------------------------------------------------
+
+    def save_checkpoint(self, state: dict, name: str) -> None:
+        """torch.save through a temporary file, so an interruption leaves the previous file whole."""
+        if self.writer:
+            with files.atomic_path(self / name) as temporary:
+                torch.save(state, temporary)
+
+    def load_checkpoint(self, name: str = BEST_CHECKPOINT) -> dict:
+        path = self / name
+        if not path.is_file():
+            raise TrainingError(f"{path} not found: the run is not trained yet; run make train (same DATASET, "
+                                "PARTITION and MODEL), or give --run-dir")
+        try:
+            return torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as error:  # torch raises many types for a damaged file; all mean the same here
+            raise TrainingError(f"{path} cannot be read ({type(error).__name__}); it is damaged: retrain with "
+                                "make train FORCE=1 (or, for best.pt, copy it back from a backup)") from None
+
+    def completed_epochs(self) -> int:
+        """Epochs finished by the run (0 when it has no last.pt)."""
+        return self.load_checkpoint(LAST_CHECKPOINT)["epoch"] if (self / LAST_CHECKPOINT).is_file() else 0
+
+    # --- log, metrics, curve ---------------------------------------------------------------------
+
+    def log(self, message: str) -> None:
+        """Print a line and append it, time-stamped, to train.log (writer processes only)."""
+        if not self.writer:
+            return
+        print(message, flush=True)
+        self.path.mkdir(parents=True, exist_ok=True)
+        with (self / LOG_FILE).open("a") as stream:
+            stream.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {message}\n")
+
+    def write_metrics(self, history: list[dict]) -> None:
+        if self.writer:
+            files.write_csv(self / METRICS_FILE, METRIC_COLUMNS, history)
+
+    def plot_curve(self, history: list[dict], best: dict) -> None:
+        """Train and dev loss, and dev macro-F1, per epoch; the kept epoch marked."""
+        if not self.writer:
+            return
+        epochs = [row["epoch"] for row in history]
+        figure = Figure(figsize=(10, 4))
+        FigureCanvasAgg(figure)
+        loss_axes, f1_axes = figure.subplots(1, 2)
+        loss_axes.plot(epochs, [row["train_loss"] for row in history], marker=".", label="train")
+        loss_axes.plot(epochs, [row["dev_loss"] for row in history], marker=".", label="development")
+        loss_axes.set(xlabel="epoch", ylabel="loss", title="loss")
+        f1_axes.plot(epochs, [row["dev_macro_f1"] for row in history], marker=".", color="tab:green")
+        f1_axes.set(xlabel="epoch", ylabel="macro-F1", title="development macro-F1", ylim=(0, 1))
+        for axes in (loss_axes, f1_axes):
+            axes.axvline(best["epoch"], color="grey", linestyle=":", label=f"kept (epoch {best['epoch']})")
+            axes.grid(alpha=0.3)
+        loss_axes.legend()
+        figure.tight_layout()
+        with files.atomic_path(self / CURVE_FILE) as temporary:
+            figure.savefig(temporary, dpi=100, format="png")
+
+
+@dataclass
+class RunSelection:
+    """Which run a stage reads: the options make train was given, or the folder itself."""
+
+    dataset: str = option("demo", "corpus the run was trained on")
+    partition: int = option(1, "partition the run was trained on, 1-5")
+    model: str = option("auxformer", "variant the run trained")
+    label_rule: str = option("", "label rule of the run; '' for the dataset's default")
+    ratings: str = option("", "ratings of the run's labels; '' for the dataset's default")
+    partition_file: str = option("", "partition file of the run, if it was trained on one")
+    runs_root: Path = option(Path("runs"), "where make train put the run")
+    run_dir: str = option("", "the run folder itself, instead of the options above")
+
+    def folder(self) -> Path:
+        if self.run_dir:
+            return Path(self.run_dir)
+        return run_path(self.runs_root, self.dataset, split_name(self), self.model)
+
+
+def split_name(config) -> str:
+    """p<k> (with a non-default label rule or ratings appended), or file-<name> for a partition file."""
+    selection = select(ManifestConfig(dataset=config.dataset, label_rule=config.label_rule, ratings=config.ratings,
+                                      partition=config.partition, partition_file=config.partition_file),
+                       check_corpus=False)
+    return selection.split_name

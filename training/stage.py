@@ -1,0 +1,166 @@
+"""What ``make train`` does, as a library: one run of one variant on one partition.
+
+Reads the corpus manifest (built first when missing; corpora.registry) and the extraction made
+with the feature options given (extract.spec.find_extraction: the folder named from those
+options, or --features-dir), through its index and shards. Only the clips of the train and
+development splits are loaded; the test split is left to evaluation. Writes the run folder
+(training.run_folder). A rerun of a finished run does nothing (FORCE=1 retrains from scratch);
+an unfinished one resumes from last.pt; a run folder made with other settings is an error.
+
+Training settings come from a preset (training/presets/<name>.yaml; by default the dataset's
+when there is one, e.g. demo.yaml), and options on the command line override them.
+"""
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+import yaml
+
+from common.config import config_values, option
+from common.device import resolve_device
+from common.paths import record_path
+from corpora.manifest import Manifest, load_manifest
+from corpora.registry import LABELLED_DATASETS, ManifestConfig, build_manifest, dataset_reader
+from extract.engine import read_failures
+from extract.shards import FeatureStore
+from extract.spec import ExtractionRecord, ExtractionSpec, find_extraction
+from model.auxformer import AuxFormerConfig
+from model.data import ClipDataset, check_features, split_dataset
+from training.config import TrainConfig, TrainingError
+from training.distributed import Distributed
+from training.loop import train
+from training.run_folder import RunFolder, RunRecord, environment, run_path, split_name
+
+PRESETS_DIR = Path(__file__).parent / "presets"
+TRAINED_SPLITS = ("train", "development")
+# A split may lack features for this share of its clips (those the extraction could not use,
+# listed in its failures files, do not count); beyond it the extraction is taken as incomplete.
+MAX_MISSING_SHARE = 0.02
+
+
+@dataclass
+class TrainStageConfig(TrainConfig, ExtractionSpec):
+    preset: str = option("dataset", "training settings: a name in training/presets/ or a YAML file; 'dataset' "
+                                    "for the dataset's preset when there is one; 'none' for the defaults below")
+    dataset: str = option("demo", f"corpus: {', '.join(LABELLED_DATASETS)}")
+    partition: int = option(1, "speaker-independent partition, 1-5")
+    label_rule: str = option("", "label rule; '' for the dataset's default (see make manifest)")
+    ratings: str = option("", "ratings the perceived labels use (demo, crema): '' for the dataset's default, "
+                              "audiovisual, voice or face")
+    partition_file: str = option("", "take clips, labels and splits from this CSV in the reference format")
+    corpus_dir: str = option("", "corpus folder, when not the dataset's default")
+    features_dir: str = option("", "extraction folder; default the one made with the feature options here")
+    features_root: Path = option(Path("data/features"), "where make features put its extractions")
+    manifests_dir: Path = option(Path("data/manifests"), "where the corpus manifest is found or built")
+    width: int = option(AuxFormerConfig.width, "model width (AuxFormerConfig)")
+    num_heads: int = option(AuxFormerConfig.num_heads, "attention heads (AuxFormerConfig)")
+    num_layers: int = option(AuxFormerConfig.num_layers, "layers per transformer (AuxFormerConfig)")
+    # 4 brings the 100 steps a second of a 10 ms log-mel to 25, near the video's frame rate; the
+    # reference's wav2vec2 features have 50. Attention memory grows with the square of the steps.
+    audio_pool: int = option(4, "average the log-mel over windows of this many frames (AuxFormerConfig)")
+    video_pool: int = option(1, "average the face embeddings over windows of this many frames (AuxFormerConfig)")
+    embed_dropout: float = option(AuxFormerConfig.embed_dropout, "dropout on every transformer's embedded input "
+                                                                  "(AuxFormerConfig; the reference's 0.25)")
+    runs_root: Path = option(Path("runs"), "runs go to <runs-root>/<dataset>/<split>/<model>/")
+    force: bool = option(False, "retrain from scratch even when the run is finished")
+
+    def __post_init__(self) -> None:
+        TrainConfig.__post_init__(self)
+        ExtractionSpec.__post_init__(self)
+        dataset_reader(self.dataset)
+        if self.dataset not in LABELLED_DATASETS:
+            raise TrainingError(f"dataset {self.dataset} has no labels to train on; choose one of "
+                                f"{', '.join(LABELLED_DATASETS)}")
+
+    @staticmethod
+    def preset_values(namespace) -> dict:
+        """The preset's values, by name or path; {} for 'none' or a dataset without a preset."""
+        name = namespace.preset
+        if name == "none":
+            return {}
+        if name == "dataset":
+            path = PRESETS_DIR / f"{namespace.dataset}.yaml"
+            if not path.is_file():
+                return {}
+        else:
+            path = PRESETS_DIR / f"{name}.yaml"
+            path = path if path.is_file() else Path(name)
+            if not path.is_file():
+                known = ", ".join(sorted(p.stem for p in PRESETS_DIR.glob("*.yaml")))
+                raise TrainingError(f"--preset {name}: neither a preset ({known}) nor a YAML file")
+        values = yaml.safe_load(path.read_text()) or {}
+        unknown = set(values) - {f.name for f in fields(TrainStageConfig)}
+        if unknown:
+            raise TrainingError(f"{path}: unknown training options {', '.join(sorted(unknown))}")
+        return values
+
+    def train_config(self) -> TrainConfig:
+        return TrainConfig(**{f.name: getattr(self, f.name) for f in fields(TrainConfig)})
+
+    def manifest_config(self) -> ManifestConfig:
+        return ManifestConfig(dataset=self.dataset, corpus_dir=self.corpus_dir, label_rule=self.label_rule,
+                              ratings=self.ratings, partition=self.partition, partition_file=self.partition_file,
+                              out_dir=self.manifests_dir)
+
+    def model_config(self, audio_dim: int, video_dim: int, n_classes: int) -> AuxFormerConfig:
+        return AuxFormerConfig(audio_dim=audio_dim, video_dim=video_dim, n_classes=n_classes, width=self.width,
+                               num_heads=self.num_heads, num_layers=self.num_layers, audio_pool=self.audio_pool,
+                               video_pool=self.video_pool, embed_dropout=self.embed_dropout)
+
+    def run_dir(self) -> Path:
+        return run_path(self.runs_root, self.dataset, split_name(self), self.model)
+
+
+def _split_data(store: FeatureStore, manifest: Manifest, split: str, failed: set[str], run: RunFolder,
+                config: TrainStageConfig) -> ClipDataset:
+    data = split_dataset(store, manifest, split)
+    unexplained = [clip for clip in data.missing if clip not in failed]
+    total = len(data) + len(data.missing)
+    if len(unexplained) > MAX_MISSING_SHARE * total:
+        raise TrainingError(f"{store.folder} lacks {len(unexplained)} of the {total} {split} clips (e.g. "
+                            f"{unexplained[0]}): the extraction is incomplete; finish it with make features "
+                            f"DATASET={config.dataset} (same feature options), then check it with make verify-features")
+    if data.missing:
+        run.log(f"{len(data.missing)} of {total} {split} clips have no features in {store.folder} (the extraction "
+                f"could not use them, see its failures files); skipped (e.g. {data.missing[0]})")
+    return data
+
+
+def run_training(config: TrainStageConfig, distributed: Distributed = Distributed()) -> RunFolder:
+    """Train (or resume, or skip a finished run); returns the run folder."""
+    features = find_extraction(config.features_root, config.dataset, ExtractionSpec.of(config), config.features_dir)
+    extraction = ExtractionRecord.load(features)
+    if distributed.is_main:  # the others find it built
+        build_manifest(config.manifest_config())
+    distributed.barrier()
+    manifest_dir, _ = build_manifest(config.manifest_config())
+    manifest = load_manifest(manifest_dir)
+    run = RunFolder(config.run_dir(), writer=distributed.is_main)
+    with FeatureStore(features) as store:
+        dims = store.dims()
+        model_config = config.model_config(dims.audio_dim, dims.video_dim, len(manifest.meta.classes))
+        check_features(store, model_config)
+        if config.force and distributed.is_main:
+            shutil.rmtree(run.path, ignore_errors=True)
+        distributed.barrier()
+        record = RunRecord(
+            stage=config_values(config), model=model_config.to_dict(), variant=config.model,
+            classes=list(manifest.meta.classes),
+            data={"dataset": config.dataset, "manifest": record_path(manifest_dir),
+                  "label_rule": manifest.meta.label_rule, "ratings": manifest.meta.ratings,
+                  "features": record_path(features)},
+            environment=environment(str(resolve_device(config.device, distributed.local_rank))))
+        run.check_same_run(record)
+        done = run.completed_epochs()
+        if done >= config.epochs:
+            if distributed.is_main:
+                print(f"train: {run} is finished ({done} epochs); FORCE=1 retrains it")
+            return run
+        run.write_record(record, extraction)
+        distributed.barrier()
+        failed = set(read_failures(features))
+        train_data, dev_data = (_split_data(store, manifest, split, failed, run, config) for split in TRAINED_SPLITS)
+        train(model_config, config.train_config(), train_data, dev_data, run, manifest.meta.classes, distributed)
+    return run
