@@ -39,7 +39,7 @@ test: lint ## run the style and layering checks, then the test suite on CPU
 
 lint: $(SETUP_STAMP) ## ruff (style) and import-linter (the package layers in pyproject.toml)
 	$(VENV)/bin/ruff check .
-	$(VENV)/bin/lint-imports
+	$(VENV)/bin/lint-imports --no-logo --no-cache
 
 demo-data: $(SETUP_STAMP) ## write the demo corpus to data/raw/demo (a miniature CREMA-D)
 	$(PY) -m pipeline.demo_data --out-dir $(DEMO_DIR) $(FORCE_FLAG) $(ARGS)

@@ -26,6 +26,7 @@ from training_fixture import (
     NO_AUDIO,
     NO_FACE,
     TINY_STAGE_ARGS,
+    setup,  # noqa: F401 (a fixture)
     write_features,
 )
 
