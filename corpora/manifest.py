@@ -28,7 +28,9 @@ A manifest folder (``data/manifests/<dataset>/<selection>/``) holds:
 
 ``manifest.yaml``
     The dataset, the corpus and its root, the class order, the label rule, the rating modality,
-    the partition (index or file), the split rule, and the config of the stage that wrote it.
+    the partition (index or file), the split rule, the config of the stage that wrote it, and a
+    fingerprint of the corpus's files (names, sizes, modification times), so that a manifest
+    of a corpus that has changed since is rebuilt.
     Written last, so a manifest folder without it is unfinished.
 
 ``skipped.csv``
@@ -118,6 +120,7 @@ class ManifestMeta:
     partition_file: str
     split_rule: str
     config: dict = field(default_factory=dict)
+    corpus_fingerprint: str = ""  # of the corpus's file list when the manifest was built (corpora.registry)
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,8 @@ clips and media without labels or a partition: what feature extraction needs.
 """
 from __future__ import annotations
 
+import hashlib
+import os
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -157,14 +159,27 @@ def _recorded_config(config: ManifestConfig) -> dict:
     return values
 
 
-def is_current(folder_path: Path, config: ManifestConfig) -> bool:
-    """A finished manifest made with this config is there."""
+def corpus_fingerprint(root: Path) -> str:
+    """A digest of every file's path, size and modification time under ``root``: it changes when a
+    clip is added, removed or rewritten."""
+    entries = []
+    for parent, _, names in os.walk(root):
+        for name in names:
+            path = Path(parent) / name
+            stat = path.stat()
+            entries.append(f"{path.relative_to(root).as_posix()}\t{stat.st_size}\t{stat.st_mtime_ns}")
+    return hashlib.sha256("\n".join(sorted(entries)).encode()).hexdigest()[:16]
+
+
+def is_current(folder_path: Path, config: ManifestConfig, fingerprint: str) -> bool:
+    """A finished manifest made with this config from the corpus as it is now is there."""
     if not (folder_path / META_FILE).is_file():
         return False
     try:
-        return load_meta(folder_path).config == _recorded_config(config)
+        meta = load_meta(folder_path)
     except CorpusError:
         return False
+    return meta.config == _recorded_config(config) and meta.corpus_fingerprint == fingerprint
 
 
 def _split_clips(corpus: Corpus, selection: Selection) -> list[ClipRecord]:
@@ -182,7 +197,8 @@ def build_manifest(config: ManifestConfig) -> tuple[Path, bool]:
     """Write the manifest unless a current one exists; returns its folder and whether it was written."""
     selection = select(config)
     out = config.out_dir / selection.dataset / selection.name
-    if is_current(out, config) and not config.force:
+    fingerprint = corpus_fingerprint(selection.corpus_dir)
+    if is_current(out, config, fingerprint) and not config.force:
         return out, False
     rule = "intended" if selection.partition_file else selection.label_rule
     corpus = selection.reader.read(selection.corpus_dir, rule, selection.ratings)
@@ -192,7 +208,7 @@ def build_manifest(config: ManifestConfig) -> tuple[Path, bool]:
         classes=corpus.classes, label_rule=selection.label_rule, ratings=corpus.ratings,
         partition=selection.partition,
         partition_file=record_path(selection.partition_file) if selection.partition_file else "",
-        split_rule=selection.reader.split_rule, config=_recorded_config(config))
+        split_rule=selection.reader.split_rule, config=_recorded_config(config), corpus_fingerprint=fingerprint)
     # manifest.yaml marks a finished manifest, so it goes first and comes back last.
     out.mkdir(parents=True, exist_ok=True)
     (out / META_FILE).unlink(missing_ok=True)

@@ -16,8 +16,12 @@ import numpy as np
 from extract.audio import SAMPLE_RATE, NoAudio, read_audio, resample
 from extract.face_track import NoVideo, choose_face, crop_face, decode_video, fill_gaps, video_fps
 
-# Audio and video of one clip that differ by more than this were cut short (or do not belong together).
-TRUNCATION_SECONDS = 0.1
+# Audio and video of one clip that differ by more than this were cut short (or do not belong
+# together). Sound clips differ by less: AAC, the usual audio codec of video files, adds a priming
+# frame of 1024 samples and pads its last frame to 1024 (up to 0.128 s at 16 kHz, 0.046 s at
+# 44.1 kHz; the demo's FLV tracks are 0.11 s longer than their WAVs), and the video's length is
+# rounded to a frame (0.04 s at 25 fps).
+LENGTH_TOLERANCE_SECONDS = 0.2
 
 
 @dataclass(frozen=True)
@@ -56,6 +60,11 @@ class ClipMedia:
         return self.audio is None and not self.valid.any()
 
     @property
+    def lengths_disagree(self) -> bool:
+        """Audio and video of different lengths (LENGTH_TOLERANCE_SECONDS): one of them cut short."""
+        return "truncated?" in self.video_note
+
+    @property
     def duration(self) -> float:
         if len(self.timestamps):
             return float(len(self.timestamps) / self.fps) if self.fps else float(self.timestamps[-1])
@@ -78,9 +87,19 @@ def process_clip(job: ClipJob, detector, config: TrackConfig) -> ClipMedia:
 
 
 def _audio(job: ClipJob, config: TrackConfig) -> tuple[np.ndarray | None, str]:
-    source = job.audio_path or job.video_path
-    if source is None:
+    """The clip's audio from its audio file; when that is unusable, the video's own sound track, with a note."""
+    if job.audio_path is None and job.video_path is None:
         return None, "no audio file"
+    samples, problem = _usable_audio(job.audio_path or job.video_path, config)
+    if samples is not None or job.audio_path is None or job.video_path is None or job.audio_path == job.video_path:
+        return samples, problem
+    fallback, fallback_problem = _usable_audio(job.video_path, config)
+    if fallback is None:
+        return None, f"{job.audio_path.name}: {problem}; the video's own track: {fallback_problem}"
+    return fallback, f"{job.audio_path.name}: {problem}; used the video's own audio track"
+
+
+def _usable_audio(source: Path, config: TrackConfig) -> tuple[np.ndarray | None, str]:
     try:
         samples, rate = read_audio(source)
     except NoAudio as error:
@@ -122,7 +141,7 @@ def _face_track(media: ClipMedia, detector, config: TrackConfig) -> None:
     media.fps = video_fps(media.job.video_path) or ((len(times) - 1) / span if span > 0 else 0.0)
     if not valid.any():
         media.video_note = "no face found"
-    elif media.audio is not None and abs(media.duration - len(media.audio) / SAMPLE_RATE) > TRUNCATION_SECONDS:
+    elif media.audio is not None and abs(media.duration - len(media.audio) / SAMPLE_RATE) > LENGTH_TOLERANCE_SECONDS:
         audio_seconds = len(media.audio) / SAMPLE_RATE
         media.video_note = f"video lasts {media.duration:.2f} s, audio {audio_seconds:.2f} s (truncated?)"
     media.seconds.update(decode=decode, detect=detect, crop=time.perf_counter() - crop_start)

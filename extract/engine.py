@@ -10,9 +10,12 @@ clips already in complete shards.
 from __future__ import annotations
 
 import csv
+import ctypes
 import io
+import multiprocessing
 import os
 import resource
+import signal
 import tempfile
 import time
 from collections import Counter
@@ -24,16 +27,28 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from common import files
 from common.config import option
 from common.device import resolve_device
+from common.files import write_csv
+from common.locks import exclusive_lock
 from common.paths import record_path
+from corpora.manifest import Corpus
 from corpora.registry import DATASETS, corpus_clips
 from extract.clip_media import ClipJob, ClipMedia, TrackConfig, process_clip
-from extract.shards import FeatureError, ShardWriter, build_index, clip_ids_in, remove_partial_shards, shard_files
+from extract.shards import (
+    FeatureError,
+    ShardWriter,
+    build_index,
+    clip_ids_in,
+    drop_duplicate_clips,
+    remove_partial_shards,
+    shard_files,
+)
 from extract.spec import EXTRACTION_FILE, ExtractionRecord, ExtractionSpec, Extractor, extraction_folder, open_detector
 
-FAILURE_COLUMNS = ("clip_id", "reason")
+FAILURE_COLUMNS = ("clip_id", "reason", "kept")  # kept: 1 when the clip was extracted all the same
+SKIPPED_FILE = "skipped.csv"  # corpus files that are no clip (the corpus reader's list)
+PR_SET_PDEATHSIG = 1  # prctl option (linux/prctl.h)
 
 
 @dataclass
@@ -42,7 +57,8 @@ class FeaturesConfig(ExtractionSpec):
     corpus_dir: str = option("", "corpus folder, when not the dataset's default")
     out_root: Path = option(Path("data/features"), "features go to <out-root>/<dataset>/<feature-config>/")
     device: str = option("auto", "where embeddings and log-mels are computed: auto, cpu, cuda")
-    workers: int = option(os.cpu_count() or 1, "worker processes that decode and detect")
+    workers: int = option(0, "worker processes that decode and detect (0: the cores, shared among the processes "
+                             "of this machine under torchrun)")
     num_shards: int = option(0, "split the corpus into K parts (0: from RANK/WORLD_SIZE or SLURM, else 1)")
     shard_index: int = option(-1, "which part this run does (-1: from the environment, else 0)")
     clips_per_shard: int = option(64, "clips per HDF5 shard (also the most a killed run loses per process)")
@@ -52,8 +68,16 @@ class FeaturesConfig(ExtractionSpec):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if self.workers < 1 or self.clips_per_shard < 1 or self.embed_batch < 1:
-            raise FeatureError("--workers, --clips-per-shard and --embed-batch must be at least 1")
+        if self.workers < 0 or self.clips_per_shard < 1 or self.embed_batch < 1:
+            raise FeatureError("--workers must be at least 0 (0: one per core), --clips-per-shard and --embed-batch "
+                               "at least 1")
+
+
+def worker_count(config: FeaturesConfig, environ=os.environ) -> int:
+    """--workers, or the cores shared among this machine's processes of a torchrun job."""
+    if config.workers:
+        return config.workers
+    return max(1, (os.cpu_count() or 1) // int(environ.get("LOCAL_WORLD_SIZE", "1")))
 
 
 def resolve_shard(config: FeaturesConfig, environ=os.environ) -> tuple[int, int]:
@@ -72,12 +96,15 @@ def resolve_shard(config: FeaturesConfig, environ=os.environ) -> tuple[int, int]
     return count, index
 
 
-def load_jobs(config: FeaturesConfig) -> list[ClipJob]:
+def jobs_of(corpus: Corpus) -> list[ClipJob]:
     """Every clip of the corpus with its media files, in clip-id order."""
-    corpus = corpus_clips(config.dataset, config.corpus_dir)
     jobs = [ClipJob(c.clip_id, corpus.root / c.audio_path if c.audio_path else None,
                     corpus.root / c.video_path if c.video_path else None) for c in corpus.clips]
     return sorted(jobs, key=lambda job: job.clip_id)
+
+
+def load_jobs(config: FeaturesConfig) -> list[ClipJob]:
+    return jobs_of(corpus_clips(config.dataset, config.corpus_dir))
 
 
 _worker: dict = {}
@@ -86,18 +113,29 @@ _worker: dict = {}
 def _init_worker(detector_name: str, detector_file: str, track: TrackConfig) -> None:
     import cv2
 
+    _die_with_parent()
     torch.set_num_threads(1)
     cv2.setNumThreads(1)
     _worker.update(detector=open_detector(detector_name, Path(detector_file) if detector_file else None), track=track)
+
+
+def _die_with_parent() -> None:
+    """Have the kernel end this worker when the extraction process dies (even by kill -9), so that
+    no orphan keeps decoding and holding memory."""
+    parent = os.getppid()
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != parent:  # the parent died before the request was made
+        os._exit(1)
 
 
 def _work(job: ClipJob) -> ClipMedia:
     return process_clip(job, _worker["detector"], _worker["track"])
 
 
-def run_workers(jobs: list[ClipJob], workers: int, initargs: tuple) -> Iterator[ClipMedia]:
+def run_workers(jobs: list[ClipJob], workers: int, initargs: tuple, start_method: str) -> Iterator[ClipMedia]:
     """Yield ClipMedia as workers finish, keeping only a few clips in flight so memory stays flat."""
-    with ProcessPoolExecutor(workers, initializer=_init_worker, initargs=initargs) as pool:
+    context = multiprocessing.get_context(start_method)
+    with ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker, initargs=initargs) as pool:
         queue = iter(jobs)
         in_flight = set()
         while True:
@@ -142,7 +180,9 @@ class RunReport:
     face_frames: int = 0
     audio_missing: int = 0
     video_missing: int = 0
-    failures: list[tuple[str, str]] = field(default_factory=list)  # (clip id, why)
+    failures: list[tuple[str, str]] = field(default_factory=list)  # (clip id, why): nothing usable
+    length_mismatches: list[tuple[str, str]] = field(default_factory=list)  # (clip id, note): kept all the same
+    skipped_files: int = 0  # corpus files that are no clip
     seconds: Counter = field(default_factory=Counter)  # time per part, summed over processes
     wall: float = 0.0
     device: str = ""
@@ -153,7 +193,8 @@ class RunReport:
         faces = self.face_frames / self.frames if self.frames else 0.0
         main_mb, worker_mb = peak_memory_mb()
         return (f"{self.clips} clips extracted ({self.skipped} already done), {len(self.failures)} failed, "
-                f"{self.audio_missing} without audio, {self.video_missing} without a face; "
+                f"{self.audio_missing} without audio, {self.video_missing} without a face, "
+                f"{len(self.length_mismatches)} with audio and video of different lengths (cut short?); "
                 f"face found in {faces:.1%} of {self.frames} frames; "
                 f"{rate:.2f} clips/s, {self.frames / self.wall if self.wall else 0:.0f} frames/s "
                 f"in {self.wall:.1f} s on {self.device}\ntime by part (s, summed over processes): {parts}\n"
@@ -188,30 +229,46 @@ def _prepare_folder(folder: Path, record: ExtractionRecord) -> None:
 def extract(config: FeaturesConfig) -> tuple[Path, RunReport]:
     started = time.monotonic()
     num_shards, shard_index = resolve_shard(config)
-    device = resolve_device(config.device)
-    jobs = load_jobs(config)[shard_index::num_shards]  # before anything is created: the corpus must be there
+    device = resolve_device(config.device, int(os.environ.get("LOCAL_RANK", "0")))
+    workers = worker_count(config)
+    corpus = corpus_clips(config.dataset, config.corpus_dir)  # before anything is created: the corpus must be there
+    jobs = jobs_of(corpus)[shard_index::num_shards]
     # The workers keep their cores busy: more embedding threads here than the cores they leave
     # only spin against them (README, "Performance").
-    torch.set_num_threads(max(1, (os.cpu_count() or 1) - config.workers))
+    torch.set_num_threads(max(1, (os.cpu_count() or 1) - workers))
     spec = ExtractionSpec.of(config)
     extractor = Extractor(spec, str(device))
     folder = extraction_folder(config.out_root, config.dataset, spec)
-    _prepare_folder(folder, extractor.record(config.dataset, record_path(Path(config.corpus_dir or
-                                                                                DATASETS[config.dataset].default_dir))))
+    _prepare_folder(folder, extractor.record(config.dataset, record_path(corpus.root)))
     prefix = f"part{shard_index}of{num_shards}"
+    with exclusive_lock(folder / f"{prefix}.lock", f"the extraction of part {shard_index + 1} of {num_shards} of "
+                        f"{folder}"):
+        report = _extract_part(config, folder, prefix, jobs, extractor, workers, device)
+    write_csv(folder / SKIPPED_FILE, ("path", "reason"), [{"path": s.path, "reason": s.reason} for s in corpus.skipped])
+    report.skipped_files = len(corpus.skipped)
+    report.wall = time.monotonic() - started
+    return folder, report
+
+
+def _extract_part(config: FeaturesConfig, folder: Path, prefix: str, jobs: list[ClipJob], extractor: Extractor,
+                  workers: int, device: torch.device) -> RunReport:
     remove_partial_shards(folder, prefix)
     if config.force:
         for path in folder.glob(f"{prefix}-*.h5"):
             path.unlink()
+    drop_duplicate_clips(folder, prefix)
     done = {clip_id for path in shard_files(folder) for clip_id in clip_ids_in(path)}
     todo = [job for job in jobs if job.clip_id not in done]
 
+    spec = extractor.spec
     writer = ShardWriter(folder, prefix, config.clips_per_shard, spec.n_mels, extractor.encoder.embedding_dim,
                          extractor.audio_rate)
     batches = BatchedWriter(extractor, writer, config.embed_batch)
     report = RunReport(skipped=len(jobs) - len(todo), device=str(device))
     initargs = (spec.detector, str(extractor.detector_file or ""), extractor.track)
-    for media in tqdm(run_workers(todo, config.workers, initargs), total=len(todo), unit="clip",
+    # A process that has initialised CUDA must not fork; on CPU forking is safe and starts faster.
+    start_method = "spawn" if device.type == "cuda" else "fork"
+    for media in tqdm(run_workers(todo, workers, initargs, start_method), total=len(todo), unit="clip",
                       desc=f"features {prefix}", disable=not todo):
         report.seconds.update(media.seconds)
         if media.failed:
@@ -222,24 +279,38 @@ def extract(config: FeaturesConfig) -> tuple[Path, RunReport]:
         report.face_frames += int(media.valid.sum())
         report.audio_missing += media.audio is None
         report.video_missing += not media.valid.any()
+        if media.lengths_disagree:
+            report.length_mismatches.append((media.job.clip_id, media.video_note))
         batches.add(media)
     batches.flush()
     writer.flush()
     report.seconds.update(extractor.seconds)
     report.seconds["write"] += batches.write_seconds
     build_index(folder)
-    write_failures(folder / f"failures-{prefix}.csv", report.failures)
-    report.wall = time.monotonic() - started
-    return folder, report
+    failures_file = folder / f"failures-{prefix}.csv"
+    # Clips kept with a problem by an earlier run are skipped now: their rows stay.
+    report.length_mismatches += [(clip_id, note) for clip_id, note in _read_failures_file(failures_file, kept=True)
+                                 if clip_id in done]
+    write_failures(failures_file, report.failures, report.length_mismatches)
+    return report
 
 
-def write_failures(path: Path, failures: list[tuple[str, str]]) -> None:
-    files.write_csv(path, FAILURE_COLUMNS, [dict(zip(FAILURE_COLUMNS, failure)) for failure in failures])
+def write_failures(path: Path, failures: list[tuple[str, str]], kept: list[tuple[str, str]] = ()) -> None:
+    """The clips that yielded nothing, and those kept with audio and video of different lengths."""
+    rows = [{"clip_id": clip_id, "reason": reason, "kept": 0} for clip_id, reason in failures]
+    rows += [{"clip_id": clip_id, "reason": reason, "kept": 1} for clip_id, reason in kept]
+    write_csv(path, FAILURE_COLUMNS, rows)
 
 
-def read_failures(folder: Path) -> dict[str, str]:
-    """Clips that yielded nothing, and why, over every part's failures file."""
-    failed = {}
-    for path in sorted(folder.glob("failures-*.csv")):
-        failed.update({row["clip_id"]: row["reason"] for row in csv.DictReader(io.StringIO(path.read_text()))})
-    return failed
+def read_failures(folder: Path, kept: bool = False) -> dict[str, str]:
+    """Over every part's failures file: the clips that yielded nothing (or, ``kept``, those extracted
+    with a problem), and why."""
+    return {clip_id: reason for path in sorted(folder.glob("failures-*.csv"))
+            for clip_id, reason in _read_failures_file(path, kept)}
+
+
+def _read_failures_file(path: Path, kept: bool) -> list[tuple[str, str]]:
+    if not path.is_file():
+        return []
+    return [(row["clip_id"], row["reason"]) for row in csv.DictReader(io.StringIO(path.read_text()))
+            if row.get("kept", "0") == ("1" if kept else "0")]

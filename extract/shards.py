@@ -9,19 +9,24 @@ clip is one contiguous slice, not a handful of tiny datasets) and a ``clips`` ta
     boxes       (video frames, 4) float32           face box x, y, w, h in pixels; NaN if none
     timestamps  (video frames,) float64             frame time in seconds
     clips/...   one row per clip: id, offsets and lengths into the arrays above, why a modality
-                is missing, duration, fps
+                is missing, duration, fps, and a CRC-32 of the clip's arrays
     attrs       layout_version, audio_rate (log-mel frames a second)
 
 A shard is written whole under a temporary name and renamed into place, so readers (and a rerun
 after ``kill -9``) see only complete shards; a run loses at most the clips it had not yet
-flushed. ``index.csv`` lists every clip of every shard with what a loader needs without opening
-the shards or reading extraction.yaml (INDEX_COLUMNS: frame counts, feature sizes and frame
+flushed. The checksum is written with the arrays, and every read checks it: a damaged shard
+(a flipped bit, a truncated file), or one holding NaN or infinite features, is reported by name,
+never trained on.
+
+``index.csv`` lists every clip of every shard with what a loader needs without opening the
+shards or reading extraction.yaml (INDEX_COLUMNS: frame counts, feature sizes and frame
 rates); it is rebuilt from the shards at the end of each run (and by ``make verify-features``).
 """
 from __future__ import annotations
 
 import csv
 import uuid
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -30,9 +35,11 @@ import numpy as np
 
 from common import files
 from common.errors import ProjectError
+from common.locks import exclusive_lock
 
 SHARD_SUFFIX = ".h5"
 INDEX_FILE = "index.csv"
+INDEX_LOCK = "index.lock"
 LAYOUT_VERSION = 2
 INDEX_COLUMNS = ("clip_id", "shard", "row", "audio_frames", "video_frames", "has_audio", "has_video",
                  "audio_dim", "video_dim", "audio_rate", "video_rate")
@@ -52,7 +59,7 @@ class ClipFeatures:
     timestamps: np.ndarray
     duration: float
     fps: float
-    audio_note: str = ""  # why there is no audio, empty when there is
+    audio_note: str = ""  # why there is no audio, or that it came from the video's track; else empty
     video_note: str = ""  # why there is no video (or no face), empty when there is
 
     @property
@@ -99,14 +106,32 @@ class ShardWriter:
         self.pending = []
 
 
+ARRAY_NAMES = ("mel", "embedding", "valid", "boxes", "timestamps")
+
+
+def _typed(clip: ClipFeatures, n_mels: int, dim: int) -> dict[str, np.ndarray]:
+    """A clip's arrays as they are stored."""
+    return {"mel": np.asarray(clip.mel, np.float32).reshape(-1, n_mels),
+            "embedding": np.asarray(clip.embedding, np.float32).reshape(-1, dim),
+            "valid": np.asarray(clip.valid, bool).reshape(-1),
+            "boxes": np.asarray(clip.boxes, np.float32).reshape(-1, 4),
+            "timestamps": np.asarray(clip.timestamps, np.float64).reshape(-1)}
+
+
+def checksum(arrays: dict[str, np.ndarray]) -> int:
+    """CRC-32 of a clip's stored arrays, in ARRAY_NAMES order."""
+    value = 0
+    for name in ARRAY_NAMES:
+        value = zlib.crc32(np.ascontiguousarray(arrays[name]).tobytes(), value)
+    return value
+
+
 def _write_shard(h5: h5py.File, clips: list[ClipFeatures], n_mels: int, dim: int, audio_rate: float) -> None:
     h5.attrs["layout_version"] = LAYOUT_VERSION
     h5.attrs["audio_rate"] = audio_rate
-    h5.create_dataset("mel", data=_stack([c.mel for c in clips], (0, n_mels), np.float32))
-    h5.create_dataset("embedding", data=_stack([c.embedding for c in clips], (0, dim), np.float32))
-    h5.create_dataset("valid", data=_stack([c.valid for c in clips], (0,), bool))
-    h5.create_dataset("boxes", data=_stack([c.boxes for c in clips], (0, 4), np.float32))
-    h5.create_dataset("timestamps", data=_stack([c.timestamps for c in clips], (0,), np.float64))
+    typed = [_typed(clip, n_mels, dim) for clip in clips]
+    for name in ARRAY_NAMES:
+        h5.create_dataset(name, data=np.concatenate([arrays[name] for arrays in typed]))
     audio_frames = np.array([len(c.mel) for c in clips])
     video_frames = np.array([len(c.valid) for c in clips])
     table = h5.create_group("clips")
@@ -120,11 +145,28 @@ def _write_shard(h5: h5py.File, clips: list[ClipFeatures], n_mels: int, dim: int
     table.create_dataset("video_frames", data=video_frames)
     table.create_dataset("duration", data=[c.duration for c in clips])
     table.create_dataset("fps", data=[c.fps for c in clips])
+    table.create_dataset("crc32", data=np.array([checksum(t) for t in typed], dtype=np.uint32))
 
 
-def _stack(arrays: list[np.ndarray], empty_shape: tuple, dtype) -> np.ndarray:
-    present = [np.asarray(a, dtype=dtype).reshape((-1, *empty_shape[1:])) for a in arrays]
-    return np.concatenate(present) if present else np.zeros(empty_shape, dtype)
+def _clip_from(h5: h5py.File, row: int, clip_id: str, path: Path) -> ClipFeatures:
+    """Clip ``row`` of an open shard, checked against its checksum; FeatureError naming the shard otherwise."""
+    try:
+        table = h5["clips"]
+        a0, na = int(table["audio_offset"][row]), int(table["audio_frames"][row])
+        v0, nv = int(table["video_offset"][row]), int(table["video_frames"][row])
+        arrays = {name: h5[name][a0:a0 + na] if name == "mel" else h5[name][v0:v0 + nv] for name in ARRAY_NAMES}
+        expected = int(table["crc32"][row])
+    except (OSError, KeyError) as error:
+        raise FeatureError(f"{path}: clip {clip_id} cannot be read ({error}): the shard is damaged; delete it and "
+                           "rerun make features (its clips are extracted again)") from None
+    if checksum(arrays) != expected:
+        raise FeatureError(f"{path}: clip {clip_id} does not match its checksum: the shard is damaged; delete it "
+                           "and rerun make features (its clips are extracted again)")
+    if not (np.isfinite(arrays["mel"]).all() and np.isfinite(arrays["embedding"]).all()):
+        raise FeatureError(f"{path}: clip {clip_id} has non-finite features (NaN or infinity); delete the shard and "
+                           "rerun make features (its clips are extracted again)")
+    return ClipFeatures(clip_id=clip_id, **arrays, duration=float(table["duration"][row]), fps=float(table["fps"][row]),
+                        audio_note=table["audio_note"][row].decode(), video_note=table["video_note"][row].decode())
 
 
 def shard_files(folder: Path) -> list[Path]:
@@ -177,10 +219,44 @@ def _index_rows(path: Path) -> list[dict]:
 
 
 def build_index(folder: Path) -> list[dict]:
-    """Rows of index.csv from every complete shard, written atomically; returns the rows."""
-    rows = [row for path in shard_files(folder) for row in _index_rows(path)]
-    files.write_csv(folder / INDEX_FILE, INDEX_COLUMNS, rows)
+    """Rows of index.csv from every complete shard, written atomically; returns the rows.
+
+    Parts of an extraction that finish at the same time take turns (a lock), so the last one to
+    finish lists every shard the others renamed into place before it."""
+    with exclusive_lock(folder / INDEX_LOCK, "building the index", wait=True):
+        rows = [row for path in shard_files(folder) for row in _index_rows(path)]
+        files.write_csv(folder / INDEX_FILE, INDEX_COLUMNS, rows)
     return rows
+
+
+def read_shard(path: Path) -> list[ClipFeatures]:
+    """Every clip of one shard, checked against its checksum."""
+    with open_shard(path) as h5:
+        return [_clip_from(h5, row, s.decode(), path) for row, s in enumerate(h5["clips/id"][:])]
+
+
+def drop_duplicate_clips(folder: Path, prefix: str) -> int:
+    """Keep one copy of each clip among the part ``prefix``'s shards (two runs of one part at once
+    each wrote every clip): a shard holding only copies is deleted, one holding some is rewritten
+    without them. Returns the copies dropped."""
+    seen: set[str] = set()
+    dropped = 0
+    for path in sorted(folder.glob(f"{prefix}-*{SHARD_SUFFIX}"), key=lambda p: (p.stat().st_mtime_ns, p.name)):
+        ids = clip_ids_in(path)
+        copies = seen & set(ids)
+        seen |= set(ids)
+        if not copies:
+            continue
+        dropped += len(copies)
+        kept = [clip for clip in read_shard(path) if clip.clip_id not in copies] if len(copies) < len(ids) else []
+        if kept:
+            with open_shard(path) as h5:
+                n_mels, dim, rate = h5["mel"].shape[1], h5["embedding"].shape[1], float(h5.attrs["audio_rate"])
+            writer = ShardWriter(folder, prefix, len(kept), n_mels, dim, rate)
+            for clip in kept:
+                writer.add(clip)
+        path.unlink()
+    return dropped
 
 
 class FeatureStore:
@@ -228,14 +304,7 @@ class FeatureStore:
         h5 = self._open.get(entry["shard"])
         if h5 is None:
             h5 = self._open[entry["shard"]] = open_shard(self.folder / entry["shard"])
-        table, row = h5["clips"], int(entry["row"])
-        a0, na = int(table["audio_offset"][row]), int(table["audio_frames"][row])
-        v0, nv = int(table["video_offset"][row]), int(table["video_frames"][row])
-        return ClipFeatures(
-            clip_id=clip_id, mel=h5["mel"][a0:a0 + na], embedding=h5["embedding"][v0:v0 + nv],
-            valid=h5["valid"][v0:v0 + nv], boxes=h5["boxes"][v0:v0 + nv], timestamps=h5["timestamps"][v0:v0 + nv],
-            duration=float(table["duration"][row]), fps=float(table["fps"][row]),
-            audio_note=table["audio_note"][row].decode(), video_note=table["video_note"][row].decode())
+        return _clip_from(h5, int(entry["row"]), clip_id, self.folder / entry["shard"])
 
     def close(self) -> None:
         for h5 in self._open.values():

@@ -28,6 +28,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
 
+from common.errors import ProjectError
 from model.auxformer import AuxFormer
 from model.data import ClipDataset, evaluation_loader
 from model.variants import ALL_HEADS, CONDITIONS, VARIANTS, head_logits, remove_modalities
@@ -73,7 +74,12 @@ def evaluate_model(model: AuxFormer, data: ClipDataset, variant: str, classes: S
     """{condition: {head: scores}} for the conditions and heads of ``variant``."""
     results = {}
     for condition in VARIANTS[variant].conditions:
-        logits, labels, _ = condition_logits(model, data, condition, batch_size, device)
+        logits, labels, clip_ids = condition_logits(model, data, condition, batch_size, device)
+        finite = np.all([np.isfinite(logits[head]).all(axis=1) for head in VARIANTS[variant].scored_heads], axis=0)
+        broken = [clip_ids[i] for i in np.flatnonzero(~finite)]
+        if broken:
+            raise ProjectError(f"the model gives non-finite outputs for {len(broken)} clips (e.g. {broken[0]}) "
+                               f"with {condition}: its weights are damaged; retrain it with make train FORCE=1")
         results[condition] = {head: scores(labels, logits[head].argmax(axis=1), classes)
                               for head in VARIANTS[variant].scored_heads}
     return results

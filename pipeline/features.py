@@ -16,18 +16,27 @@ from __future__ import annotations
 import sys
 
 from common.cli import run_stage
-from extract.engine import FeaturesConfig, extract
+from extract.engine import SKIPPED_FILE, FeaturesConfig, extract
+
+SHOWN = 10
 
 
 def features(config: FeaturesConfig) -> int:
     folder, report = extract(config)
     print(f"features: {report.summary()}")
-    for clip_id, reason in report.failures[:10]:
+    for clip_id, reason in report.failures[:SHOWN]:
         print(f"features: failed {clip_id}: {reason}", file=sys.stderr)
-    print(f"features: written to {folder} (check it with make verify-features)")
+    for clip_id, note in report.length_mismatches[:SHOWN]:
+        print(f"features: kept {clip_id}, but {note}", file=sys.stderr)
+    if report.failures or report.length_mismatches:
+        print(f"features: every failed or cut-short clip is listed in {folder}/failures-*.csv", file=sys.stderr)
+    if report.skipped_files:
+        print(f"features: {report.skipped_files} files of the corpus are no clip and were skipped; the list, with "
+              f"why: {folder / SKIPPED_FILE}", file=sys.stderr)
+    print(f"features: written to {folder}; next: make verify-features, then make train")
     if report.clips == 0 and report.skipped == 0:
         return 1
-    partial = report.failures or report.audio_missing or report.video_missing
+    partial = report.failures or report.audio_missing or report.video_missing or report.length_mismatches
     return 1 if config.strict and partial else 0
 
 

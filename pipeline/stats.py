@@ -12,7 +12,7 @@ import sys
 from common import files
 from common.cli import run_stage
 from common.config import save_config
-from corpora.manifest import load_manifest, load_skipped
+from corpora.manifest import SKIPPED_FILE, load_manifest, load_skipped
 from corpora.registry import ManifestConfig, build_manifest
 from corpora.report import clip_duration, plot_class_distribution, report_text
 
@@ -31,6 +31,9 @@ def stats(config: ManifestConfig) -> int:
     files.write_text(folder / REPORT_FILE, text)
     plot_class_distribution(manifest, folder / CHART_FILE)
     save_config(config, folder / CONFIG_FILE)
+    if skipped:
+        print(f"stats: {len(skipped)} files of the corpus are no clip and were skipped; the list, with why: "
+              f"{folder / SKIPPED_FILE}")
     print(f"stats: report and chart written to {folder / REPORT_FILE} and {folder / CHART_FILE}")
     return 0
 

@@ -1,0 +1,410 @@
+"""Fault injection, one test per defect of the reliability issue: bad media, damaged outputs, wrong
+commands, interrupted and concurrent runs. Each asserts the exit status, that the message names
+the file and the fix, and that nothing already written is lost.
+
+Everything runs on one small real demo corpus (three actors, one sentence: 48 clips) and one real
+extraction of it, copied where a test damages it. The stages are called through their main(), as
+make calls them, except where a separate process is the point (kill -9, concurrent runs).
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from common.locks import exclusive_lock
+from corpora.demo.generate import DemoConfig, generate
+from corpora.registry import ManifestConfig, build_manifest
+from extract.engine import FeaturesConfig, extract, read_failures
+from extract.shards import FeatureStore, ShardWriter, checksum, read_shard, shard_files
+from extract.verify import verify
+from pipeline import evaluate as evaluate_stage
+from pipeline import features as features_stage
+from pipeline import predict as predict_stage
+from pipeline import stats as stats_stage
+from pipeline import train as train_stage
+from pipeline import verify_features as verify_stage
+
+ROOT = Path(__file__).resolve().parents[2]
+CLIP = "1001_IEO_ANG_HI"
+TINY_TRAIN = ["--preset", "none", "--epochs", "1", "--width", "8", "--num-heads", "2", "--num-layers", "1",
+              "--batch-size", "16", "--num-workers", "0", "--device", "cpu"]
+
+pytestmark = pytest.mark.usefixtures("face_model")
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("faults") / "corpus"
+    generate(DemoConfig(out_dir=root, actors=3, sentences=1, seed=11, workers=2))
+    return root
+
+
+@pytest.fixture(scope="module")
+def extraction(corpus, tmp_path_factory) -> Path:
+    """The extraction every test copies: data/features/demo/<name>/ below a workspace of its own."""
+    folder, report = extract(FeaturesConfig(dataset="demo", corpus_dir=str(corpus),
+                                            out_root=tmp_path_factory.mktemp("pristine") / "data" / "features",
+                                            workers=2, clips_per_shard=8, device="cpu"))
+    assert report.clips == 48
+    return folder
+
+
+@pytest.fixture
+def workspace(extraction, tmp_path, monkeypatch) -> Path:
+    """A working directory holding a copy of the extraction where the stages look for it."""
+    shutil.copytree(extraction, tmp_path / "data" / "features" / "demo" / extraction.name)
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def features_args(corpus: Path, *extra: str) -> list[str]:
+    return ["--dataset", "demo", "--corpus-dir", str(corpus), "--workers", "2", "--clips-per-shard", "8",
+            "--device", "cpu", *extra]
+
+
+def train_args(corpus: Path, *extra: str) -> list[str]:
+    return ["--dataset", "demo", "--corpus-dir", str(corpus), *TINY_TRAIN, *extra]
+
+
+def copied_folder(workspace: Path, extraction: Path) -> Path:
+    return workspace / "data" / "features" / "demo" / extraction.name
+
+
+def train_clip(corpus: Path, workspace: Path) -> str:
+    """A clip of partition 1's train split."""
+    folder, _ = build_manifest(ManifestConfig(dataset="demo", corpus_dir=str(corpus), out_dir=workspace / "scratch"))
+    return next(line.split(",")[0] for line in (folder / "manifest.csv").read_text().splitlines() if ",train," in line)
+
+
+def rewrite_clip(folder: Path, clip_id: str, change, keep_checksum: bool = False) -> Path:
+    """Apply ``change`` to a clip's log-mel in its shard; returns the shard."""
+    with FeatureStore(folder) as store:
+        entry = store.index[clip_id]
+    path, row = folder / entry["shard"], int(entry["row"])
+    with h5py.File(path, "r+") as h5:
+        table = h5["clips"]
+        a0, na = int(table["audio_offset"][row]), int(table["audio_frames"][row])
+        v0, nv = int(table["video_offset"][row]), int(table["video_frames"][row])
+        values = h5["mel"][a0:a0 + na]
+        change(values)
+        h5["mel"][a0:a0 + na] = values
+        if keep_checksum:  # as if the extraction itself had written the values
+            arrays = {name: h5[name][a0:a0 + na] if name == "mel" else h5[name][v0:v0 + nv]
+                      for name in ("mel", "embedding", "valid", "boxes", "timestamps")}
+            table["crc32"][row] = checksum(arrays)
+    return path
+
+
+# 1 ---------------------------------------------------------------------------------------------
+
+def test_1_non_finite_features_stop_training_with_the_clip_and_shard_named(workspace, extraction, corpus, capsys):
+    clip_id = train_clip(corpus, workspace)
+
+    def one_nan(values):
+        values[0, 0] = np.nan
+
+    shard = rewrite_clip(copied_folder(workspace, extraction), clip_id, one_nan, keep_checksum=True)
+    assert train_stage.main(train_args(corpus)) == 2
+    error = capsys.readouterr().err
+    assert clip_id in error and shard.name in error and "non-finite" in error and "rerun make features" in error
+    assert not Path("runs/demo/p1/auxformer/best.pt").exists()
+
+
+def test_1_a_model_with_non_finite_weights_never_prints_nan(workspace, corpus, capsys):
+    assert train_stage.main(train_args(corpus)) == 0
+    run = Path("runs/demo/p1/auxformer")
+    checkpoint = torch.load(run / "best.pt", weights_only=True)
+    checkpoint["model_state"] = {name: torch.full_like(value, float("nan")) if value.is_floating_point() else value
+                                 for name, value in checkpoint["model_state"].items()}
+    torch.save(checkpoint, run / "best.pt")
+    capsys.readouterr()
+    assert evaluate_stage.main(["--dataset", "demo"]) == 2
+    assert "non-finite" in capsys.readouterr().err
+    video = corpus / "VideoFlash" / f"{CLIP}.flv"
+    assert predict_stage.main(["--dataset", "demo", "--video", str(video), "--device", "cpu"]) == 1
+    out = capsys.readouterr()
+    assert "nan" not in out.out.lower() and "non-finite" in out.out
+
+
+# 2 ---------------------------------------------------------------------------------------------
+
+def test_2_a_flipped_bit_is_caught_by_verify_and_training(workspace, extraction, corpus, capsys):
+    clip_id = train_clip(corpus, workspace)
+
+    def flip_a_bit(values):
+        values.view(np.uint32)[3, 5] ^= 1 << 20
+
+    shard = rewrite_clip(copied_folder(workspace, extraction), clip_id, flip_a_bit)
+    assert verify_stage.main(["--dataset", "demo", "--corpus-dir", str(corpus)]) == 1
+    error = capsys.readouterr().err
+    assert shard.name in error and clip_id in error and "checksum" in error
+    assert train_stage.main(train_args(corpus)) == 2
+    assert shard.name in capsys.readouterr().err
+
+
+# 3 ---------------------------------------------------------------------------------------------
+
+def test_3_training_never_takes_an_extraction_made_with_other_options(workspace, corpus, capsys):
+    assert train_stage.main(train_args(corpus, "--detector", "haar")) == 2
+    error = capsys.readouterr().err
+    assert "haar" in error and "make features DATASET=demo" in error
+
+
+def test_3_training_refuses_an_incomplete_extraction(workspace, extraction, corpus, capsys):
+    folder = copied_folder(workspace, extraction)
+    for shard in shard_files(folder)[:3]:
+        shard.unlink()
+    (folder / "index.csv").unlink()
+    assert verify_stage.main(["--dataset", "demo", "--corpus-dir", str(corpus)]) == 1  # rebuilds the index
+    assert train_stage.main(train_args(corpus)) == 2
+    error = capsys.readouterr().err
+    assert "incomplete" in error and "make features DATASET=demo" in error
+
+
+def test_3_and_15_a_missing_corpus_leaves_no_extraction_folder(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert features_stage.main(["--dataset", "demo", "--corpus-dir", str(tmp_path / "nonexistent")]) == 2
+    assert "corpus folder not found" in capsys.readouterr().err
+    assert not (tmp_path / "data").exists()
+
+
+# 4 ---------------------------------------------------------------------------------------------
+
+def test_4_a_second_run_of_the_same_part_is_refused(workspace, extraction, corpus, capsys):
+    folder = copied_folder(workspace, extraction)
+    with exclusive_lock(folder / "part0of1.lock", "a test holding the lock"):
+        assert features_stage.main(features_args(corpus)) == 2
+    error = capsys.readouterr().err
+    assert "part0of1.lock" in error and f"pid {os.getpid()}" in error
+    assert features_stage.main(features_args(corpus)) == 0  # released: runs (and has nothing to do)
+
+
+def test_4_a_rerun_repairs_clips_written_twice(workspace, extraction, corpus):
+    folder = copied_folder(workspace, extraction)
+    first, second = shard_files(folder)[:2]
+    shutil.copy(first, folder / "part0of1-copy.h5")  # a shard whose clips are all written twice
+    # and one whose clips are partly: half of the first shard's, and the second's (now only there)
+    mixed = read_shard(first)[:4] + read_shard(second)
+    with h5py.File(second, "r") as h5:
+        writer = ShardWriter(folder, "part0of1", len(mixed), h5["mel"].shape[1], h5["embedding"].shape[1], 100.0)
+    for clip in mixed:
+        writer.add(clip)
+    second.unlink()
+    assert any("in 2 shards" in p for p in verify(folder))
+    assert features_stage.main(features_args(corpus)) == 0
+    assert verify(folder) == []
+    with FeatureStore(folder) as store:
+        assert len(store.clip_ids()) == 48
+
+
+def test_4_two_parts_extract_into_one_folder_at_once(corpus, tmp_path):
+    environment = {**os.environ, "PYTHONPATH": str(ROOT)}
+    command = [sys.executable, "-m", "pipeline.features", *features_args(corpus, "--workers", "1"),
+               "--out-root", str(tmp_path), "--num-shards", "2"]
+    parts = [subprocess.Popen([*command, "--shard-index", str(index)], env=environment, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.PIPE, text=True) for index in (0, 1)]
+    for part in parts:
+        _, error = part.communicate(timeout=300)
+        assert part.returncode == 0, error[-2000:]
+    (folder,) = (tmp_path / "demo").iterdir()
+    assert verify(folder) == []
+
+
+# 5 ---------------------------------------------------------------------------------------------
+
+def test_5_a_manifest_notices_clips_added_to_the_corpus(corpus, tmp_path):
+    copy = tmp_path / "corpus"
+    shutil.copytree(corpus, copy)
+    config = ManifestConfig(dataset="demo", corpus_dir=str(copy), out_dir=tmp_path / "manifests")
+    folder, written = build_manifest(config)
+    assert written and not build_manifest(config)[1]
+    for kind, suffix in (("AudioWAV", "wav"), ("VideoFlash", "flv")):
+        shutil.copy(copy / kind / f"1001_IEO_NEU_XX.{suffix}", copy / kind / f"1001_TIE_NEU_XX.{suffix}")
+    folder, written = build_manifest(config)
+    assert written and "1001_TIE_NEU_XX" in (folder / "manifest.csv").read_text()
+
+
+# 6 ---------------------------------------------------------------------------------------------
+
+def test_6_unparseable_clip_names_are_counted_where_people_look(corpus, tmp_path, monkeypatch, capsys):
+    copy = tmp_path / "corpus"
+    shutil.copytree(corpus, copy)
+    (copy / "AudioWAV" / "notes about the session.wav").write_bytes(b"")
+    monkeypatch.chdir(tmp_path)
+    assert features_stage.main(features_args(copy)) == 0
+    error = capsys.readouterr().err
+    assert "1 files of the corpus are no clip" in error and "skipped.csv" in error
+    assert stats_stage.main(["--dataset", "demo", "--corpus-dir", str(copy)]) == 0
+    out = capsys.readouterr().out
+    assert "1 files of the corpus are no clip" in out and "skipped.csv" in out
+
+
+# 7 and 8 ----------------------------------------------------------------------------------------
+
+def test_7_a_truncated_video_is_reported_and_fails_strict_runs(corpus, tmp_path, monkeypatch, capsys):
+    copy = tmp_path / "corpus"
+    shutil.copytree(corpus, copy)
+    flv = copy / "VideoFlash" / f"{CLIP}.flv"
+    flv.write_bytes(flv.read_bytes()[: int(flv.stat().st_size * 0.3)])
+    monkeypatch.chdir(tmp_path)
+    assert features_stage.main(features_args(copy)) == 0
+    out = capsys.readouterr()
+    assert "1 with audio and video of different lengths" in out.out and CLIP in out.err
+    (folder,) = (tmp_path / "data" / "features" / "demo").iterdir()
+    assert CLIP in read_failures(folder, kept=True)
+    assert features_stage.main(features_args(copy, "--strict")) == 1
+    assert verify_stage.main(["--dataset", "demo", "--corpus-dir", str(copy), "--strict"]) == 1
+
+
+def test_7_sound_demo_videos_get_no_truncation_note(workspace, corpus, capsys):
+    assert train_stage.main(train_args(corpus)) == 0
+    folder = workspace / "videos"
+    folder.mkdir()
+    for path in sorted((corpus / "VideoFlash").glob("1001_*.flv"))[:4]:
+        shutil.copy(path, folder)
+    assert predict_stage.main(["--dataset", "demo", "--video", str(folder), "--device", "cpu"]) == 0
+    assert "truncated" not in capsys.readouterr().out
+
+
+def test_8_an_unusable_wav_falls_back_to_the_video_track(corpus, tmp_path, monkeypatch):
+    copy = tmp_path / "corpus"
+    shutil.copytree(corpus, copy)
+    (copy / "AudioWAV" / f"{CLIP}.wav").write_text("this is text, not audio\n")
+    monkeypatch.chdir(tmp_path)
+    assert features_stage.main(features_args(copy)) == 0
+    (folder,) = (tmp_path / "data" / "features" / "demo").iterdir()
+    with FeatureStore(folder) as store:
+        clip = store.load(CLIP)
+    assert clip.has_audio and "used the video's own audio track" in clip.audio_note
+
+
+# 9 to 13 ----------------------------------------------------------------------------------------
+
+def test_9_a_truncated_shard_is_named_with_the_fix(workspace, extraction, corpus, capsys):
+    shard = shard_files(copied_folder(workspace, extraction))[2]
+    shard.write_bytes(shard.read_bytes()[:3000])
+    for main, args in ((verify_stage.main, ["--dataset", "demo", "--corpus-dir", str(corpus)]),
+                       (train_stage.main, train_args(corpus)), (features_stage.main, features_args(corpus))):
+        assert main(args) == 2
+        error = capsys.readouterr().err
+        assert shard.name in error and "delete it" in error and "Traceback" not in error
+    shard.unlink()
+    assert features_stage.main(features_args(corpus)) == 0  # the next run redoes its clips
+    assert verify(copied_folder(workspace, extraction)) == []
+
+
+def test_10_a_deleted_index_is_rebuilt_or_named(workspace, extraction, corpus, capsys):
+    folder = copied_folder(workspace, extraction)
+    (folder / "index.csv").unlink()
+    assert train_stage.main(train_args(corpus)) == 2
+    assert "index.csv not found" in capsys.readouterr().err
+    assert verify_stage.main(["--dataset", "demo", "--corpus-dir", str(corpus)]) == 0
+    assert train_stage.main(train_args(corpus)) == 0
+
+
+def test_11_a_damaged_or_edited_extraction_yaml(workspace, extraction, corpus, capsys):
+    path = copied_folder(workspace, extraction) / "extraction.yaml"
+    text = path.read_text()
+    path.write_text(text + "\n  : [unbalanced\n")
+    assert verify_stage.main(["--dataset", "demo"]) == 2
+    error = capsys.readouterr().err
+    assert "extraction.yaml is damaged" in error and "Traceback" not in error
+    record = yaml.safe_load(text)
+    record["models"]["encoder_sha256"] = "0" * 64
+    path.write_text(yaml.safe_dump(record))
+    assert verify_stage.main(["--dataset", "demo", "--corpus-dir", str(corpus)]) == 1
+    assert "encoder_sha256" in capsys.readouterr().err
+
+
+def test_12_an_unwritable_output_is_found_before_any_work(corpus, tmp_path, capsys):
+    blocker = tmp_path / "features-is-a-file"
+    blocker.write_text("")
+    assert features_stage.main(features_args(corpus, "--out-root", str(blocker))) == 2
+    assert "cannot write there" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders, so the case cannot occur")
+def test_12_a_read_only_output_folder_is_found_before_any_work(corpus, tmp_path, capsys):
+    out = tmp_path / "read-only"
+    out.mkdir(mode=0o555)
+    assert features_stage.main(features_args(corpus, "--out-root", str(out))) == 2
+    assert "cannot write there" in capsys.readouterr().err
+
+
+def test_13_a_corrupt_checkpoint_is_named(workspace, corpus, capsys):
+    assert train_stage.main(train_args(corpus)) == 0
+    best = Path("runs/demo/p1/auxformer/best.pt")
+    best.write_bytes(best.read_bytes()[:1000])
+    capsys.readouterr()
+    assert evaluate_stage.main(["--dataset", "demo"]) == 2
+    assert str(best) in capsys.readouterr().err
+    video = corpus / "VideoFlash" / f"{CLIP}.flv"
+    assert predict_stage.main(["--dataset", "demo", "--video", str(video), "--device", "cpu"]) == 2
+    error = capsys.readouterr().err
+    assert str(best) in error and "damaged" in error
+
+
+# 14 to 16 ---------------------------------------------------------------------------------------
+
+def _children(pid: int) -> set[int]:
+    children = set()
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:  # the process ended while we looked
+            continue
+        if int(fields[1]) == pid:
+            children.add(int(stat.parent.name))
+    return children
+
+
+def test_14_workers_die_with_a_killed_extraction(corpus, tmp_path):
+    command = [sys.executable, "-m", "pipeline.features", *features_args(corpus), "--out-root", str(tmp_path)]
+    process = subprocess.Popen(command, env={**os.environ, "PYTHONPATH": str(ROOT)}, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
+    deadline, workers = time.monotonic() + 120, set()
+    while time.monotonic() < deadline and len(workers) < 2:
+        workers = _children(process.pid)
+        time.sleep(0.2)
+    assert len(workers) >= 2, "the workers did not start in time"
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and any(Path(f"/proc/{pid}").exists() for pid in workers):
+        time.sleep(0.1)
+    alive = [pid for pid in workers if Path(f"/proc/{pid}").exists()
+             and "zombie" not in Path(f"/proc/{pid}/status").read_text().lower()]
+    assert not alive
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--dataset", "voxceleb"], "unknown dataset 'voxceleb'"),
+    (["--workers", "-1"], "--workers must be at least 0"),
+    (["--clips-per-shard", "0"], "--clips-per-shard"),
+])
+def test_15_bad_options_are_refused_before_anything_is_created(tmp_path, monkeypatch, capsys, argv, message):
+    monkeypatch.chdir(tmp_path)
+    assert features_stage.main(argv) == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "data").exists()
+
+
+def test_15_option_prefixes_are_not_taken_for_options(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as exit_info:
+        features_stage.main(["--worker", "2"])
+    assert exit_info.value.code == 2 and "--worker" in capsys.readouterr().err
+
+
+# 16: tests/pipeline/test_predict.py, test_links_that_leave_the_folder_are_skipped_unless_asked.
