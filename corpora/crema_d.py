@@ -39,7 +39,6 @@ from corpora.partitions import speaker_partition
 AUDIO_DIR = "AudioWAV"
 VIDEO_DIR = "VideoFlash"
 RESULTS_DIR = "processedResults"
-SUMMARY_TABLE = f"{RESULTS_DIR}/summaryTable.csv"
 TABULATED_VOTES = f"{RESULTS_DIR}/tabulatedVotes.csv"
 DEMOGRAPHICS = "VideoDemographics.csv"
 SENTENCE_FILENAMES = "SentenceFilenames.csv"

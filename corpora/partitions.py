@@ -42,7 +42,6 @@ REFERENCE_SPEAKERS = sum(REFERENCE_SHARES.values())
 # Fixes each sex's speaker order; changing it changes every generated partition.
 ORDER_SEED = 20220522
 REFERENCE_SPLIT_NAMES = {"train": "Train", "development": "Development", "test": "Test"}
-REFERENCE_FIXED_COLUMNS = ("FileName", "SpkrID", "Gender", "Split_Set")
 NOT_IN_FILE = "not in partition file"
 
 

@@ -35,6 +35,7 @@ from common.paths import record_path
 from corpora.manifest import Corpus
 from corpora.registry import DATASETS, corpus_clips
 from extract.clip_media import ClipJob, ClipMedia, TrackConfig, process_clip
+from extract.face_detection import NATIVE_LOGS_VARIABLE
 from extract.shards import (
     FeatureError,
     ShardWriter,
@@ -65,6 +66,7 @@ class FeaturesConfig(ExtractionSpec):
     embed_batch: int = option(256, "face crops per embedding batch")
     force: bool = option(False, "redo this part's clips even when extracted")
     strict: bool = option(False, "exit non-zero when any clip fails or misses a modality")
+    verbose: bool = option(False, "let the face detector's native logs through (silenced by default)")
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -228,6 +230,8 @@ def _prepare_folder(folder: Path, record: ExtractionRecord) -> None:
 
 def extract(config: FeaturesConfig) -> tuple[Path, RunReport]:
     started = time.monotonic()
+    if config.verbose:
+        os.environ[NATIVE_LOGS_VARIABLE] = "1"  # the workers inherit it
     num_shards, shard_index = resolve_shard(config)
     device = resolve_device(config.device, int(os.environ.get("LOCAL_RANK", "0")))
     workers = worker_count(config)

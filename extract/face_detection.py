@@ -6,9 +6,18 @@
   than ``default`` on our clips); no model download, a fallback.
 
 Both load their model once, when constructed, so a worker process builds one and reuses it.
+
+mediapipe's native code logs a dozen lines to the process's stderr when a detector is made,
+first used and closed (LiteRT set-up notes, an alignment warning), in every worker, through
+the progress bar. No environment variable or logging setting reaches them, so those three calls
+run with the stderr file descriptor pointed at /dev/null, unless ``NATIVE_LOGS_VARIABLE`` is
+set (the stages' ``--verbose``).
 """
 from __future__ import annotations
 
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,6 +25,27 @@ import cv2
 import numpy as np
 
 from extract.model_files import FACE_DETECTOR_SHORT_RANGE, model_path
+
+NATIVE_LOGS_VARIABLE = "AUXFORMER_NATIVE_LOGS"
+
+
+@contextmanager
+def native_logs_silenced() -> Iterator[None]:
+    """Native code's writes to stderr go to /dev/null for the block (Python's own stderr is flushed first)."""
+    if os.environ.get(NATIVE_LOGS_VARIABLE):
+        yield
+        return
+    import sys
+
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with open(os.devnull, "w") as null:
+        os.dup2(null.fileno(), 2)
+    try:
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
 
 
 @dataclass(frozen=True)
@@ -42,19 +72,28 @@ class MediaPipeFaceDetector:
             running_mode=vision.RunningMode.IMAGE,
             min_detection_confidence=min_score,
         )
-        self._detector = vision.FaceDetector.create_from_options(options)
+        with native_logs_silenced():
+            self._detector = vision.FaceDetector.create_from_options(options)
+        self._used = False
 
     def detect(self, frame_bgr: np.ndarray) -> list[FaceBox]:
         import mediapipe as mp
 
         rgb = np.ascontiguousarray(frame_bgr[:, :, ::-1])
-        result = self._detector.detect(mp.Image(image_format=mp.ImageFormat.SRGB, data=rgb))
+        image = mp.Image(image_format=mp.ImageFormat.SRGB, data=rgb)
+        if self._used:
+            result = self._detector.detect(image)
+        else:  # the first call logs its memory alignment warning
+            with native_logs_silenced():
+                result = self._detector.detect(image)
+            self._used = True
         return [FaceBox(d.bounding_box.origin_x, d.bounding_box.origin_y, d.bounding_box.width,
                         d.bounding_box.height, d.categories[0].score) for d in result.detections]
 
     def close(self) -> None:
         # The Tasks API needs an explicit close; left to interpreter exit it raises in its own teardown.
-        self._detector.close()
+        with native_logs_silenced():
+            self._detector.close()
 
     def __enter__(self) -> MediaPipeFaceDetector:
         return self

@@ -15,6 +15,7 @@ status: 0 when every file was predicted, 1 when some file failed (after predicti
 """
 from __future__ import annotations
 
+import os
 import sys
 import time
 from dataclasses import dataclass
@@ -22,6 +23,7 @@ from pathlib import Path
 
 from common.cli import run_stage
 from common.config import config_values, option
+from extract.face_detection import NATIVE_LOGS_VARIABLE
 from inference.predictor import Predictor, format_table, video_files, write_predictions
 from training.run_folder import PREDICTIONS_DIR, RunSelection
 
@@ -32,9 +34,12 @@ class PredictConfig(RunSelection):
     out_dir: str = option("", "where the predictions go; '' for <run-dir>/predictions/")
     device: str = option("auto", "auto (cuda when available), cpu or cuda")
     follow_links: bool = option(False, "in a folder, also predict links that lead out of it")
+    verbose: bool = option(False, "let the face detector's native logs through (silenced by default)")
 
 
 def predict(config: PredictConfig) -> int:
+    if config.verbose:
+        os.environ[NATIVE_LOGS_VARIABLE] = "1"
     paths, skipped = video_files(config.video, config.follow_links)
     for link in skipped:
         print(f"predict: skipped {link}: a link that leads out of {config.video} (--follow-links takes it)",

@@ -99,6 +99,14 @@ def test_shard_comes_from_torchrun_or_slurm_variables():
         engine.resolve_shard(FeaturesConfig(num_shards=2, shard_index=2), {})
 
 
+def test_workers_share_the_cores_among_a_machines_torchrun_processes():
+    cores = os.cpu_count() or 1
+    assert engine.worker_count(FeaturesConfig(), {}) == cores
+    assert engine.worker_count(FeaturesConfig(), {"LOCAL_WORLD_SIZE": "2"}) == max(1, cores // 2)
+    assert engine.worker_count(FeaturesConfig(), {"LOCAL_WORLD_SIZE": str(4 * cores)}) == 1
+    assert engine.worker_count(FeaturesConfig(workers=3), {"LOCAL_WORLD_SIZE": "2"}) == 3
+
+
 def test_killed_run_leaves_only_whole_shards_and_the_rerun_completes(corpus, single_run, tmp_path):
     command = [sys.executable, "-m", "pipeline.features", "--dataset", "demo", "--corpus-dir", str(corpus),
                "--out-root", str(tmp_path), "--workers", "1",
