@@ -125,7 +125,7 @@ def _largest_part(parts: dict) -> str:
 def _gpu_verdict(gpu: dict) -> str:
     during = gpu.get("extraction_utilisation")
     if not during:
-        return "utilisation not measured: nvidia-smi gave no samples"
+        return gpu.get("extraction_utilisation_note") or "utilisation not measured: nvidia-smi gave no samples"
     return (f"reported: GPU busy {during['mean']:.0f}% of the time on average (max {during['max']:.0f}%) "
             "during extraction")
 
@@ -136,6 +136,7 @@ def gpu_summary(raw: dict, gpu_name: str | None) -> dict:
     training = raw["training"][-1]["training"] if raw["training"] else None
     return {"name": gpu_name,
             "extraction_utilisation": extraction["full"]["gpu_utilisation"] if extraction else None,
+            "extraction_utilisation_note": extraction["full"].get("gpu_utilisation_note") if extraction else None,
             "training_utilisation": training["gpu_utilisation"] if training else None}
 
 

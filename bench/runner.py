@@ -19,6 +19,10 @@ from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 GPU_SAMPLE_MS = 200
+# What nvidia-smi prints for a figure it does not have; a GPU in MIG mode has no utilisation.
+NOT_REPORTED = ("[N/A]", "[Not Supported]")
+UTILISATION_NOT_REPORTED = ("not reported: nvidia-smi gives utilisation as [N/A] for this GPU (in MIG mode it "
+                            "reports none, for the GPU or its instances)")
 CHILD_CODE = ("import sys; from bench.runner import measure_in_child; "
               "sys.exit(measure_in_child(sys.argv[1], sys.argv[2]))")
 
@@ -49,7 +53,8 @@ def child_env() -> dict:
 
 
 class GpuSampler:
-    """GPU utilisation while a measurement runs (when enabled): nvidia-smi asked every GPU_SAMPLE_MS.
+    """GPU utilisation while a measurement runs (when enabled): nvidia-smi asked every GPU_SAMPLE_MS
+    about the GPU the children call cuda:0 (they inherit this process's CUDA_VISIBLE_DEVICES).
 
     One short nvidia-smi call per sample rather than its own loop (-lms), whose output, buffered
     in a pipe, is lost when it is stopped.
@@ -57,10 +62,11 @@ class GpuSampler:
 
     def __init__(self, enabled: bool):
         self.enabled = enabled and shutil.which("nvidia-smi") is not None
-        # The GPU torch calls cuda:0; CUDA_VISIBLE_DEVICES names it by nvidia-smi's index (or UUID).
-        gpu = os.environ.get("CUDA_VISIBLE_DEVICES", "0").split(",")[0] or "0"
-        self.command = ["nvidia-smi", "-i", gpu, "--query-gpu=utilization.gpu", "--format=csv,noheader,nounits"]
+        if self.enabled:
+            self.command = ["nvidia-smi", "-i", cuda0_bus_id(), "--query-gpu=utilization.gpu",
+                            "--format=csv,noheader,nounits"]
         self.samples: list[float] = []
+        self.not_reported = 0  # answers of [N/A]
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._poll, daemon=True)
 
@@ -78,7 +84,9 @@ class GpuSampler:
         while not self._stop.is_set():
             try:
                 done = subprocess.run(self.command, capture_output=True, text=True, timeout=5)
-                self.samples += parse_utilisation(done.stdout)
+                samples, not_reported = parse_utilisation(done.stdout)
+                self.samples += samples
+                self.not_reported += not_reported
             except (OSError, subprocess.TimeoutExpired):
                 pass
             self._stop.wait(GPU_SAMPLE_MS / 1000)
@@ -90,15 +98,30 @@ class GpuSampler:
                 "samples": len(self.samples), "every_ms": GPU_SAMPLE_MS}
 
 
-def parse_utilisation(output: str) -> list[float]:
-    """nvidia-smi's lines of percentages; anything else (a warning, [N/A]) is skipped."""
-    samples = []
+def cuda0_bus_id() -> str:
+    """The PCI bus id, as nvidia-smi writes it, of the GPU torch calls cuda:0. nvidia-smi's index need
+    not be CUDA's (CUDA orders GPUs fastest first unless CUDA_DEVICE_ORDER=PCI_BUS_ID, and counts
+    only those CUDA_VISIBLE_DEVICES names); the bus id is the same for both. A MIG instance has its
+    GPU's bus id."""
+    import torch
+
+    properties = torch.cuda.get_device_properties(0)
+    return f"{properties.pci_domain_id:08X}:{properties.pci_bus_id:02X}:{properties.pci_device_id:02X}.0"
+
+
+def parse_utilisation(output: str) -> tuple[list[float], int]:
+    """nvidia-smi's lines of percentages, and how many lines said it has none ([N/A]); anything else
+    (a warning) is skipped."""
+    samples, not_reported = [], 0
     for line in output.splitlines():
+        if line.strip() in NOT_REPORTED:
+            not_reported += 1
+            continue
         try:
             samples.append(float(line.strip()))
         except ValueError:
             continue
-    return samples
+    return samples, not_reported
 
 
 class Runner:
@@ -117,6 +140,8 @@ class Runner:
             self._run([sys.executable, "-c", CHILD_CODE, kind, json.dumps(spec)], name, cwd)
         figures = json.loads(result.read_text())
         figures["gpu_utilisation"] = sampler.summary()
+        if sampler.not_reported and not sampler.samples:
+            figures["gpu_utilisation_note"] = UTILISATION_NOT_REPORTED
         return figures
 
     def time_command(self, command: list[str], name: str, cwd: Path = REPO_ROOT) -> float:

@@ -14,7 +14,16 @@ from pathlib import Path
 import numpy as np
 
 from extract.audio import SAMPLE_RATE, NoAudio, read_audio, resample
-from extract.face_track import NoVideo, choose_face, crop_face, decode_video, fill_gaps, video_fps
+from extract.face_track import (
+    NoVideo,
+    as_array,
+    choose_face,
+    crop_face,
+    decode_video,
+    fill_gaps,
+    large_enough,
+    video_fps,
+)
 
 # Audio and video of one clip that differ by more than this were cut short (or do not belong
 # together). Sound clips differ by less: AAC, the usual audio codec of video files, adds a priming
@@ -38,6 +47,7 @@ class TrackConfig:
     crop_size: int
     crop_margin: float
     min_audio_samples: int  # shorter audio is unusable (less than one analysis window)
+    min_face_size: float = 0.0  # smaller detections are ignored: a fraction of the frame's shorter side
 
 
 @dataclass
@@ -52,6 +62,7 @@ class ClipMedia:
     boxes: np.ndarray = field(default_factory=lambda: np.zeros((0, 4), np.float32))
     timestamps: np.ndarray = field(default_factory=lambda: np.zeros(0))
     fps: float = 0.0
+    detection_scores: list[float] = field(default_factory=list)  # of the detections the track took
     video_note: str = ""
     seconds: dict[str, float] = field(default_factory=dict)  # time spent per part
 
@@ -123,8 +134,11 @@ def _face_track(media: ClipMedia, detector, config: TrackConfig) -> None:
         box = None
         if index % config.detect_every == 0:
             detect_start = time.perf_counter()
-            box = choose_face(detector.detect(frame), previous)
+            face = choose_face(large_enough(detector.detect(frame), frame.shape, config.min_face_size), previous)
             detect += time.perf_counter() - detect_start
+            if face is not None:
+                box = as_array(face)
+                media.detection_scores.append(face.score)
         previous = box if box is not None else previous
         found.append(box if box is not None else np.zeros(4, np.float32))
         detected.append(box is not None)

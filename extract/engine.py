@@ -112,13 +112,14 @@ def load_jobs(config: FeaturesConfig) -> list[ClipJob]:
 _worker: dict = {}
 
 
-def _init_worker(detector_name: str, detector_file: str, track: TrackConfig) -> None:
+def _init_worker(detector_name: str, detector_file: str, min_score: float, track: TrackConfig) -> None:
     import cv2
 
     _die_with_parent()
     torch.set_num_threads(1)
     cv2.setNumThreads(1)
-    _worker.update(detector=open_detector(detector_name, Path(detector_file) if detector_file else None), track=track)
+    detector = open_detector(detector_name, Path(detector_file) if detector_file else None, min_score)
+    _worker.update(detector=detector, track=track)
 
 
 def _die_with_parent() -> None:
@@ -269,7 +270,7 @@ def _extract_part(config: FeaturesConfig, folder: Path, prefix: str, jobs: list[
                          extractor.audio_rate)
     batches = BatchedWriter(extractor, writer, config.embed_batch)
     report = RunReport(skipped=len(jobs) - len(todo), device=str(device))
-    initargs = (spec.detector, str(extractor.detector_file or ""), extractor.track)
+    initargs = (spec.detector, str(extractor.detector_file or ""), spec.min_face_score, extractor.track)
     # A process that has initialised CUDA must not fork; on CPU forking is safe and starts faster.
     start_method = "spawn" if device.type == "cuda" else "fork"
     for media in tqdm(run_workers(todo, workers, initargs, start_method), total=len(todo), unit="clip",

@@ -55,19 +55,23 @@ def video_fps(path: Path) -> float:
     return float(rate) if rate else 0.0
 
 
-def choose_face(boxes: list[FaceBox], previous: np.ndarray | None) -> np.ndarray | None:
-    """The box (x, y, w, h) that continues the track, or starts it."""
+def choose_face(boxes: list[FaceBox], previous: np.ndarray | None) -> FaceBox | None:
+    """The detection that continues the track, or starts it."""
     if not boxes:
         return None
     if previous is None:
-        best = max(boxes, key=lambda b: (round(b.score, 2), b.area))
-    else:
-        overlaps = [_iou(previous, _as_array(b)) for b in boxes]
-        best = boxes[int(np.argmax(overlaps))] if max(overlaps) > 0 else max(boxes, key=lambda b: b.area)
-    return _as_array(best)
+        return max(boxes, key=lambda b: (round(b.score, 2), b.area))
+    overlaps = [_iou(previous, as_array(b)) for b in boxes]
+    return boxes[int(np.argmax(overlaps))] if max(overlaps) > 0 else max(boxes, key=lambda b: b.area)
 
 
-def _as_array(box: FaceBox) -> np.ndarray:
+def large_enough(boxes: list[FaceBox], frame_shape: tuple[int, ...], min_size: float) -> list[FaceBox]:
+    """The detections whose shorter side is at least ``min_size`` of the frame's shorter side."""
+    floor = min_size * min(frame_shape[:2])
+    return [box for box in boxes if min(box.width, box.height) >= floor]
+
+
+def as_array(box: FaceBox) -> np.ndarray:
     return np.array([box.x, box.y, box.width, box.height], dtype=np.float32)
 
 

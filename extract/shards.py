@@ -27,6 +27,8 @@ from __future__ import annotations
 import csv
 import uuid
 import zlib
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -182,27 +184,39 @@ def remove_partial_shards(folder: Path, prefix: str) -> int:
 
 
 def open_shard(path: Path) -> h5py.File:
-    """The shard opened for reading; FeatureError naming it when it is damaged."""
+    """The shard opened for reading; FeatureError naming it when it is damaged or of another layout."""
+    fix = "delete it and rerun make features (its clips are extracted again), or redo the extraction with FORCE=1"
     try:
         h5 = h5py.File(path, "r")
+        version = h5.attrs.get("layout_version")
     except OSError as error:
-        raise FeatureError(f"{path}: damaged feature shard ({error}); delete it and rerun make features "
-                           "(its clips are extracted again), or redo the extraction with FORCE=1") from None
-    if h5.attrs.get("layout_version") != LAYOUT_VERSION:
+        raise FeatureError(f"{path}: damaged feature shard ({error}); {fix}") from None
+    if version != LAYOUT_VERSION:
         h5.close()
-        raise FeatureError(f"{path}: written by another version of the extraction (layout "
-                           f"{h5.attrs.get('layout_version')}, this code reads {LAYOUT_VERSION}); "
-                           "redo the extraction with make features FORCE=1")
+        raise FeatureError(f"{path}: a shard of layout {version}, this code reads {LAYOUT_VERSION} (damaged, or "
+                           f"written by another version); {fix}")
     return h5
 
 
-def clip_ids_in(path: Path) -> list[str]:
+@contextmanager
+def reading(path: Path) -> Iterator[h5py.File]:
+    """An open shard whose read errors (a truncated file, a missing dataset) become a FeatureError naming it."""
     with open_shard(path) as h5:
+        try:
+            yield h5
+        except (OSError, KeyError, ValueError) as error:
+            raise FeatureError(f"{path}: damaged feature shard ({type(error).__name__}: {error}); delete it and "
+                               "rerun make features (its clips are extracted again), or redo the extraction with "
+                               "FORCE=1") from None
+
+
+def clip_ids_in(path: Path) -> list[str]:
+    with reading(path) as h5:
         return [s.decode() for s in h5["clips/id"][:]]
 
 
 def _index_rows(path: Path) -> list[dict]:
-    with open_shard(path) as h5:
+    with reading(path) as h5:
         table = h5["clips"]
         valid = h5["valid"][:]
         audio_dim, video_dim = h5["mel"].shape[1], h5["embedding"].shape[1]
@@ -231,7 +245,7 @@ def build_index(folder: Path) -> list[dict]:
 
 def read_shard(path: Path) -> list[ClipFeatures]:
     """Every clip of one shard, checked against its checksum."""
-    with open_shard(path) as h5:
+    with reading(path) as h5:
         return [_clip_from(h5, row, s.decode(), path) for row, s in enumerate(h5["clips/id"][:])]
 
 
@@ -250,7 +264,7 @@ def drop_duplicate_clips(folder: Path, prefix: str) -> int:
         dropped += len(copies)
         kept = [clip for clip in read_shard(path) if clip.clip_id not in copies] if len(copies) < len(ids) else []
         if kept:
-            with open_shard(path) as h5:
+            with reading(path) as h5:
                 n_mels, dim, rate = h5["mel"].shape[1], h5["embedding"].shape[1], float(h5.attrs["audio_rate"])
             writer = ShardWriter(folder, prefix, len(kept), n_mels, dim, rate)
             for clip in kept:

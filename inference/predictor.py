@@ -7,10 +7,16 @@ through the model; the probabilities are the softmax of the variant's predicting
 (model.variants). A video without a sound track is predicted from the video alone, a clip
 where no face is found from the audio alone; a file that yields neither gets an error in its
 row, and the other files are still predicted. Each prediction carries the time its parts took.
+
+A clip longer than the Predictor's ``window_seconds`` (in audio or in video steps) is cut into
+the fewest equal windows no longer than that, each modality at the same fractions of its steps;
+the model predicts each window, and the clip's logits are the windows' average, weighted by their
+steps. A shorter clip goes to the model whole.
 """
 from __future__ import annotations
 
 import json
+import math
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -24,11 +30,18 @@ from common.device import resolve_device
 from common.errors import ProjectError
 from corpora.folder import VIDEO_SUFFIXES
 from extract.clip_media import ClipJob, process_clip
+from extract.shards import ClipFeatures
 from extract.spec import Extractor
 from model.auxformer import AuxFormer
 from model.data import FeatureMismatch, model_inputs
 from model.variants import VARIANTS, head_logits
 from training.run_folder import BEST_CHECKPOINT, RunFolder
+
+# Longer clips are predicted in windows of this many seconds: attention memory grows with the
+# square of a sequence's steps (an hour of video whole would need hundreds of GB), and the model
+# was trained on clips of a few seconds. 30 s is far longer than CREMA-D's clips, so clips like
+# those it was trained on go to the model whole.
+WINDOW_SECONDS = 30.0
 
 
 class PredictError(ProjectError):
@@ -54,7 +67,10 @@ class Prediction:
 class Predictor:
     """A trained run's model behind the extraction it was trained on."""
 
-    def __init__(self, run_dir: Path, device_name: str = "auto"):
+    def __init__(self, run_dir: Path, device_name: str = "auto", window_seconds: float = WINDOW_SECONDS):
+        if not window_seconds > 0:
+            raise PredictError(f"the prediction window must be positive, got {window_seconds} s")
+        self.window_seconds = window_seconds
         self.run = RunFolder(run_dir, writer=False)
         record = self.run.record()
         checkpoint = self.run.load_checkpoint(BEST_CHECKPOINT)
@@ -105,13 +121,8 @@ class Predictor:
             return Prediction(path.name, note=note, seconds=seconds,
                               error=f"{path}: the {variant.name} model predicts from "
                               f"{'audio' if variant.uses_audio else 'video'} alone, which this clip lacks ({note})")
-        audio, video = model_inputs(features)
         tick = time.perf_counter()
-        with torch.inference_mode():
-            outputs = self.model(audio[None].to(self.device), torch.tensor([len(audio)]),
-                                 video[None].to(self.device), torch.tensor([len(video)]))
-            heads = head_logits(*(output.float() for output in outputs), features.has_audio, features.has_video)
-            probabilities = torch.softmax(heads[variant.predicting_head][0], dim=0).cpu().tolist()
+        probabilities = torch.softmax(self.logits(features), dim=0).cpu().tolist()
         seconds["model"] = time.perf_counter() - tick
         if not np.isfinite(probabilities).all():
             return Prediction(path.name, note=note, seconds=seconds,
@@ -119,6 +130,44 @@ class Predictor:
                                     "damaged (a run trained on non-finite features?); retrain with make train FORCE=1")
         return Prediction(path.name, self.classes[int(np.argmax(probabilities))],
                           dict(zip(self.classes, probabilities)), "+".join(used), note, seconds=seconds)
+
+    @torch.inference_mode()
+    def logits(self, features: ClipFeatures) -> torch.Tensor:
+        """The predicting head's float32 logits (n_classes,) for a clip: of the whole clip, or the
+        step-weighted average of its windows' when it is longer than ``window_seconds``."""
+        audio, video = model_inputs(features)
+        windows = clip_windows(len(audio), len(video), self.extractor.audio_rate, features.fps, self.window_seconds)
+        if len(windows) == 1:
+            return self._head_logits(audio, video, features.has_audio, features.has_video)
+        total, steps = 0.0, 0
+        for audio_part, video_part in windows:
+            window_audio = audio[audio_part]
+            # A window without a face has its video missing, as a clip without one has.
+            window_video = video[video_part] if features.valid[video_part].any() else video[:0]
+            has_audio, has_video = len(window_audio) > 0, len(window_video) > 0
+            if (has_audio and self.variant.uses_audio) or (has_video and self.variant.uses_video):
+                weight = len(window_audio) + len(window_video)
+                total = total + weight * self._head_logits(window_audio, window_video, has_audio, has_video)
+                steps += weight
+        return total / steps
+
+    def _head_logits(self, audio: torch.Tensor, video: torch.Tensor, has_audio: bool, has_video: bool) -> torch.Tensor:
+        outputs = self.model(audio[None].to(self.device), torch.tensor([len(audio)]),
+                             video[None].to(self.device), torch.tensor([len(video)]))
+        heads = head_logits(*(output.float() for output in outputs), has_audio, has_video)
+        return heads[self.variant.predicting_head][0]
+
+
+def clip_windows(audio_steps: int, video_steps: int, audio_rate: float, fps: float,
+                 window_seconds: float) -> list[tuple[slice, slice]]:
+    """The (audio, video) steps of each window of a clip: the fewest equal parts, each modality cut at
+    the same fractions of its steps, with at most ``window_seconds`` of audio and of video in each.
+    A clip of no more than that is one window, the whole clip. A video whose frame rate is unknown
+    (0: a single frame) is cut as its audio is."""
+    count = max(1, math.ceil(audio_steps / (window_seconds * audio_rate)),
+                math.ceil(video_steps / (window_seconds * fps)) if fps > 0 else 1)
+    return [(slice(k * audio_steps // count, (k + 1) * audio_steps // count),
+             slice(k * video_steps // count, (k + 1) * video_steps // count)) for k in range(count)]
 
 
 def video_files(video: str, follow_links: bool = False) -> tuple[list[Path], list[Path]]:

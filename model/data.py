@@ -12,7 +12,8 @@ rule leaves no unique one). Clips of the split that the extraction lacks are cou
 
 Batches are right-padded to their longest sequence. Training batches come from
 ``BucketBatchSampler`` (clips of similar length together, batches in shuffled order, the same
-for the same seed and epoch); evaluation batches keep the split's order.
+for the same seed and epoch, optionally within a budget of padded steps); evaluation batches
+keep the split's order.
 """
 from __future__ import annotations
 
@@ -152,46 +153,68 @@ class BucketBatchSampler(Sampler[list[int]]):
     """Batches of clips of similar length in shuffled order; the same batches for the same seed and epoch.
 
     The clips are shuffled, cut into pools of ``POOL_BATCHES`` batches, each pool is sorted by
-    length and cut into batches, and the batches of all pools are shuffled. Under distributed
-    training, process ``rank`` of ``world_size`` takes every world_size-th batch of that order;
-    the first batches are repeated to make the count a multiple of world_size, so that every
-    process takes as many steps.
+    length and cut into batches, and the batches of all pools are shuffled. With ``max_steps``,
+    a batch that would pad to more steps than that (its clip count times its longest clip's
+    length) is cut, shortest clips first, into batches within it; a clip longer than max_steps
+    is a batch alone. Without it the batches depend on the clip count alone. Under distributed
+    training, process ``rank`` of ``world_size`` takes every world_size-th batch of that order,
+    the order repeated from its start until the count is a multiple of world_size, so that every
+    process takes as many steps, even with fewer batches than processes (a process without a
+    batch would wait forever for the others' gradients).
     """
 
-    def __init__(self, lengths: Sequence[int], batch_size: int, seed: int, rank: int = 0, world_size: int = 1):
+    def __init__(self, lengths: Sequence[int], batch_size: int, seed: int, rank: int = 0, world_size: int = 1,
+                 max_steps: int | None = None):
         self.lengths = list(lengths)
         self.batch_size = batch_size
         self.seed = seed
         self.rank, self.world_size = rank, world_size
+        self.max_steps = max_steps
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
     def __iter__(self) -> Iterator[list[int]]:
+        yield from self._own_batches()
+
+    def __len__(self) -> int:
+        # With a budget the count depends on the epoch's order, so it is counted, not computed.
+        return len(self._own_batches())
+
+    def _own_batches(self) -> list[list[int]]:
         rng = np.random.default_rng([self.seed, self.epoch])
         order = rng.permutation(len(self.lengths)).tolist()
         pool_size = self.batch_size * POOL_BATCHES
         batches = []
         for start in range(0, len(order), pool_size):
             pool = sorted(order[start:start + pool_size], key=lambda index: self.lengths[index])
-            batches += [pool[i:i + self.batch_size] for i in range(0, len(pool), self.batch_size)]
+            for first in range(0, len(pool), self.batch_size):
+                batches += self._within_budget(pool[first:first + self.batch_size])
         batches = [batches[index] for index in rng.permutation(len(batches))]
-        batches += batches[:-len(batches) % self.world_size]
-        yield from batches[self.rank::self.world_size]
+        per_process = -(-len(batches) // self.world_size)
+        batches = [batches[step % len(batches)] for step in range(per_process * self.world_size)]
+        return batches[self.rank::self.world_size]
 
-    def __len__(self) -> int:
-        pool_size = self.batch_size * POOL_BATCHES
-        full_pools, rest = divmod(len(self.lengths), pool_size)
-        batches = full_pools * POOL_BATCHES + -(-rest // self.batch_size)
-        return -(-batches // self.world_size)
+    def _within_budget(self, batch: list[int]) -> list[list[int]]:
+        """A batch sorted by length, cut where the next clip would take it over max_steps padded steps."""
+        if self.max_steps is None:
+            return [batch]
+        parts, part = [], []
+        for index in batch:
+            if part and (len(part) + 1) * self.lengths[index] > self.max_steps:
+                parts.append(part)
+                part = []
+            part.append(index)
+        return parts + [part]
 
 
 def training_loader(dataset: ClipDataset, batch_size: int, seed: int, num_workers: int, rank: int = 0,
-                    world_size: int = 1) -> DataLoader:
-    """Bucketed batches (this process's share); call ``loader.batch_sampler.set_epoch(epoch)`` before each epoch."""
+                    world_size: int = 1, max_steps: int | None = None) -> DataLoader:
+    """Bucketed batches (this process's share), within ``max_steps`` padded steps when given; call
+    ``loader.batch_sampler.set_epoch(epoch)`` before each epoch."""
     total_steps = [audio + video for audio, video in dataset.lengths()]
-    sampler = BucketBatchSampler(total_steps, batch_size, seed, rank, world_size)
+    sampler = BucketBatchSampler(total_steps, batch_size, seed, rank, world_size, max_steps)
     return DataLoader(dataset, batch_sampler=sampler, collate_fn=collate, num_workers=num_workers)
 
 

@@ -24,7 +24,7 @@ from pathlib import Path
 from common.cli import run_stage
 from common.config import config_values, option
 from extract.face_detection import NATIVE_LOGS_VARIABLE
-from inference.predictor import Predictor, format_table, video_files, write_predictions
+from inference.predictor import WINDOW_SECONDS, Predictor, format_table, video_files, write_predictions
 from training.run_folder import PREDICTIONS_DIR, RunSelection
 
 
@@ -34,6 +34,8 @@ class PredictConfig(RunSelection):
     out_dir: str = option("", "where the predictions go; '' for <run-dir>/predictions/")
     device: str = option("auto", "auto (cuda when available), cpu or cuda")
     follow_links: bool = option(False, "in a folder, also predict links that lead out of it")
+    window_seconds: float = option(WINDOW_SECONDS, "predict longer clips in windows of at most this many seconds, "
+                                                   "averaged (attention memory grows with the square of the length)")
     verbose: bool = option(False, "let the face detector's native logs through (silenced by default)")
 
 
@@ -44,7 +46,7 @@ def predict(config: PredictConfig) -> int:
     for link in skipped:
         print(f"predict: skipped {link}: a link that leads out of {config.video} (--follow-links takes it)",
               file=sys.stderr)
-    predictor = Predictor(config.folder(), config.device)
+    predictor = Predictor(config.folder(), config.device, config.window_seconds)
     predictions = predictor.predict_files(paths)
     video = Path(config.video)
     name = video.stem if video.is_file() else video.resolve().name

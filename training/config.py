@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import torch
+
 from common.config import option
 from common.device import DEVICE_CHOICES
 from common.errors import ProjectError
@@ -10,8 +12,20 @@ from model.variants import VARIANTS
 
 SELECT_BY = {"loss": "dev_loss", "macro_f1": "dev_macro_f1"}
 LR_SCHEDULES = ("constant", "cosine")
-# Options that may differ between a run and its resumption: they do not change what is computed.
-FREE_ON_RESUME = ("epochs", "device", "num_workers")
+# Options that may differ between a run and its resumption: the first three do not change what is
+# computed; max_batch_steps is checked by the budget it resolves to on this device instead
+# (training.checkpoint.check_resumable), as its auto value depends on the device.
+FREE_ON_RESUME = ("epochs", "device", "num_workers", "max_batch_steps")
+# The padded steps (clips x longest clip's audio + video steps) of a training batch on CUDA under
+# --max-batch-steps 0. A clip of s seconds has about 130 s steps (100 log-mel frames and 30 video
+# frames a second), so CREMA-D's batches of 32 clips of at most about 5 s stay whole. Estimated
+# on CPU, not measured on a GPU: the default AuxFormer's forward and backward in float32 took about
+# B x (28 s + 3 s^2) MB for B clips of s seconds (4.3 GB for 8 clips of 10 s). At this budget that
+# is about 15 GB for clips of 10 s (25 to a batch) and 30 GB for clips of 30 s (8 to a batch);
+# bfloat16 autocast and the GPU's fused attention take less. Attention grows with the square of
+# the length, so a budget of steps bounds memory only for clips of a given length: lower it for
+# longer clips or a smaller GPU.
+CUDA_BATCH_STEPS = 32_768
 
 
 class TrainingError(ProjectError):
@@ -36,6 +50,9 @@ class TrainConfig:
     mixed_precision: bool = option(True, "bfloat16 autocast for training steps on CUDA (never on CPU; scoring "
                                          "is always float32)")
     num_workers: int = option(2, "data loading processes (0: load in the training process)")
+    max_batch_steps: int = option(0, "most padded steps in a training batch (its clips x its longest clip's audio + "
+                                     "video steps), a fuller batch is cut; 0: auto, "
+                                     f"{CUDA_BATCH_STEPS} on CUDA and no limit on CPU; -1: no limit")
 
     def __post_init__(self) -> None:
         if self.model not in VARIANTS:
@@ -50,6 +67,12 @@ class TrainConfig:
         if min(rates) < 0 or sum(rates) > 1:
             raise TrainingError(f"modality drop-out rates must be at least 0 and sum to at most 1, got {rates}")
         if (self.epochs < 1 or self.batch_size < 1 or self.lr <= 0 or self.num_workers < 0 or self.weight_decay < 0
-                or self.grad_clip < 0):
+                or self.grad_clip < 0 or self.max_batch_steps < -1):
             raise TrainingError("--epochs and --batch-size must be at least 1, --lr positive, --num-workers, "
-                                "--weight-decay and --grad-clip at least 0")
+                                "--weight-decay and --grad-clip at least 0, --max-batch-steps at least -1")
+
+    def batch_step_budget(self, device: torch.device) -> int | None:
+        """The padded steps a training batch may hold on ``device`` (--max-batch-steps resolved); None: no limit."""
+        if self.max_batch_steps == 0:
+            return CUDA_BATCH_STEPS if device.type == "cuda" else None
+        return self.max_batch_steps if self.max_batch_steps > 0 else None

@@ -14,6 +14,7 @@ import torch
 import torch.distributed as dist
 
 from common.device import resolve_device
+from training.config import TrainingError
 
 
 @dataclass(frozen=True)
@@ -42,6 +43,11 @@ def init_distributed(device_name: str, environ=os.environ) -> Distributed:
     if not dist.is_initialized():
         device = resolve_device(device_name, local_rank)
         if device.type == "cuda":
+            visible = torch.cuda.device_count()
+            if local_rank >= visible:
+                raise TrainingError(f"LOCAL_RANK {local_rank}, but this node shows {visible} GPUs "
+                                    f"(CUDA_VISIBLE_DEVICES={environ.get('CUDA_VISIBLE_DEVICES', 'unset')}): "
+                                    f"start at most {visible} processes per node (torchrun --nproc_per_node)")
             # Without this every process's collectives would run on cuda:0.
             torch.cuda.set_device(device)
             dist.init_process_group("nccl", device_id=device)

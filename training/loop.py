@@ -130,6 +130,10 @@ def train_epoch(model: torch.nn.Module, loader: Iterable[Batch], optimizer: torc
                                                               config.audio_dropout, config.video_dropout,
                                                               dropout_generator))
         loss = variant_loss(_forward(model, batch, device, config.mixed_precision), batch, variant)
+        if not torch.isfinite(loss):
+            clips = ", ".join(batch.clip_ids[:3]) + (", ..." if len(batch.clip_ids) > 3 else "")
+            raise TrainingError(f"the training loss became {loss.item()} at step {step} (clips {clips}); no weights "
+                                "of this step were kept. Lower --lr, or try --grad-clip 1.0, and retrain (FORCE=1)")
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if config.grad_clip:
@@ -195,6 +199,13 @@ def input_statistics(data: ClipDataset, audio_dim: int, video_dim: int) -> tuple
     return tuple(statistics)
 
 
+def _device_text(config: TrainConfig, device: torch.device) -> str:
+    """The device, and why when --device auto did not find CUDA (a CPU-only torch, or a driver it cannot use)."""
+    if config.device == "auto" and device.type == "cpu":
+        return "cpu (--device auto: CUDA is not available, torch.cuda.is_available() is False)"
+    return str(device)
+
+
 def _is_better(value: float, best: dict | None, select_by: str) -> bool:
     if best is None:
         return True
@@ -207,6 +218,7 @@ def train(model_config: AuxFormerConfig, config: TrainConfig, train_data: ClipDa
     if not len(train_data) or not len(dev_data):
         raise TrainingError(f"nothing to train on: {len(train_data)} train and {len(dev_data)} development clips")
     device = resolve_device(config.device, distributed.local_rank)
+    budget = config.batch_step_budget(device)
     torch.manual_seed(config.seed)  # the same initial weights in every process
     model = AuxFormer(model_config).to(device)
     optimizer = make_optimizer(model, config)
@@ -217,7 +229,7 @@ def train(model_config: AuxFormerConfig, config: TrainConfig, train_data: ClipDa
     history, best, start = [], None, 1
     if (run / LAST_CHECKPOINT).is_file():
         checkpoint = run.load_checkpoint(LAST_CHECKPOINT)
-        check_resumable(checkpoint, model_config, config, run / LAST_CHECKPOINT)
+        check_resumable(checkpoint, model_config, config, run / LAST_CHECKPOINT, budget)
         model.load_state_dict(checkpoint["model_state"])
         optimizer.load_state_dict(checkpoint["optimizer_state"])
         history, best, start = checkpoint["history"], checkpoint["best"], checkpoint["epoch"] + 1
@@ -232,13 +244,14 @@ def train(model_config: AuxFormerConfig, config: TrainConfig, train_data: ClipDa
         # Baselines leave parts of the network without gradient, and so can a batch whose clips
         # all lack one modality.
         network = DistributedDataParallel(model, find_unused_parameters=True)
-    run.log(f"training {config.model} on {device}"
+    run.log(f"training {config.model} on {_device_text(config, device)}"
             f"{f' in {distributed.world_size} processes' if distributed.world_size > 1 else ''}: "
             f"{len(train_data)} train, {len(dev_data)} development clips, "
-            f"{sum(p.numel() for p in model.parameters()):,} weights")
+            f"{sum(p.numel() for p in model.parameters()):,} weights"
+            f"{f', batches of at most {budget:,} padded steps' if budget else ''}")
 
     train_loader = training_loader(train_data, config.batch_size, config.seed, config.num_workers,
-                                   distributed.rank, distributed.world_size)
+                                   distributed.rank, distributed.world_size, budget)
     dev_loader = evaluation_loader(dev_data, config.batch_size, config.num_workers)
     metric = SELECT_BY[config.select_by]
     common = {"model_config": model_config.to_dict(), "train_config": asdict(config), "classes": list(classes)}
@@ -247,6 +260,8 @@ def train(model_config: AuxFormerConfig, config: TrainConfig, train_data: ClipDa
         train_loader.batch_sampler.set_epoch(epoch)
         batches = tqdm(train_loader, desc=f"epoch {epoch}", unit="batch", leave=False,
                        disable=None if distributed.is_main else True)
+        # Under a step budget the batch count varies with the epoch's order; counted per epoch,
+        # each epoch still spans its own 1/epochs of the learning-rate schedule.
         epoch_stats = train_epoch(network, batches, optimizer, config, dropout_generator, device,
                                   first_step=(epoch - 1) * len(train_loader),
                                   total_steps=config.epochs * len(train_loader))
@@ -265,7 +280,7 @@ def train(model_config: AuxFormerConfig, config: TrainConfig, train_data: ClipDa
                                 BEST_CHECKPOINT)
         run.save_checkpoint({**common, "epoch": epoch, "best": best, "history": history,
                              "model_state": model.state_dict(), "optimizer_state": optimizer.state_dict(),
-                             "random_state": states}, LAST_CHECKPOINT)
+                             "random_state": states, "batch_step_budget": budget}, LAST_CHECKPOINT)
         run.write_metrics(history)
         run.plot_curve(history, best)
         run.log(f"epoch {epoch}/{config.epochs}: train loss {epoch_stats.loss:.4f}, dev loss {scores['loss']:.4f}, "

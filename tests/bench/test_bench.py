@@ -180,8 +180,11 @@ def test_results_files_are_named_by_date_and_host(tmp_path):
     assert write_results(results, tmp_path)[0].name == "2030-01-02-testhost-cuda.json"
 
 
-def test_gpu_utilisation_lines():
-    assert parse_utilisation("37\n 100\n[N/A]\nNo devices were found\n0\n") == [37.0, 100.0, 0.0]
+def test_gpu_utilisation_lines_and_those_nvidia_smi_cannot_report():
+    assert parse_utilisation("37\n 100\nNo devices were found\n0\n") == ([37.0, 100.0, 0.0], 0)
+    # A GPU in MIG mode answers with no figure: counted as not reported, not as a sample.
+    assert parse_utilisation("[N/A]\n") == ([], 1)
+    assert parse_utilisation("[Not Supported]\n[N/A]\n") == ([], 2)
 
 
 def test_length_series_joins_the_same_frames_into_longer_clips(demo_corpus, tmp_path):

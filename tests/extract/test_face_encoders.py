@@ -213,6 +213,23 @@ def test_crops_that_are_not_uint8_images_are_refused(fer):
         fer.embed(np.zeros((64, 64, 3), np.uint8))  # one crop, or three grey ones?
 
 
+def test_the_encoder_runs_in_full_float32_and_gives_back_the_callers_precision(fer):
+    inside = []
+    hook = fer.network.register_forward_hook(
+        lambda *_: inside.append((torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32)))
+    saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = True  # a caller that trains in TF32
+    try:
+        fer.embed(noise_crops(3))
+        fer.expression_probabilities(noise_crops(2))
+        after = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    finally:
+        hook.remove()
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
+    assert inside == [(False, False), (False, False)]
+    assert after == (True, True)
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
 def test_fer_on_cuda_matches_cpu(fer):
     crops = varied_crops()

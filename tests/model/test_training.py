@@ -8,6 +8,7 @@ from __future__ import annotations
 import csv
 import os
 import shutil
+import signal
 import subprocess
 import sys
 from dataclasses import replace
@@ -114,6 +115,40 @@ def test_distributed_processes_share_out_every_batch_and_take_equal_steps():
         assert {tuple(batch) for share in shares for batch in share} == {tuple(batch) for batch in alone}
 
 
+def test_every_process_takes_as_many_batches_even_with_fewer_batches_than_processes():
+    for world_size in range(2, 6):
+        for batch_count in range(1, 4):
+            lengths = list(range(8 * batch_count))
+            alone = list(BucketBatchSampler(lengths, 8, seed=0))
+            samplers = [BucketBatchSampler(lengths, 8, seed=0, rank=rank, world_size=world_size)
+                        for rank in range(world_size)]
+            shares = [list(sampler) for sampler in samplers]
+            steps = -(-batch_count // world_size)
+            assert [len(share) for share in shares] == [len(sampler) for sampler in samplers] == [steps] * world_size
+            assert {tuple(batch) for share in shares for batch in share} == {tuple(batch) for batch in alone}
+
+
+def test_a_step_budget_cuts_only_the_batches_that_would_pad_past_it():
+    lengths = np.random.default_rng(5).integers(10, 500, 100).tolist()
+    lengths[7] = 5000  # longer than the budget alone
+    plain = BucketBatchSampler(lengths, 16, seed=4)
+    budgeted = BucketBatchSampler(lengths, 16, seed=4, max_steps=2000)
+    roomy = BucketBatchSampler(lengths, 16, seed=4, max_steps=16 * max(lengths))
+    for epoch in (1, 2):
+        for sampler in (plain, budgeted, roomy):
+            sampler.set_epoch(epoch)
+        batches = list(budgeted)
+        assert list(roomy) == list(plain)  # a budget no batch reaches changes nothing
+        assert len(batches) == len(budgeted) > len(plain)
+        assert sorted(i for batch in batches for i in batch) == list(range(100))
+        assert all(len(batch) * max(lengths[i] for i in batch) <= 2000 for batch in batches if batch != [7])
+        assert [7] in batches
+        # The cut batches are parts of the batches without a budget.
+        assert all(any(set(batch) <= set(whole) for whole in plain) for batch in batches)
+    shares = [BucketBatchSampler(lengths, 16, seed=4, rank=rank, world_size=3, max_steps=2000) for rank in range(3)]
+    assert len({len(list(share)) for share in shares}) == 1
+
+
 def test_modality_dropout_follows_its_rates_and_never_drops_both():
     clips = 40_000
     generator = torch.Generator().manual_seed(0)
@@ -155,8 +190,9 @@ def test_checkpoints_rebuild_the_model_from_the_file_alone(setup, tmp_path):
         assert scores["macro_f1"] == pytest.approx(row["dev_macro_f1"], abs=1e-9)
 
 
-@pytest.mark.parametrize("schedule", [{}, {"lr_schedule": "cosine", "weight_decay": 0.05}],
-                         ids=["constant", "cosine-with-weight-decay"])
+@pytest.mark.parametrize("schedule", [{}, {"lr_schedule": "cosine", "weight_decay": 0.05},
+                                      {"lr_schedule": "cosine", "max_batch_steps": 300}],
+                         ids=["constant", "cosine-with-weight-decay", "cosine-with-a-step-budget"])
 def test_resume_equals_an_uninterrupted_run(setup, tmp_path, monkeypatch, schedule):
     config = TrainConfig(epochs=3, **FAST, **schedule)
     whole = train(setup.model_config(), config, setup.data("train"), setup.data("development"), tmp_path / "whole")
@@ -183,6 +219,40 @@ def test_resume_equals_an_uninterrupted_run(setup, tmp_path, monkeypatch, schedu
     resumed_state = load_checkpoint(interrupted / "last.pt")["model_state"]
     for name, weights in whole_state.items():
         assert torch.allclose(resumed_state[name], weights, atol=1e-6), name
+
+
+def test_a_run_resumes_only_with_the_batch_step_budget_it_trained_with(setup, tmp_path):
+    config = TrainConfig(epochs=1, max_batch_steps=300, **FAST)
+    train(setup.model_config(), config, setup.data("train"), setup.data("development"), tmp_path)
+    assert load_checkpoint(tmp_path / "last.pt")["batch_step_budget"] == 300
+    assert "batches of at most 300 padded steps" in (tmp_path / "train.log").read_text()
+    for other in (-1, 0):  # none; auto, which is none on CPU
+        with pytest.raises(TrainingError, match="batch step budget 300 != none"):
+            train(setup.model_config(), replace(config, epochs=2, max_batch_steps=other), setup.data("train"),
+                  setup.data("development"), tmp_path)
+    result = train(setup.model_config(), replace(config, epochs=2), setup.data("train"), setup.data("development"),
+                   tmp_path)
+    assert len(result.history) == 2
+
+
+def test_a_checkpoint_from_before_step_budgets_resumes_without_one(setup, tmp_path):
+    config = TrainConfig(epochs=1, **FAST)
+    train(setup.model_config(), config, setup.data("train"), setup.data("development"), tmp_path)
+    run = RunFolder(tmp_path)
+    checkpoint = run.load_checkpoint("last.pt")
+    del checkpoint["batch_step_budget"]
+    run.save_checkpoint(checkpoint, "last.pt")
+    result = train(setup.model_config(), replace(config, epochs=2), setup.data("train"), setup.data("development"),
+                   tmp_path)
+    assert len(result.history) == 2
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="CUDA is available: --device auto takes it")
+def test_the_log_says_when_device_auto_falls_back_to_the_cpu(setup, tmp_path):
+    train(setup.model_config(), TrainConfig(epochs=1, **{**FAST, "device": "auto"}), setup.data("train"),
+          setup.data("development"), tmp_path)
+    log = (tmp_path / "train.log").read_text()
+    assert log.count("on cpu (--device auto: CUDA is not available, torch.cuda.is_available() is False)") == 1
 
 
 def test_the_cosine_schedule_decays_to_zero_over_the_run_and_cannot_be_stretched_on_resume(setup, tmp_path):
@@ -306,6 +376,28 @@ def test_torchrun_trains_in_two_processes_where_only_rank_0_writes_and_resumes(s
     assert load_checkpoint(run_dir / "last.pt")["epoch"] == 3
 
 
+def test_torchrun_with_more_processes_than_batches_finishes(setup, tmp_path):
+    """The train and development splits are one batch each for four processes: each takes the batch,
+    where a process without one would wait for the others' gradients forever."""
+    root = Path(__file__).resolve().parents[2]
+    environment = {**os.environ, "PYTHONPATH": str(root), "OMP_NUM_THREADS": "1"}
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=4",
+               "-m", "pipeline.train", "--corpus-dir", str(setup.corpus), "--runs-root", str(tmp_path),
+               *TINY_STAGE_ARGS, "--batch-size", "64", "--epochs", "1"]
+    # In a session of its own: torchrun's workers outlive a torchrun killed at the timeout.
+    process = subprocess.Popen(command, cwd=setup.workspace, env=environment, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        _, errors = process.communicate(timeout=240)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        pytest.fail(f"four processes on one batch did not finish in 240 s: {process.communicate()[1][-3000:]}")
+    assert process.returncode == 0, errors[-3000:]
+    log = (tmp_path / "demo" / "p1" / "auxformer" / "train.log").read_text()
+    assert "in 4 processes" in log and "epoch 1/1" in log
+    assert len(load_checkpoint(tmp_path / "demo" / "p1" / "auxformer" / "last.pt")["random_state"]) == 4
+
+
 def test_stage_reports_missing_features(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     assert train_stage.main(["--dataset", "crema"]) == 2
@@ -371,3 +463,9 @@ def test_missing_modality_gives_finite_gradients_at_the_reference_depth(setup):
     variant_loss(model(batch.audio, batch.audio_lengths, batch.video, batch.video_lengths), batch,
                  VARIANTS["auxformer"]).backward()
     assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+
+
+def test_a_non_finite_loss_stops_training_with_what_to_do(setup, tmp_path):
+    config = TrainConfig(epochs=3, **{**FAST, "lr": 1e9})  # a rate that blows the weights up within steps
+    with pytest.raises(TrainingError, match="training loss became (nan|inf).*Lower --lr"):
+        train(setup.model_config(), config, setup.data("train"), setup.data("development"), tmp_path)

@@ -41,10 +41,15 @@ def workspace(tmp_path_factory) -> Path:
     return workspace
 
 
+# What mediapipe's native code prints unless the stages silence it.
+NATIVE_LOG_MARKS = ("LiteRT", "TensorFlow Lite", "InitGoogle")
+
+
 @pytest.fixture(scope="module")
 def trained_run(workspace) -> Path:
     stage(workspace, "manifest", "--dataset", "demo")
-    stage(workspace, "features", "--dataset", "demo", "--workers", "2", "--device", "cpu")
+    extracted = stage(workspace, "features", "--dataset", "demo", "--workers", "2", "--device", "cpu")
+    assert not any(mark in extracted.stderr for mark in NATIVE_LOG_MARKS), extracted.stderr[-2000:]
     stage(workspace, "verify_features", "--dataset", "demo")
     stage(workspace, "train", "--dataset", "demo", *TRAIN_OVERRIDES)
     return workspace / "runs" / "demo" / "p1" / "auxformer"
@@ -65,7 +70,10 @@ def test_every_stage_runs_from_the_files_the_previous_one_wrote(workspace, train
     assert metrics["clips"] > 0 and set(metrics["results"]) == {"audio_visual", "audio_only", "video_only"}
 
     video = workspace / "data" / "raw" / "demo" / "VideoFlash" / f"{CLIP}.flv"
-    stage(workspace, "predict", "--dataset", "demo", "--video", str(video), "--device", "cpu")
+    predicted = stage(workspace, "predict", "--dataset", "demo", "--video", str(video), "--device", "cpu")
+    assert not any(mark in predicted.stderr for mark in NATIVE_LOG_MARKS), predicted.stderr[-2000:]
+    verbose = stage(workspace, "predict", "--dataset", "demo", "--video", str(video), "--device", "cpu", "--verbose")
+    assert any(mark in verbose.stderr for mark in NATIVE_LOG_MARKS)
     (prediction,) = json.loads((trained_run / "predictions" / f"{CLIP}.json").read_text())["predictions"]
     assert prediction["modalities"] == "audio+video" and prediction["emotion"]
 

@@ -163,8 +163,8 @@ def test_3_training_never_takes_an_extraction_made_with_other_options(workspace,
 
 def test_3_training_refuses_an_incomplete_extraction(workspace, extraction, corpus, capsys):
     folder = copied_folder(workspace, extraction)
-    for shard in shard_files(folder)[:3]:
-        shard.unlink()
+    with FeatureStore(folder) as store:  # the shard of a train clip: half of the train split
+        (folder / store.index[train_clip(corpus, workspace)]["shard"]).unlink()
     (folder / "index.csv").unlink()
     assert verify_stage.main(["--dataset", "demo", "--corpus-dir", str(corpus)]) == 1  # rebuilds the index
     assert train_stage.main(train_args(corpus)) == 2
@@ -292,7 +292,9 @@ def test_8_an_unusable_wav_falls_back_to_the_video_track(corpus, tmp_path, monke
 # 9 to 13 ----------------------------------------------------------------------------------------
 
 def test_9_a_truncated_shard_is_named_with_the_fix(workspace, extraction, corpus, capsys):
-    shard = shard_files(copied_folder(workspace, extraction))[2]
+    folder = copied_folder(workspace, extraction)
+    with FeatureStore(folder) as store:  # a shard training reads
+        shard = folder / store.index[train_clip(corpus, workspace)]["shard"]
     shard.write_bytes(shard.read_bytes()[:3000])
     for main, args in ((verify_stage.main, ["--dataset", "demo", "--corpus-dir", str(corpus)]),
                        (train_stage.main, train_args(corpus)), (features_stage.main, features_args(corpus))):
