@@ -30,6 +30,15 @@ def atomic_path(path: Path) -> Iterator[Path]:
         temporary.unlink(missing_ok=True)
 
 
+def remove_partials(path: Path) -> int:
+    """Delete the temporary files that writers of ``path`` killed mid-write left; call it only while no
+    other writer of ``path`` can be at work (under the lock that serialises them)."""
+    leftovers = list(path.parent.glob(f"{path.name}.*{PARTIAL_SUFFIX}"))
+    for leftover in leftovers:
+        leftover.unlink(missing_ok=True)
+    return len(leftovers)
+
+
 def write_text(path: Path, text: str) -> None:
     with atomic_path(path) as temporary:
         temporary.write_text(text)

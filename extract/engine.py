@@ -29,7 +29,7 @@ from tqdm import tqdm
 
 from common.config import option
 from common.device import resolve_device
-from common.files import write_csv
+from common.files import remove_partials, write_csv
 from common.locks import exclusive_lock
 from common.paths import record_path
 from corpora.manifest import Corpus
@@ -249,7 +249,10 @@ def extract(config: FeaturesConfig) -> tuple[Path, RunReport]:
     with exclusive_lock(folder / f"{prefix}.lock", f"the extraction of part {shard_index + 1} of {num_shards} of "
                         f"{folder}"):
         report = _extract_part(config, folder, prefix, jobs, extractor, workers, device)
-    write_csv(folder / SKIPPED_FILE, ("path", "reason"), [{"path": s.path, "reason": s.reason} for s in corpus.skipped])
+        if shard_index == 0:  # every part lists the same corpus: one writes the list
+            remove_partials(folder / SKIPPED_FILE)
+            write_csv(folder / SKIPPED_FILE, ("path", "reason"),
+                      [{"path": s.path, "reason": s.reason} for s in corpus.skipped])
     report.skipped_files = len(corpus.skipped)
     report.wall = time.monotonic() - started
     return folder, report
@@ -293,6 +296,7 @@ def _extract_part(config: FeaturesConfig, folder: Path, prefix: str, jobs: list[
     report.seconds["write"] += batches.write_seconds
     build_index(folder)
     failures_file = folder / f"failures-{prefix}.csv"
+    remove_partials(failures_file)
     # Clips kept with a problem by an earlier run are skipped now: their rows stay.
     report.length_mismatches += [(clip_id, note) for clip_id, note in _read_failures_file(failures_file, kept=True)
                                  if clip_id in done]

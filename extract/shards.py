@@ -238,6 +238,7 @@ def build_index(folder: Path) -> list[dict]:
     Parts of an extraction that finish at the same time take turns (a lock), so the last one to
     finish lists every shard the others renamed into place before it."""
     with exclusive_lock(folder / INDEX_LOCK, "building the index", wait=True):
+        files.remove_partials(folder / INDEX_FILE)
         rows = [row for path in shard_files(folder) for row in _index_rows(path)]
         files.write_csv(folder / INDEX_FILE, INDEX_COLUMNS, rows)
     return rows
@@ -287,6 +288,9 @@ class FeatureStore:
         if rows and set(INDEX_COLUMNS) - set(rows[0]):
             raise FeatureError(f"{index} was written by another version of the extraction; run "
                                "make verify-features (it rebuilds the index) or make features FORCE=1")
+        if any(None in row.values() or None in row for row in rows):
+            raise FeatureError(f"{index} is damaged (a row of the wrong length); run make verify-features, which "
+                               "rebuilds it from the shards")
         self.index = {row["clip_id"]: row for row in rows}
         self._open: dict[str, h5py.File] = {}
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 import platform
 import subprocess
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
@@ -33,6 +34,7 @@ from matplotlib.figure import Figure
 
 from common import files
 from common.config import option
+from common.locks import exclusive_lock
 from common.paths import REPO_ROOT
 from corpora.registry import ManifestConfig, select
 from extract.spec import EXTRACTION_FILE, ExtractionRecord
@@ -150,6 +152,20 @@ class RunFolder:
         if differing:
             raise TrainingError(f"{self.path} holds a run with other settings ({', '.join(differing)}); "
                                 "retrain it with FORCE=1, or give another --runs-root")
+
+    def training_lock(self):
+        """Held by the writer while it trains: a second training of the same run is refused. The lock file
+        lies beside the folder, which FORCE=1 deletes."""
+        if not self.writer:
+            return nullcontext()
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        return exclusive_lock(self.path.with_name(self.path.name + ".lock"), f"training {self.path}")
+
+    def remove_leftovers(self) -> int:
+        """Delete what a killed run left half-written (temporary files of its atomic writes)."""
+        return sum(files.remove_partials(self / name) for name in
+                   (CONFIG_FILE, EXTRACTION_FILE, BEST_CHECKPOINT, LAST_CHECKPOINT, METRICS_FILE, CURVE_FILE,
+                    EVAL_METRICS_FILE, EVAL_REPORT_FILE, CONFUSION_FILE))
 
     # --- checkpoints -----------------------------------------------------------------------------
 

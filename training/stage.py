@@ -123,8 +123,9 @@ def _split_data(store: FeatureStore, manifest: Manifest, split: str, failed: set
                             f"{unexplained[0]}): the extraction is incomplete; finish it with make features "
                             f"DATASET={config.dataset} (same feature options), then check it with make verify-features")
     if data.missing:
-        run.log(f"{len(data.missing)} of {total} {split} clips have no features in {store.folder} (the extraction "
-                f"could not use them, see its failures files); skipped (e.g. {data.missing[0]})")
+        run.log(f"{len(data.missing)} of {total} {split} clips have no features in {store.folder}, "
+                f"{len(data.missing) - len(unexplained)} of them listed in its failures files; skipped "
+                f"(e.g. {data.missing[0]})")
     return data
 
 
@@ -138,7 +139,7 @@ def run_training(config: TrainStageConfig, distributed: Distributed = Distribute
     manifest_dir, _ = build_manifest(config.manifest_config())
     manifest = load_manifest(manifest_dir)
     run = RunFolder(config.run_dir(), writer=distributed.is_main)
-    with FeatureStore(features) as store:
+    with run.training_lock(), FeatureStore(features) as store:
         dims = store.dims()
         model_config = config.model_config(dims.audio_dim, dims.video_dim, len(manifest.meta.classes))
         check_features(store, model_config)
@@ -153,6 +154,8 @@ def run_training(config: TrainStageConfig, distributed: Distributed = Distribute
                   "features": record_path(features)},
             environment=environment(str(resolve_device(config.device, distributed.local_rank))))
         run.check_same_run(record)
+        if distributed.is_main:
+            run.remove_leftovers()
         done = run.completed_epochs()
         if done >= config.epochs:
             if distributed.is_main:

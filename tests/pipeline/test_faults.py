@@ -208,6 +208,18 @@ def test_4_a_rerun_repairs_clips_written_twice(workspace, extraction, corpus):
         assert len(store.clip_ids()) == 48
 
 
+def test_4_a_second_training_of_the_same_run_is_refused_and_leftovers_go(workspace, corpus, capsys):
+    run = Path("runs/demo/p1/auxformer")
+    run.mkdir(parents=True)
+    with exclusive_lock(Path("runs/demo/p1/auxformer.lock"), "a test holding the lock"):
+        assert train_stage.main(train_args(corpus)) == 2
+    assert "auxformer.lock" in capsys.readouterr().err
+    leftover = run / "curve.png.4242-0badcafe.partial"  # what a run killed in mid-write leaves
+    leftover.write_bytes(b"half a picture")
+    assert train_stage.main(train_args(corpus)) == 0
+    assert not leftover.exists() and (run / "curve.png").is_file()
+
+
 def test_4_two_parts_extract_into_one_folder_at_once(corpus, tmp_path):
     environment = {**os.environ, "PYTHONPATH": str(ROOT)}
     command = [sys.executable, "-m", "pipeline.features", *features_args(corpus, "--workers", "1"),
