@@ -29,7 +29,8 @@ from common import files
 from common.device import resolve_device
 from common.errors import ProjectError
 from corpora.folder import VIDEO_SUFFIXES
-from extract.clip_media import ClipJob, process_clip
+from extract.audio import SAMPLE_RATE
+from extract.clip_media import ClipJob, ClipMedia, process_clip
 from extract.shards import ClipFeatures
 from extract.spec import Extractor
 from model.auxformer import AuxFormer
@@ -54,6 +55,10 @@ class Prediction:
     emotion: str = ""
     probabilities: dict[str, float] = field(default_factory=dict)
     modalities: str = ""  # audio+video, audio or video
+    face_share: float = 0.0  # frames with a usable face, of all frames
+    face_score: float = 0.0  # mean confidence of the face detections the track took (0: none)
+    audio_seconds: float = 0.0
+    video_seconds: float = 0.0
     note: str = ""  # what the extraction noted: a missing modality and why, a truncated track
     error: str = ""  # why the file was not predicted
     seconds: dict[str, float] = field(default_factory=dict)  # time per part of the prediction
@@ -61,7 +66,18 @@ class Prediction:
     def csv_row(self, classes: list[str]) -> dict:
         return {"file": self.file, "emotion": self.emotion,
                 **{f"p_{name}": self.probabilities.get(name, "") for name in classes},
-                "modalities": self.modalities, "note": self.note, "error": self.error}
+                "modalities": self.modalities, "face_share": round(self.face_share, 4),
+                "face_score": round(self.face_score, 4), "audio_seconds": round(self.audio_seconds, 3),
+                "video_seconds": round(self.video_seconds, 3), "note": self.note, "error": self.error}
+
+
+def _evidence(media: ClipMedia) -> dict:
+    """What a prediction rests on, from the clip's media."""
+    frames = len(media.valid)
+    return {"face_share": float(media.valid.sum() / frames) if frames else 0.0,
+            "face_score": float(np.mean(media.detection_scores)) if media.detection_scores else 0.0,
+            "audio_seconds": len(media.audio) / SAMPLE_RATE if media.audio is not None else 0.0,
+            "video_seconds": media.duration if frames else 0.0}
 
 
 class Predictor:
@@ -77,6 +93,7 @@ class Predictor:
         self.variant = VARIANTS[record.variant]
         self.classes = list(checkpoint["classes"])
         self.epoch = checkpoint["epoch"]
+        self.trained_on = record.data.get("dataset", "")
         self.device = resolve_device(device_name)
         recorded = self.run.extraction()
         self.extractor = Extractor(recorded.spec, str(self.device))
@@ -104,11 +121,11 @@ class Predictor:
         except Exception as error:  # whatever a broken file makes the decoders raise costs only its row
             return Prediction(path.name, error=f"{path}: cannot be decoded ({type(error).__name__}: {error}); "
                                                "check that it plays, or re-encode it (e.g. ffmpeg -i IN OUT.mp4)")
-        seconds = dict(media.seconds)
+        seconds, evidence = dict(media.seconds), _evidence(media)
         note = "; ".join(f"{name}: {text}" for name, text in (("audio", media.audio_note), ("video", media.video_note))
                          if text)
         if media.failed:
-            return Prediction(path.name, note=note, seconds=seconds,
+            return Prediction(path.name, note=note, seconds=seconds, **evidence,
                               error=f"{path}: nothing to predict from ({note}); check that it "
                               "is a video that plays, with a sound track or a visible face")
         before = dict(self.extractor.seconds)
@@ -118,18 +135,19 @@ class Predictor:
         used = [name for name, present in (("audio", features.has_audio and variant.uses_audio),
                                            ("video", features.has_video and variant.uses_video)) if present]
         if not used:
-            return Prediction(path.name, note=note, seconds=seconds,
+            return Prediction(path.name, note=note, seconds=seconds, **evidence,
                               error=f"{path}: the {variant.name} model predicts from "
                               f"{'audio' if variant.uses_audio else 'video'} alone, which this clip lacks ({note})")
         tick = time.perf_counter()
         probabilities = torch.softmax(self.logits(features), dim=0).cpu().tolist()
         seconds["model"] = time.perf_counter() - tick
         if not np.isfinite(probabilities).all():
-            return Prediction(path.name, note=note, seconds=seconds,
+            return Prediction(path.name, note=note, seconds=seconds, **evidence,
                               error=f"{self.run / BEST_CHECKPOINT} gives non-finite probabilities: its weights are "
                                     "damaged (a run trained on non-finite features?); retrain with make train FORCE=1")
         return Prediction(path.name, self.classes[int(np.argmax(probabilities))],
-                          dict(zip(self.classes, probabilities)), "+".join(used), note, seconds=seconds)
+                          dict(zip(self.classes, probabilities)), "+".join(used), note=note, seconds=seconds,
+                          **evidence)
 
     @torch.inference_mode()
     def logits(self, features: ClipFeatures) -> torch.Tensor:
@@ -203,11 +221,24 @@ def write_predictions(predictions: list[Prediction], classes: list[str], out_dir
 
 
 def format_table(predictions: list[Prediction]) -> str:
-    rows = [("file", "emotion", "probability", "modalities", "note")]
+    rows = [("file", "emotion", "probability", "modalities", "face frames", "note")]
     for p in predictions:
         probability = f"{p.probabilities[p.emotion]:.3f}" if p.emotion else "-"
-        rows.append((p.file, p.emotion or "-", probability, p.modalities or "-",
+        faces = f"{p.face_share:.0%} (score {p.face_score:.2f})" if p.face_share else "0%"
+        rows.append((p.file, p.emotion or "-", probability, p.modalities or "-", faces,
                      f"error: {p.error}" if p.error else p.note))
-    widths = [max(len(row[column]) for row in rows) for column in range(4)]
-    return "\n".join("  ".join([cell.ljust(width) for cell, width in zip(row, widths)] + [row[4]]).rstrip()
+    widths = [max(len(row[column]) for row in rows) for column in range(5)]
+    return "\n".join("  ".join([cell.ljust(width) for cell, width in zip(row, widths)] + [row[5]]).rstrip()
                      for row in rows)
+
+
+SYNTHETIC_DATASETS = ("demo",)
+
+
+def training_notice(predictor: Predictor) -> str:
+    """What a user must know about the data the run was trained on, or ''."""
+    if predictor.trained_on in SYNTHETIC_DATASETS:
+        return (f"this run was trained on the synthetic {predictor.trained_on} corpus (drawn faces, synthesised "
+                "voices): it is for trying the pipeline, not for real faces and voices; train on a real corpus "
+                "(README, \"Using CREMA-D\") before trusting its predictions")
+    return ""

@@ -7,7 +7,9 @@ its folder alone (inference.predictor: the extraction it was trained on is rebui
 run's copy of extraction.yaml).
 
 Prints a table and writes <out-dir>/<name>.csv (a row per clip: the predicted emotion, the
-probability of each class, the modalities used, a note on a missing modality or the error)
+probability of each class, the modalities used, the share of frames with a face and the mean
+face detection confidence, the audio and video durations, a note on a missing modality or the
+error); a run trained on the synthetic demo corpus says so once
 and <name>.json (the same, with the run folder, its kept epoch and this config), where <name>
 is the video's or the folder's name and <out-dir> is <run-dir>/predictions/ by default. Exit
 status: 0 when every file was predicted, 1 when some file failed (after predicting the others),
@@ -24,7 +26,7 @@ from pathlib import Path
 from common.cli import run_stage
 from common.config import config_values, option
 from extract.face_detection import NATIVE_LOGS_VARIABLE
-from inference.predictor import WINDOW_SECONDS, Predictor, format_table, video_files, write_predictions
+from inference.predictor import WINDOW_SECONDS, Predictor, format_table, training_notice, video_files, write_predictions
 from training.run_folder import PREDICTIONS_DIR, RunSelection
 
 
@@ -47,13 +49,17 @@ def predict(config: PredictConfig) -> int:
         print(f"predict: skipped {link}: a link that leads out of {config.video} (--follow-links takes it)",
               file=sys.stderr)
     predictor = Predictor(config.folder(), config.device, config.window_seconds)
+    notice = training_notice(predictor)
+    if notice:
+        print(f"predict: note: {notice}", file=sys.stderr)
     predictions = predictor.predict_files(paths)
     video = Path(config.video)
     name = video.stem if video.is_file() else video.resolve().name
     out_dir = Path(config.out_dir) if config.out_dir else predictor.run.path / PREDICTIONS_DIR
     summary = {"video": config.video, "run_dir": str(predictor.run), "model": predictor.variant.name,
                "predicting_head": predictor.variant.predicting_head, "checkpoint_epoch": predictor.epoch,
-               "classes": predictor.classes, "written": time.strftime("%Y-%m-%d %H:%M:%S"),
+               "classes": predictor.classes, "trained_on": predictor.trained_on, "notice": notice,
+               "written": time.strftime("%Y-%m-%d %H:%M:%S"),
                "predict_config": config_values(config)}
     csv_path, json_path = write_predictions(predictions, predictor.classes, out_dir, name, summary)
     print(format_table(predictions))

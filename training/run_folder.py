@@ -31,6 +31,7 @@ import torch
 import yaml
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 from common import files
 from common.config import option
@@ -219,6 +220,7 @@ class RunFolder:
         f1_axes.plot(epochs, [row["dev_macro_f1"] for row in history], marker=".", color="tab:green")
         f1_axes.set(xlabel="epoch", ylabel="macro-F1", title="development macro-F1", ylim=(0, 1))
         for axes in (loss_axes, f1_axes):
+            axes.xaxis.set_major_locator(MaxNLocator(integer=True))
             axes.axvline(best["epoch"], color="grey", linestyle=":", label=f"kept (epoch {best['epoch']})")
             axes.grid(alpha=0.3)
         loss_axes.legend()

@@ -100,7 +100,12 @@ def test_a_video_is_predicted_from_both_modalities_with_the_features_training_re
     np.testing.assert_allclose(probabilities, torch.softmax(logits[0], dim=0).numpy(), atol=1e-5)
     assert record["checkpoint_epoch"] == 1
     assert record["predict_config"]["video"] == str(clips / f"{CLIP}.flv")
-    assert f"{CLIP}.flv" in capsys.readouterr().out
+    assert row["face_share"] > 0.9 and 0.5 < row["face_score"] <= 1.0
+    assert row["audio_seconds"] == pytest.approx(row["video_seconds"], abs=0.2) and row["video_seconds"] > 1
+    out = capsys.readouterr()
+    assert f"{CLIP}.flv" in out.out
+    # The run says it was trained on the demo corpus: the notice comes once.
+    assert out.err.count("synthetic demo corpus") == 1 and record["trained_on"] == "demo"
 
 
 def _remux_without_audio(source_path: Path, path: Path) -> None:
@@ -129,7 +134,7 @@ def test_a_video_without_a_face_is_predicted_from_the_audio(trained, demo_corpus
     code, record = predict(faceless, trained[0], tmp_path)
     (row,) = record["predictions"]
     assert code == 0 and row["modalities"] == "audio" and row["emotion"] in CLASSES
-    assert "no face found" in row["note"]
+    assert "no face found" in row["note"] and row["face_share"] == 0.0 and row["face_score"] == 0.0
 
 
 def test_an_undecodable_file_fails_alone(trained, clips, tmp_path, capsys):
