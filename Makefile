@@ -17,7 +17,7 @@ DEMO_PREDICT_CLIP := 1001_DFA_HAP_XX
 ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help setup models test lint demo demo-data demo-check manifest stats features verify-features features-floor train eval predict convert-reference bench lock clean-demo
+.PHONY: help setup models test lint demo demo-data demo-check manifest stats features verify-features features-floor train eval predict convert-reference bench gpu-check lock clean-demo
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -85,6 +85,9 @@ convert-reference: $(SETUP_STAMP) ## a reference AuxFormer checkpoint as a run f
 
 bench: $(SETUP_STAMP) ## time extraction, training, evaluation, prediction on demo corpora: bench/results/<date>-<host>.md
 	$(PY) -m bench.run $(ARGS)
+
+gpu-check: $(SETUP_STAMP) ## on a GPU machine: every CUDA path on a small demo corpus, one line per check (skips without CUDA)
+	$(PY) -m bench.gpu_check $(ARGS)
 
 lock: ## re-resolve requirements.lock from the pins in pyproject.toml (in a scratch venv)
 	rm -rf .lock-venv && $(PYTHON) -m venv .lock-venv
