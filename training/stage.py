@@ -27,7 +27,7 @@ from extract.engine import read_failures
 from extract.shards import FeatureStore
 from extract.spec import ExtractionRecord, ExtractionSpec, find_extraction
 from model.auxformer import AuxFormerConfig
-from model.data import ClipDataset, check_features, split_dataset
+from model.data import ClipDataset, split_dataset
 from training.config import TrainConfig, TrainingError
 from training.distributed import Distributed
 from training.loop import train
@@ -142,7 +142,6 @@ def run_training(config: TrainStageConfig, distributed: Distributed = Distribute
     with run.training_lock(), FeatureStore(features) as store:
         dims = store.dims()
         model_config = config.model_config(dims.audio_dim, dims.video_dim, len(manifest.meta.classes))
-        check_features(store, model_config)
         if config.force and distributed.is_main:
             shutil.rmtree(run.path, ignore_errors=True)
         distributed.barrier()
