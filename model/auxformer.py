@@ -36,7 +36,14 @@ Where this model differs from the reference implementation (github.com/ilucasgon
   missing modality is given as length 0 (its tensor may have any number of steps, even 0, and
   its content is ignored): it is attended as one all-zero step with no positional embedding,
   which is what the reference's transformers see at each step of zeroed features, and it
-  never produces NaN. A zero-filled sequence with a non-zero length is ordinary data.
+  never produces NaN in the forward pass. A zero-filled sequence with a non-zero length is
+  ordinary data. That all-zero step puts every LayerNorm it meets at zero variance, where the
+  backward pass multiplies by 1/sqrt(eps): a head trained on a missing modality's stand-in
+  overflows to NaN within a few layers. ``missing_stand_in="learned"`` replaces the zero step
+  with a learned vector per modality (``audio_missing``, ``video_missing``, at model width),
+  which keeps every norm's variance above zero, so a missing modality's head can be trained.
+  The default, ``"zero"``, is the reference's arithmetic (and that of configs written before the
+  option existed).
 * Any audio and video sizes (the reference fixes 1024 and 50), an explicit config instead of
   an argparse namespace, and batch-first tensors.
 * Input standardisation. Each input feature is standardised with a mean and standard deviation
@@ -64,6 +71,7 @@ from model.attention import TransformerEncoder
 # The reference applies each auxiliary transformer (one set of weights) this many times in a row.
 AUXILIARY_PASSES = 3
 
+MISSING_STAND_INS = ("zero", "learned")
 DROPOUT_FIELDS = ("attn_dropout", "cross_attn_dropout", "relu_dropout", "res_dropout", "embed_dropout", "out_dropout")
 
 
@@ -94,6 +102,7 @@ class AuxFormerConfig:
     causal_mask: bool = True
     audio_pool: int = 1
     video_pool: int = 1
+    missing_stand_in: str = "zero"
 
     def __post_init__(self) -> None:
         self.aux_hidden_dims = tuple(self.aux_hidden_dims)
@@ -113,6 +122,9 @@ class AuxFormerConfig:
         for name in DROPOUT_FIELDS:
             if not 0.0 <= getattr(self, name) < 1.0:
                 raise ValueError(f"{name} must be in [0, 1), got {getattr(self, name)}")
+        if self.missing_stand_in not in MISSING_STAND_INS:
+            raise ValueError(f"missing_stand_in must be one of {', '.join(MISSING_STAND_INS)}, "
+                             f"got {self.missing_stand_in!r}")
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-able values, for checkpoints and run folders."""
@@ -190,6 +202,10 @@ class AuxFormer(nn.Module):
         self.audio_auxiliary = self._encoder(config.attn_dropout)
         self.video_auxiliary = self._encoder(config.attn_dropout)
         self.auxiliary_head = ResidualHead(width, config.aux_hidden_dims, config.n_classes, config.out_dropout)
+        learned = config.missing_stand_in == "learned"
+        # Unit-scale random vectors: any non-constant start keeps the norms' variance above zero.
+        self.audio_missing = nn.Parameter(torch.randn(width)) if learned else None
+        self.video_missing = nn.Parameter(torch.randn(width)) if learned else None
 
     def _encoder(self, attn_dropout: float, add_positions: bool = False, learnable_residual: bool = False):
         config = self.config
@@ -235,10 +251,10 @@ class AuxFormer(nn.Module):
 
         A length of 0 marks a missing modality. Padding content is ignored.
         """
-        audio, audio_lengths = self._prepare(audio, audio_lengths, self.config.audio_dim,
-                                             self.audio_standardization, self.audio_projection, self.config.audio_pool)
-        video, video_lengths = self._prepare(video, video_lengths, self.config.video_dim,
-                                             self.video_standardization, self.video_projection, self.config.video_pool)
+        audio, audio_lengths = self._prepare(audio, audio_lengths, self.config.audio_dim, self.audio_standardization,
+                                             self.audio_projection, self.config.audio_pool, self.audio_missing)
+        video, video_lengths = self._prepare(video, video_lengths, self.config.video_dim, self.video_standardization,
+                                             self.video_projection, self.config.video_pool, self.video_missing)
 
         audio_attending_video = self.audio_with_video(audio, audio_lengths, video, video_lengths)
         video_attending_audio = self.video_with_audio(video, video_lengths, audio, audio_lengths)
@@ -266,8 +282,12 @@ class AuxFormer(nn.Module):
         standardization: Standardization,
         projection: nn.Conv1d | None,
         pool: int = 1,
+        missing_stand_in: nn.Parameter | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Checked, standardised, padding zeroed, at least one step, pooled, projected: (B, T, width)."""
+        """Checked, standardised, padding zeroed, at least one step, pooled, projected: (B, T, width).
+
+        A clip of length 0 has its first step set to ``missing_stand_in`` when there is one.
+        """
         lengths = torch.as_tensor(lengths, device=x.device).long()
         if x.dim() != 3 or x.shape[2] != dim:
             raise ValueError(f"expected a (batch, steps, {dim}) input, got {tuple(x.shape)}")
@@ -281,6 +301,10 @@ class AuxFormer(nn.Module):
             x, lengths = _pool_steps(x, lengths, pool)
         if projection is not None:
             x = projection(x.transpose(1, 2)).transpose(1, 2)
+        if missing_stand_in is not None:
+            first_step_of_missing = (lengths == 0)[:, None, None] & (torch.arange(x.shape[1], device=x.device) == 0)[
+                None, :, None]
+            x = torch.where(first_step_of_missing, missing_stand_in.to(x.dtype), x)
         return x, lengths
 
 
@@ -308,6 +332,6 @@ def _repeat(encoder: TransformerEncoder, x: torch.Tensor, lengths: torch.Tensor)
 
 
 def _last_valid_step(x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-    """(B, T, width) -> (B, width); a missing modality (length 0) reads its zero stand-in step."""
+    """(B, T, width) -> (B, width); a missing modality (length 0) reads its stand-in step."""
     last = lengths.clamp(min=1) - 1
     return x[torch.arange(x.shape[0], device=x.device), last]

@@ -12,6 +12,7 @@ from model.variants import VARIANTS
 
 SELECT_BY = {"loss": "dev_loss", "macro_f1": "dev_macro_f1"}
 LR_SCHEDULES = ("constant", "cosine")
+DROPOUT_UNITS = ("clip", "batch")
 # Options that may differ between a run and its resumption: the first three do not change what is
 # computed; max_batch_steps is checked by the budget it resolves to on this device instead
 # (training.checkpoint.check_resumable), as its auto value depends on the device.
@@ -45,6 +46,10 @@ class TrainConfig:
     seed: int = option(0, "seed of the initial weights, batch order, drop-outs")
     audio_dropout: float = option(0.2, "chance that a training clip's audio is given as missing")
     video_dropout: float = option(0.2, "chance that a training clip's video is given as missing (never both)")
+    dropout_unit: str = option("clip", "draw the modality drop-out per clip, or per batch (the reference's: the whole "
+                                       "batch loses its audio or its video)")
+    missing_head_loss: bool = option(False, "train an auxiliary head also on clips whose modality is missing or "
+                                            "dropped, as the reference does (needs --missing-stand-in learned)")
     select_by: str = option("loss", "keep the epoch with the lowest dev loss (loss) or highest dev macro-F1 (macro_f1)")
     device: str = option("auto", "auto (cuda when available), cpu or cuda")
     mixed_precision: bool = option(True, "bfloat16 autocast for training steps on CUDA (never on CPU; scoring "
@@ -59,6 +64,8 @@ class TrainConfig:
             raise TrainingError(f"unknown model {self.model!r}; choose one of {', '.join(VARIANTS)}")
         if self.lr_schedule not in LR_SCHEDULES:
             raise TrainingError(f"--lr-schedule must be one of {', '.join(LR_SCHEDULES)}, got {self.lr_schedule!r}")
+        if self.dropout_unit not in DROPOUT_UNITS:
+            raise TrainingError(f"--dropout-unit must be one of {', '.join(DROPOUT_UNITS)}, got {self.dropout_unit!r}")
         if self.select_by not in SELECT_BY:
             raise TrainingError(f"--select-by must be one of {', '.join(SELECT_BY)}, got {self.select_by!r}")
         if self.device not in DEVICE_CHOICES:

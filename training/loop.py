@@ -1,12 +1,15 @@
 """The training loop: modality drop-out, the variant's loss, epochs, development scoring, the kept epoch.
 
-Modality drop-out (``auxformer``, ``mult``): each training clip loses its audio with chance
-``audio_dropout`` or its video with chance ``video_dropout``, one draw per clip, never both; a
+Modality drop-out (``auxformer``, ``mult``): a training clip loses its audio with chance
+``audio_dropout`` or its video with chance ``video_dropout``, never both, from one draw per clip
+(``dropout_unit`` clip) or one draw for the whole batch (``batch``, the reference's train.py); a
 clip whose other modality is already missing keeps what it has. A dropped modality is removed as
 every removal is (model.variants.remove_modalities).
 
-The loss is the sum over the variant's loss heads (model.variants) of their mean cross-entropy;
-an auxiliary head gets no loss for a clip whose modality is missing or dropped (``head_losses``).
+The loss is the mean over the variant's loss heads (model.variants) of their mean
+cross-entropy: for ``auxformer`` the reference's weights of 1/3 each. An auxiliary head gets no
+loss for a clip whose modality is missing or dropped, unless ``missing_head_loss`` (the
+reference's behaviour, which needs the model's learned stand-in; see ``head_losses``).
 The optimizer is AdamW with weight decay on the 2-D weights only (not on norms, biases or the
 learnable residual scalars; at the default decay of 0 it is the reference's plain Adam); the
 learning rate is constant (the reference's) or follows a cosine from ``lr`` down to 0, set from
@@ -53,25 +56,30 @@ class TrainResult:
 
 
 def drop_modalities(audio_lengths: torch.Tensor, video_lengths: torch.Tensor, audio_rate: float, video_rate: float,
-                    generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per clip, whether to keep its audio and its video: one uniform draw decides audio, video or neither."""
-    draw = torch.rand(len(audio_lengths), generator=generator).to(audio_lengths.device)
+                    generator: torch.Generator, unit: str = "clip") -> tuple[torch.Tensor, torch.Tensor]:
+    """Per clip, whether to keep its audio and its video: one uniform draw decides audio, video or neither,
+    drawn per clip or, with ``unit`` batch, once for all the clips."""
+    draws = len(audio_lengths) if unit == "clip" else 1
+    draw = torch.rand(draws, generator=generator).to(audio_lengths.device)
     drop_audio = (draw < audio_rate) & (video_lengths > 0)
     drop_video = (draw >= audio_rate) & (draw < audio_rate + video_rate) & (audio_lengths > 0)
     return ~drop_audio, ~drop_video
 
 
-def head_losses(outputs: AuxFormerOutputs, batch: Batch, variant: Variant) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """Per head of the variant: the cross-entropy summed over the clips the head has input for, and their number.
+def head_losses(outputs: AuxFormerOutputs, batch: Batch, variant: Variant,
+                missing_head_loss: bool = False) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Per head of the variant: the cross-entropy summed over the clips the head is trained on, and their number.
 
-    Soft targets are class probabilities. A head whose modality is missing for a clip gets no
-    loss for it: its input is a constant stand-in, so the loss would only teach the class prior,
-    and the stand-in's all-zero steps put every LayerNorm of the auxiliary encoder at zero
-    variance, where backpropagation multiplies by 1/sqrt(eps) per norm and overflows to NaN
-    within a few layers (seen with the reference's five layers on the demo features).
+    Soft targets are class probabilities. By default a head whose modality is missing for a clip
+    gets no loss for it: its input is a constant stand-in, so the loss would only teach the
+    class prior. ``missing_head_loss`` trains it anyway, as the reference does (its zeroed input
+    still reaches the head); that needs the model's learned stand-in, as the zero one puts the
+    auxiliary encoder's LayerNorms at zero variance (model.auxformer) and its gradients at NaN.
     """
     has_audio, has_video = batch.audio_lengths > 0, batch.video_lengths > 0
-    has_input = {"main": has_audio | has_video, "audio": has_audio, "visual": has_video}
+    every_clip = torch.ones_like(has_audio)
+    has_input = {"main": has_audio | has_video, "audio": every_clip if missing_head_loss else has_audio,
+                 "visual": every_clip if missing_head_loss else has_video}
     sums = []
     for head in variant.loss_heads:
         losses = F.cross_entropy(getattr(outputs, head).float(), batch.targets, reduction="none")
@@ -80,9 +88,11 @@ def head_losses(outputs: AuxFormerOutputs, batch: Batch, variant: Variant) -> li
     return sums
 
 
-def variant_loss(outputs: AuxFormerOutputs, batch: Batch, variant: Variant) -> torch.Tensor:
-    """The loss trained: the sum over the variant's heads of their mean cross-entropy (see head_losses)."""
-    return sum(total / count.clamp(min=1) for total, count in head_losses(outputs, batch, variant))
+def variant_loss(outputs: AuxFormerOutputs, batch: Batch, variant: Variant,
+                 missing_head_loss: bool = False) -> torch.Tensor:
+    """The loss trained: the mean over the variant's heads of their mean cross-entropy (see head_losses)."""
+    sums = head_losses(outputs, batch, variant, missing_head_loss)
+    return sum(total / count.clamp(min=1) for total, count in sums) / len(sums)
 
 
 def _forward(model: torch.nn.Module, batch: Batch, device: torch.device, mixed_precision: bool) -> AuxFormerOutputs:
@@ -128,8 +138,9 @@ def train_epoch(model: torch.nn.Module, loader: Iterable[Batch], optimizer: torc
         if variant.uses_audio and variant.uses_video:
             batch = remove_modalities(batch, *drop_modalities(batch.audio_lengths, batch.video_lengths,
                                                               config.audio_dropout, config.video_dropout,
-                                                              dropout_generator))
-        loss = variant_loss(_forward(model, batch, device, config.mixed_precision), batch, variant)
+                                                              dropout_generator, config.dropout_unit))
+        loss = variant_loss(_forward(model, batch, device, config.mixed_precision), batch, variant,
+                            config.missing_head_loss)
         if not torch.isfinite(loss):
             clips = ", ".join(batch.clip_ids[:3]) + (", ..." if len(batch.clip_ids) > 3 else "")
             raise TrainingError(f"the training loss became {loss.item()} at step {step} (clips {clips}); no weights "
@@ -164,14 +175,14 @@ def evaluate(model: AuxFormer, loader: Iterable[Batch], config: TrainConfig, dev
     for batch in loader:
         batch = variant.inputs(batch).to(device)
         outputs = _forward(model, batch, device, mixed_precision=False)
-        for head, (total, count) in enumerate(head_losses(outputs, batch, variant)):
+        for head, (total, count) in enumerate(head_losses(outputs, batch, variant, config.missing_head_loss)):
             sums[head] += total.item()
             counts[head] += count.item()
         labels += batch.labels.tolist()
         scored = head_logits(*outputs, True, True)[variant.predicting_head]
         predictions += scored.argmax(dim=-1).tolist()
     correct = sum(label == prediction for label, prediction in zip(labels, predictions))
-    return {"loss": sum(total / max(count, 1) for total, count in zip(sums, counts)),
+    return {"loss": sum(total / max(count, 1) for total, count in zip(sums, counts)) / len(sums),
             "accuracy": correct / len(labels),
             "macro_f1": float(f1_score(labels, predictions, average="macro", zero_division=0))}
 
@@ -217,6 +228,9 @@ def train(model_config: AuxFormerConfig, config: TrainConfig, train_data: ClipDa
     """Train into the run folder, resuming from its last.pt when there is one; returns metrics and kept epoch."""
     if not len(train_data) or not len(dev_data):
         raise TrainingError(f"nothing to train on: {len(train_data)} train and {len(dev_data)} development clips")
+    if config.missing_head_loss and model_config.missing_stand_in != "learned":
+        raise TrainingError("--missing-head-loss needs --missing-stand-in learned: the zero stand-in puts the "
+                            "auxiliary encoders' LayerNorms at zero variance, and their gradients at NaN")
     device = resolve_device(config.device, distributed.local_rank)
     budget = config.batch_step_budget(device)
     torch.manual_seed(config.seed)  # the same initial weights in every process

@@ -26,7 +26,7 @@ from corpora.registry import LABELLED_DATASETS, ManifestConfig, build_manifest, 
 from extract.engine import read_failures
 from extract.shards import FeatureStore
 from extract.spec import ExtractionRecord, ExtractionSpec, find_extraction
-from model.auxformer import AuxFormerConfig
+from model.auxformer import MISSING_STAND_INS, AuxFormerConfig
 from model.data import ClipDataset, split_dataset
 from training.config import TrainConfig, TrainingError
 from training.distributed import Distributed
@@ -63,6 +63,9 @@ class TrainStageConfig(TrainConfig, ExtractionSpec):
     video_pool: int = option(1, "average the face embeddings over windows of this many frames (AuxFormerConfig)")
     embed_dropout: float = option(AuxFormerConfig.embed_dropout, "dropout on every transformer's embedded input "
                                                                   "(AuxFormerConfig; the reference's 0.25)")
+    missing_stand_in: str = option("learned", f"what a missing or dropped modality is attended as: "
+                                              f"{' or '.join(MISSING_STAND_INS)} (AuxFormerConfig; zero is the "
+                                              "reference's)")
     runs_root: Path = option(Path("runs"), "runs go to <runs-root>/<dataset>/<split>/<model>/")
     force: bool = option(False, "retrain from scratch even when the run is finished")
 
@@ -70,6 +73,9 @@ class TrainStageConfig(TrainConfig, ExtractionSpec):
         TrainConfig.__post_init__(self)
         ExtractionSpec.__post_init__(self)
         dataset_reader(self.dataset)
+        if self.missing_stand_in not in MISSING_STAND_INS:
+            raise TrainingError(f"--missing-stand-in must be one of {', '.join(MISSING_STAND_INS)}, "
+                                f"got {self.missing_stand_in!r}")
         if self.dataset not in LABELLED_DATASETS:
             raise TrainingError(f"dataset {self.dataset} has no labels to train on; choose one of "
                                 f"{', '.join(LABELLED_DATASETS)}")
@@ -107,7 +113,8 @@ class TrainStageConfig(TrainConfig, ExtractionSpec):
     def model_config(self, audio_dim: int, video_dim: int, n_classes: int) -> AuxFormerConfig:
         return AuxFormerConfig(audio_dim=audio_dim, video_dim=video_dim, n_classes=n_classes, width=self.width,
                                num_heads=self.num_heads, num_layers=self.num_layers, audio_pool=self.audio_pool,
-                               video_pool=self.video_pool, embed_dropout=self.embed_dropout)
+                               video_pool=self.video_pool, embed_dropout=self.embed_dropout,
+                               missing_stand_in=self.missing_stand_in)
 
     def run_dir(self) -> Path:
         return run_path(self.runs_root, self.dataset, split_name(self), self.model)

@@ -73,6 +73,28 @@ def batch_of(clips, extra_steps: int = 0, generator: torch.Generator | None = No
     return inputs
 
 
+def test_a_learned_stand_in_gives_a_missing_modality_its_own_vector_and_old_configs_the_zero_one():
+    assert AuxFormerConfig.from_dict({}).missing_stand_in == "zero"  # configs written before the option
+    config = AuxFormerConfig(**SMALL, missing_stand_in="learned")
+    torch.manual_seed(0)
+    model = AuxFormer(config).eval()
+    assert {"audio_missing", "video_missing"} <= set(model.state_dict())
+    audio, video = torch.randn(2, 6, config.audio_dim), torch.randn(2, 4, config.video_dim)
+    lengths = (torch.tensor([0, 6]), torch.tensor([4, 4]))
+    other_audio = audio.clone()
+    other_audio[0] = torch.randn(6, config.audio_dim)
+    with torch.no_grad():
+        learned = model(audio, lengths[0], video, lengths[1])
+        other_content = model(other_audio, lengths[0], video, lengths[1])
+        model.audio_missing.zero_()
+        zeroed = model(audio, lengths[0], video, lengths[1])
+    torch.testing.assert_close(learned, other_content)  # the missing clip's content is still ignored
+    assert not torch.allclose(learned.audio[0], zeroed.audio[0])  # the stand-in is what it attends
+    torch.testing.assert_close(learned.audio[1], zeroed.audio[1])  # a clip with audio is untouched
+    with pytest.raises(ValueError, match="missing_stand_in"):
+        AuxFormerConfig(missing_stand_in="mean")
+
+
 def test_outputs_are_three_logit_tensors_per_clip():
     model = AuxFormer(AuxFormerConfig()).eval()
     outputs = model(torch.randn(3, 12, 1024), torch.tensor([12, 4, 7]), torch.randn(3, 8, 50), torch.tensor([8, 8, 2]))

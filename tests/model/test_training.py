@@ -162,6 +162,64 @@ def test_modality_dropout_follows_its_rates_and_never_drops_both():
     assert keep_video.all()
 
 
+def test_batch_dropout_drops_a_modality_from_the_whole_batch_at_its_rate():
+    generator = torch.Generator().manual_seed(1)
+    audio_lengths, video_lengths = torch.full((8,), 50), torch.full((8,), 15)
+    video_lengths[3] = 0  # this clip has only audio, and keeps it whatever the batch loses
+    kept = [drop_modalities(audio_lengths, video_lengths, 0.2, 0.3, generator, unit="batch") for _ in range(20_000)]
+    dropped_audio = [not keep_audio[0] for keep_audio, _ in kept]
+    dropped_video = [not keep_video[0] for _, keep_video in kept]
+    for keep_audio, keep_video in kept:
+        assert keep_audio[3]
+        assert len(set(keep_audio[[0, 1, 2, 4, 5, 6, 7]].tolist())) == len(set(keep_video.tolist())) == 1
+    assert abs(np.mean(dropped_audio) - 0.2) < 0.01 and abs(np.mean(dropped_video) - 0.3) < 0.01
+    assert not any(a and v for a, v in zip(dropped_audio, dropped_video))
+
+
+def _all_missing(batch, modality: str):
+    return batch._replace(**{f"{modality}_lengths": torch.zeros_like(batch.audio_lengths)})
+
+
+@pytest.mark.parametrize("modality", ["audio", "video"])
+def test_the_learned_stand_in_trains_the_head_of_a_modality_missing_from_every_clip(setup, modality):
+    batch = _all_missing(collate([setup.data("train")[i] for i in range(8)]), modality)
+    torch.manual_seed(0)
+    model = AuxFormer(replace(setup.model_config(), num_layers=5, missing_stand_in="learned"))
+    config = TrainConfig(missing_head_loss=True, **FAST)
+    optimizer = make_optimizer(model, config)
+    stand_in = getattr(model, f"{modality}_missing")
+    before = stand_in.detach().clone()
+    for _ in range(3):
+        optimizer.zero_grad()
+        outputs = model(batch.audio, batch.audio_lengths, batch.video, batch.video_lengths)
+        loss = variant_loss(outputs, batch, VARIANTS["auxformer"], missing_head_loss=True)
+        loss.backward()
+        assert torch.isfinite(loss)
+        assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+        optimizer.step()
+    assert not torch.equal(stand_in.detach(), before)  # the missing modality's head loss reaches the stand-in
+
+
+def test_the_zero_stand_in_is_what_turns_a_missing_modalitys_head_loss_into_nan(setup):
+    batch = collate([setup.data("train")[i] for i in range(8)])
+    non_finite = []
+    for modality in ("audio", "video"):
+        torch.manual_seed(0)
+        model = AuxFormer(replace(setup.model_config(), num_layers=5, missing_stand_in="zero"))
+        missing = _all_missing(batch, modality)
+        outputs = model(missing.audio, missing.audio_lengths, missing.video, missing.video_lengths)
+        variant_loss(outputs, missing, VARIANTS["auxformer"], missing_head_loss=True).backward()
+        non_finite += [name for name, p in model.named_parameters() if p.grad is not None
+                       and not torch.isfinite(p.grad).all()]
+    assert non_finite
+
+
+def test_the_missing_heads_loss_is_refused_with_the_zero_stand_in(setup, tmp_path):
+    config = TrainConfig(epochs=1, missing_head_loss=True, **FAST)
+    with pytest.raises(TrainingError, match="--missing-head-loss needs --missing-stand-in learned"):
+        train(setup.model_config(), config, setup.data("train"), setup.data("development"), tmp_path)
+
+
 def test_training_reduces_dev_loss_and_writes_the_run_folder(setup, tmp_path):
     config = TrainConfig(epochs=8, **FAST)
     dev_data = setup.data("development")
