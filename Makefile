@@ -10,6 +10,12 @@ DATASET ?= demo
 PARTITION ?= 1
 MODEL ?= auxformer
 FORCE ?= 0
+# make crossval: the variants compared (the first against each other), partitions, seeds per partition,
+# and make train options for every run.
+MODELS ?= auxformer mult audio video
+PARTITIONS ?= 1-5
+SEEDS ?= 3
+TRAIN_ARGS ?=
 FORCE_FLAG := $(if $(filter 1 true yes,$(FORCE)),--force,)
 # A clip of actor 1001, who is in the test split of partition 1.
 DEMO_PREDICT_CLIP := 1001_DFA_HAP_XX
@@ -17,7 +23,7 @@ DEMO_PREDICT_CLIP := 1001_DFA_HAP_XX
 ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help setup models test lint demo demo-data demo-check manifest stats features verify-features features-floor train eval predict convert-reference bench gpu-check lock clean-demo
+.PHONY: help setup models test lint demo demo-data demo-check manifest stats features verify-features features-floor train eval predict crossval convert-reference bench gpu-check lock clean-demo
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -79,6 +85,9 @@ eval: $(SETUP_STAMP) ## score the run of DATASET/PARTITION/MODEL on its test spl
 predict: $(SETUP_STAMP) ## predict the emotion of VIDEO (a file or a folder of videos) with the run of DATASET/PARTITION/MODEL
 	@test -n "$(VIDEO)" || { echo "usage: make predict VIDEO=path/to/clip.mp4-or-folder [DATASET=demo PARTITION=1 MODEL=auxformer]"; exit 2; }
 	$(PY) -m pipeline.predict --video "$(VIDEO)" --dataset $(DATASET) --partition $(PARTITION) --model $(MODEL) $(ARGS)
+
+crossval: $(SETUP_STAMP) ## train and score MODELS x PARTITIONS x SEEDS runs of DATASET, then sum up: runs/<dataset>/crossval/<name>/
+	$(PY) -m pipeline.crossval --dataset $(DATASET) --models "$(MODELS)" --partitions $(PARTITIONS) --seeds $(SEEDS) --train-options "$(TRAIN_ARGS)" $(ARGS)
 
 convert-reference: $(SETUP_STAMP) ## a reference AuxFormer checkpoint as a run folder (ARGS="--source IN.pt --out-dir DIR --classes ...")
 	$(PY) -m pipeline.convert_reference $(ARGS)

@@ -67,6 +67,7 @@ class TrainStageConfig(TrainConfig, ExtractionSpec):
                                               f"{' or '.join(MISSING_STAND_INS)} (AuxFormerConfig; zero is the "
                                               "reference's)")
     runs_root: Path = option(Path("runs"), "runs go to <runs-root>/<dataset>/<split>/<model>/")
+    run_dir: str = option("", "the run folder itself, instead of the one under --runs-root")
     force: bool = option(False, "retrain from scratch even when the run is finished")
 
     def __post_init__(self) -> None:
@@ -116,7 +117,9 @@ class TrainStageConfig(TrainConfig, ExtractionSpec):
                                video_pool=self.video_pool, embed_dropout=self.embed_dropout,
                                missing_stand_in=self.missing_stand_in)
 
-    def run_dir(self) -> Path:
+    def run_folder(self) -> Path:
+        if self.run_dir:
+            return Path(self.run_dir)
         return run_path(self.runs_root, self.dataset, split_name(self), self.model)
 
 
@@ -145,7 +148,7 @@ def run_training(config: TrainStageConfig, distributed: Distributed = Distribute
     distributed.barrier()
     manifest_dir, _ = build_manifest(config.manifest_config())
     manifest = load_manifest(manifest_dir)
-    run = RunFolder(config.run_dir(), writer=distributed.is_main)
+    run = RunFolder(config.run_folder(), writer=distributed.is_main)
     with run.training_lock(), FeatureStore(features) as store:
         dims = store.dims()
         model_config = config.model_config(dims.audio_dim, dims.video_dim, len(manifest.meta.classes))
