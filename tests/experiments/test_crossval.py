@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 import pipeline.crossval as crossval_stage
+from common.config import parse_config
 from experiments.crossval import CrossvalConfig, CrossvalError, plan
 from experiments.summary import Estimate, estimate
 from tests.model.training_fixture import TINY_STAGE_ARGS, Setup
@@ -72,7 +73,7 @@ def test_a_killed_crossval_resumes_without_redoing_the_scored_runs(setup, tmp_pa
     environment = {**os.environ, "PYTHONPATH": str(REPO)}
     process = subprocess.Popen(command, cwd=setup.workspace, env=environment, stdout=subprocess.DEVNULL,
                                stderr=subprocess.DEVNULL, start_new_session=True)
-    runs = [task.config().run_folder() for task in plan(CrossvalConfig(**_config_values(args)))]
+    runs = [task.config().run_folder() for task in plan(parse_config(CrossvalConfig, args))]
     deadline = time.monotonic() + 240
     while not (setup.workspace / runs[0] / "metrics.json").is_file():
         assert process.poll() is None and time.monotonic() < deadline, "the crossval ended before a run was scored"
@@ -90,12 +91,6 @@ def test_a_killed_crossval_resumes_without_redoing_the_scored_runs(setup, tmp_pa
     assert {name: (first / name).stat().st_mtime for name in scored_before} == scored_before
     assert all((setup.workspace / run / "metrics.json").is_file() for run in runs)
     assert (tmp_path / "demo" / "crossval" / "test" / "report.md").is_file()
-
-
-def _config_values(args: list[str]) -> dict:
-    names = args[0::2]
-    values = dict(zip((name.lstrip("-").replace("-", "_") for name in names), args[1::2]))
-    return {**values, "seeds": int(values["seeds"]), "jobs": int(values["jobs"]), "runs_root": Path(values["runs_root"])}
 
 
 def test_the_interval_is_over_partition_means_and_needs_two_of_them():
