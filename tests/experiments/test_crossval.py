@@ -17,7 +17,7 @@ import pytest
 
 import pipeline.crossval as crossval_stage
 from common.config import parse_config
-from experiments.crossval import CrossvalConfig, CrossvalError, plan
+from experiments.crossval import CrossvalConfig, CrossvalError, my_share, plan
 from experiments.summary import Estimate, estimate
 from tests.model.training_fixture import TINY_STAGE_ARGS, Setup
 
@@ -110,3 +110,14 @@ def test_options_the_crossval_sets_itself_are_refused(setup):
         CrossvalConfig(partitions="0-6")
     with pytest.raises(CrossvalError, match="--models"):
         CrossvalConfig(models="auxformer transformer")
+
+
+def test_a_slurm_array_task_takes_every_nth_run():
+    tasks = plan(CrossvalConfig(models="auxformer mult audio", partitions="1-2", seeds=2))
+    environment = {"SLURM_ARRAY_TASK_COUNT": "5", "SLURM_ARRAY_TASK_MIN": "1"}
+    shares = [my_share(tasks, {**environment, "SLURM_ARRAY_TASK_ID": str(task_id)}) for task_id in range(1, 6)]
+    assert sorted((task for share in shares for task in share), key=tasks.index) == tasks
+    assert [len(share) for share in shares] == [3, 3, 2, 2, 2]
+    assert my_share(tasks, {}) == tasks
+    folders = {task.config().run_folder() for task in tasks}
+    assert len(folders) == 12 and all("crossval/default/runs/p" in str(folder) for folder in folders)
