@@ -23,6 +23,7 @@ import multiprocessing
 import os
 import re
 import shlex
+import time
 import traceback
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -172,7 +173,8 @@ def _start_job(threads: int) -> None:
 
 
 def train_and_score(task: RunTask, eval_batch_size: int) -> str:
-    """Train (or resume) the run and score it; '' on success, else the one line that says what went wrong."""
+    """Train (or resume) the run and score it; '' on success, else what went wrong (the error's message, or
+    the traceback of a bug)."""
     try:
         config = task.config()
         run = run_training(config)
@@ -188,7 +190,6 @@ def train_and_score(task: RunTask, eval_batch_size: int) -> str:
 class CrossvalOutcome:
     folder: Path
     runs: int  # in the whole crossval
-    trained: int  # runs this process trained or scored now
     failed: dict[str, str]  # run label -> what went wrong
     summary_written: bool
 
@@ -210,16 +211,19 @@ def run_crossval(config: CrossvalConfig, environ=os.environ) -> CrossvalOutcome:
         with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn"), initializer=_start_job,
                                  initargs=(threads,)) as pool:
             futures = {pool.submit(train_and_score, task, config.eval_batch_size): task for task in todo}
+            started = time.monotonic()
             for done, future in enumerate(as_completed(futures), start=1):
                 task, problem = futures[future], future.result()
                 if problem:
                     failed[task.label()] = problem
-                print(f"crossval: [{done}/{len(todo)}] {task.label()}: "
+                minutes = (time.monotonic() - started) / 60
+                to_go = minutes / done * (len(todo) - done)
+                print(f"crossval: [{done}/{len(todo)}, {minutes:.0f} min, about {to_go:.0f} min to go] {task.label()}: "
                       f"{'failed: ' + problem.strip().splitlines()[-1] if problem else 'scored'}", flush=True)
     unscored = [task for task in tasks if not is_scored(task)]
     if not unscored and not summary_is_current(folder, tasks):
         write_summary(folder, tasks, config)
-    return CrossvalOutcome(folder, len(tasks), len(todo), failed, summary_written=not unscored)
+    return CrossvalOutcome(folder, len(tasks), failed, summary_written=not unscored)
 
 
 def _check_same_crossval(config: CrossvalConfig, folder: Path) -> None:
