@@ -18,6 +18,7 @@ import soundfile
 from corpora.demo.generate import DemoConfig, generate
 from extract import engine
 from extract.engine import FeaturesConfig, extract
+from extract.face_track import Video
 from extract.shards import FeatureError, FeatureStore, clip_ids_in, shard_files
 from extract.verify import verify
 from pipeline import features
@@ -60,16 +61,25 @@ def same_features(folder_a: Path, folder_b: Path) -> None:
     b.close()
 
 
-def test_demo_features_verify_with_faces_and_consistent_lengths(single_run):
+def frames_in(video: Path) -> int:
+    with Video(video) as decoded:
+        return sum(1 for _ in decoded.frames())
+
+
+def test_demo_features_verify_with_faces_and_consistent_lengths(corpus, single_run):
     folder, report = single_run
     assert report.clips == 48 and not report.failures
-    assert report.face_frames / report.frames >= 0.95
+    assert report.face_frames / report.steps >= 0.95
+    # Every frame decoded, every third (10 a second of the 30 fps video) followed and embedded.
+    frames = [frames_in(path) for path in sorted((corpus / "VideoFlash").glob("*.flv"))]
+    assert report.frames == sum(frames) and report.steps == sum(-(-n // 3) for n in frames)
     assert verify(folder) == []
     store = FeatureStore(folder)
     clip = store.load("1001_IEO_ANG_HI")
     assert clip.mel.shape[1] == 80 and clip.embedding.shape == (len(clip.valid), 135)
     assert abs((len(clip.mel) - 1) / 100 - clip.duration) < 0.05  # 10 ms log-mel hop
-    assert abs(len(clip.valid) / 30 - clip.duration) < 1e-6  # 30 fps video
+    assert clip.fps == 10.0 and 0 <= clip.duration - (len(clip.valid) - 1) / 10 < 0.1  # 30 fps video, every 3rd frame
+    np.testing.assert_allclose(clip.timestamps, np.arange(len(clip.valid)) / 10, atol=1e-3)
     assert (folder / "extraction.yaml").read_text().count("sha256") >= 2
     assert store.dims().audio_rate == 100.0
 
