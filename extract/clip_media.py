@@ -24,7 +24,9 @@ from extract.face_track import (
     fill_gaps,
     grey_of,
     large_enough,
+    luma_of,
     sampling_step,
+    stretch_luma,
 )
 
 # Audio and video of one clip that differ by more than this were cut short (or do not belong
@@ -139,7 +141,7 @@ def _usable_audio(source: Path, config: TrackConfig) -> tuple[np.ndarray | None,
 
 
 def _face_track(media: ClipMedia, detector, config: TrackConfig) -> None:
-    pictures, times, found, detected = [], [], [], []
+    pictures, limited, times, found, detected = [], [], [], [], []
     detect = convert = 0.0
     previous = None
     tick = time.perf_counter()
@@ -150,10 +152,11 @@ def _face_track(media: ClipMedia, detector, config: TrackConfig) -> None:
             if index % step:  # decoded (the codec needs every frame), never converted
                 continue
             convert_start = time.perf_counter()
-            picture = grey_of(frame) if config.grey else video.pixels(frame)
+            # Grey crops are cut from the luma plane as it is and stretched to grey afterwards.
+            picture, stretch = luma_of(frame) if config.grey else (video.pixels(frame), False)
             box = None
             if len(times) % config.detect_every == 0:
-                seen = _detector_picture(video, frame, picture, config.grey, detector.pixel_format)
+                seen = _detector_picture(video, frame, None if config.grey else picture, detector.pixel_format)
                 detect_start = time.perf_counter()
                 faces = large_enough(detector.detect_picture(seen), picture.shape, config.min_face_size)
                 face = choose_face(faces, previous)
@@ -165,6 +168,7 @@ def _face_track(media: ClipMedia, detector, config: TrackConfig) -> None:
             else:
                 convert += time.perf_counter() - convert_start
             pictures.append(picture)
+            limited.append(stretch)
             times.append(seconds)
             previous = box if box is not None else previous
             found.append(box if box is not None else np.zeros(4, np.float32))
@@ -175,6 +179,7 @@ def _face_track(media: ClipMedia, detector, config: TrackConfig) -> None:
     crop_start = time.perf_counter()
     boxes, valid = fill_gaps(np.stack(found), np.array(detected), config.max_gap_frames)
     crops = [crop_face(pictures[i], boxes[i], config.crop_size, config.crop_margin) for i in np.flatnonzero(valid)]
+    crops = [stretch_luma(crop) if limited[i] else crop for i, crop in zip(np.flatnonzero(valid), crops)]
     media.crops = (np.stack(crops)[..., None] if config.grey else np.stack(crops)) if crops else None
     media.valid, media.boxes, media.timestamps = valid, boxes, np.array(times)
     media.video_fps = video.fps
@@ -189,10 +194,10 @@ def _face_track(media: ClipMedia, detector, config: TrackConfig) -> None:
     media.seconds.update(decode=decode, convert=convert, detect=detect, crop=time.perf_counter() - crop_start)
 
 
-def _detector_picture(video: Video, frame, picture: np.ndarray, grey: bool, pixel_format: str) -> np.ndarray:
-    """The frame as the detector reads it, from the picture already converted where that is cheaper."""
-    if pixel_format == "gray" and grey:
-        return picture
-    if pixel_format == "rgb24" and not grey:
-        return picture[:, :, ::-1]
+def _detector_picture(video: Video, frame, bgr: np.ndarray | None, pixel_format: str) -> np.ndarray:
+    """The frame as the detector reads it; from the BGR picture already made, when there is one."""
+    if pixel_format == "gray":
+        return grey_of(frame)
+    if pixel_format == "rgb24" and bgr is not None:
+        return bgr[:, :, ::-1]
     return video.pixels(frame, pixel_format)

@@ -103,16 +103,29 @@ _LIMITED_RANGE_YUV = {"yuv420p", "yuv422p", "yuv444p", "yuv411p", "yuv410p", "yu
 _FULL_RANGE_YUV = {"yuvj420p", "yuvj422p", "yuvj444p", "yuvj440p", "yuvj411p"}
 
 
-def grey_of(frame: av.VideoFrame) -> np.ndarray:
-    """The frame as an (H, W) uint8 grey picture: its luma plane when it has one (the values
-    swscale's grey conversion gives, without its cost), else through swscale."""
+def luma_of(frame: av.VideoFrame) -> tuple[np.ndarray, bool]:
+    """The frame's luma plane as an (H, W) uint8 view, without a copy, and whether it is limited
+    range (16..235: ``stretch_luma`` gives the grey values); a frame without one comes grey, in
+    full range, from swscale. Cropping the view and stretching the crop costs a fraction of
+    converting the whole frame."""
     name = frame.format.name
     full = name in _FULL_RANGE_YUV or (name in _LIMITED_RANGE_YUV and frame.color_range == 2)  # AVCOL_RANGE_JPEG
     if not full and name not in _LIMITED_RANGE_YUV:
-        return frame.to_ndarray(format="gray")
+        return frame.to_ndarray(format="gray"), False
     plane = frame.planes[0]
-    luma = np.frombuffer(plane, np.uint8).reshape(-1, plane.line_size)[:frame.height, :frame.width]
-    return np.ascontiguousarray(luma) if full else cv2.LUT(luma, _LIMITED_TO_FULL)
+    return np.frombuffer(plane, np.uint8).reshape(-1, plane.line_size)[:frame.height, :frame.width], not full
+
+
+def stretch_luma(luma: np.ndarray) -> np.ndarray:
+    """Limited-range luma as grey values 0..255, as swscale's grey conversion gives them."""
+    return cv2.LUT(luma, _LIMITED_TO_FULL)
+
+
+def grey_of(frame: av.VideoFrame) -> np.ndarray:
+    """The frame as an (H, W) uint8 grey picture: from its luma plane when it has one (the values
+    swscale's grey conversion gives, without its cost), else through swscale."""
+    luma, limited = luma_of(frame)
+    return stretch_luma(luma) if limited else np.ascontiguousarray(luma)
 
 
 def _is_truncation(error: Exception) -> bool:
