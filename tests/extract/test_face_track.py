@@ -62,7 +62,7 @@ def test_grey_from_the_luma_plane_is_swscale_grey(demo_corpus):
 
 
 def test_faces_are_followed_ten_times_a_second_at_the_frames_own_times(demo_corpus, face_model):
-    extractor = Extractor(ExtractionSpec())  # the defaults: 10 a second, detection on every 3rd kept frame
+    extractor = Extractor(ExtractionSpec(face_rate=10))  # detection on every 3rd kept frame, the default
     times, fps = frame_times(video_of(demo_corpus))
     with extractor.open_detector() as detector:
         media = process_clip(ClipJob(CLIP, None, video_of(demo_corpus)), detector, extractor.track)
@@ -78,6 +78,15 @@ def test_faces_are_followed_ten_times_a_second_at_the_frames_own_times(demo_corp
             before, after = media.boxes[3 * (index // 3)], media.boxes[3 * (index // 3 + 1)]
             assert np.all(media.boxes[index] >= np.minimum(before, after) - 1e-3)
             assert np.all(media.boxes[index] <= np.maximum(before, after) + 1e-3)
+
+
+def test_by_default_faces_are_followed_five_times_a_second(demo_corpus, face_model):
+    extractor = Extractor(ExtractionSpec())
+    times, _ = frame_times(video_of(demo_corpus))
+    with extractor.open_detector() as detector:
+        media = process_clip(ClipJob(CLIP, None, video_of(demo_corpus)), detector, extractor.track)
+    assert media.fps == 5.0 and len(media.valid) == math.ceil(len(times) / 6)
+    np.testing.assert_array_equal(media.timestamps, times[::6])
 
 
 def test_face_rate_zero_follows_every_frame(demo_corpus, face_model):
@@ -117,7 +126,7 @@ def test_a_worker_given_the_encoder_hands_back_embeddings(demo_corpus, face_mode
 
 
 def test_grey_crops_cut_from_the_luma_plane_match_crops_of_the_grey_picture(demo_corpus, face_model):
-    extractor = Extractor(ExtractionSpec())
+    extractor = Extractor(ExtractionSpec(face_rate=10))
     with extractor.open_detector() as detector:
         media = process_clip(ClipJob(CLIP, None, video_of(demo_corpus)), detector, extractor.track)
     with Video(video_of(demo_corpus)) as video:
