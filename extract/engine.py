@@ -38,7 +38,7 @@ from corpora.manifest import Corpus
 from corpora.registry import DATASETS, corpus_clips
 from extract.clip_media import ClipJob, ClipMedia, TrackConfig, process_clip
 from extract.face_detection import NATIVE_LOGS_VARIABLE
-from extract.face_encoders import make_face_encoder
+from extract.face_encoders import FaceEncoder, make_face_encoder
 from extract.shards import (
     FeatureError,
     ShardWriter,
@@ -125,8 +125,10 @@ _worker: dict = {}
 
 
 def _init_worker(detector_name: str, detector_file: str, min_score: float, track: TrackConfig,
-                 encoder: tuple[str, str] | None = None) -> None:
-    """Load the detector (and, with ``encoder`` = (name, weights file), the face encoder) once per worker."""
+                 encoder: FaceEncoder | tuple[str, str] | None = None) -> None:
+    """Load the detector once per worker, and the face encoder when the worker embeds: a forked
+    worker is given the main process's own (on the CPU, shared until written), a spawned one
+    (name, weights file) to load."""
     import cv2
 
     _die_with_parent()
@@ -135,10 +137,11 @@ def _init_worker(detector_name: str, detector_file: str, min_score: float, track
     torch.set_num_threads(1)
     cv2.setNumThreads(1)
     detector = open_detector(detector_name, Path(detector_file) if detector_file else None, min_score)
-    face_encoder = None
-    if encoder is not None:
+    face_encoder = encoder
+    if isinstance(encoder, tuple):
         name, weights = encoder
         face_encoder = make_face_encoder(name, "cpu", Path(weights) if weights else None)
+    if face_encoder is not None:
         face_encoder.batch_quantum = WORKER_BATCH_QUANTUM
     _worker.update(detector=detector, track=track, encoder=face_encoder)
 
@@ -300,10 +303,12 @@ def _extract_part(config: FeaturesConfig, folder: Path, prefix: str, jobs: list[
     batches = BatchedWriter(extractor, writer, config.embed_batch)
     report = RunReport(skipped=len(jobs) - len(todo), device=str(device))
     embed_in_workers = config.embed_in == "workers" or (config.embed_in == "auto" and device.type == "cpu")
-    initargs = (spec.detector, str(extractor.detector_file or ""), spec.min_face_score, extractor.track,
-                (spec.encoder, spec.encoder_weights) if embed_in_workers else None)
     # A process that has initialised CUDA must not fork; on CPU forking is safe and starts faster.
     start_method = "spawn" if device.type == "cuda" else "fork"
+    encoder = None
+    if embed_in_workers:
+        encoder = extractor.encoder if start_method == "fork" else (spec.encoder, spec.encoder_weights)
+    initargs = (spec.detector, str(extractor.detector_file or ""), spec.min_face_score, extractor.track, encoder)
     for media in tqdm(run_workers(todo, workers, initargs, start_method), total=len(todo), unit="clip",
                       desc=f"features {prefix}", disable=not todo):
         report.seconds.update(media.seconds)

@@ -236,8 +236,9 @@ def test_length_series_joins_the_same_frames_into_longer_clips(demo_corpus, tmp_
 def test_prediction_clip_is_the_one_nearest_the_duration(demo_corpus, tmp_path):
     videos = sorted((demo_corpus / crema_d.VIDEO_DIR).glob("*.flv"))[:3]
     with open(tmp_path / "index.csv", "w", newline="") as stream:
-        writer = csv.DictWriter(stream, fieldnames=["clip_id", "video_frames"])
-        writer.writeheader()
-        writer.writerows({"clip_id": v.stem, "video_frames": n} for v, n in zip(videos, (60, 76, 90)))
+        writer = csv.DictWriter(stream, fieldnames=["clip_id", "video_frames", "video_rate"])
+        writer.writeheader()  # video steps at 5 a second: 2.0, 2.6 and 3.6 s
+        writer.writerows({"clip_id": v.stem, "video_frames": n, "video_rate": 5.0} for v, n in zip(videos, (10, 13, 18)))
     clip_id, path, duration = clip_nearest(tmp_path, demo_corpus, 2.5)
-    assert clip_id == videos[1].stem and path == videos[1] and duration == pytest.approx(76 / 30)
+    assert clip_id == videos[1].stem and path == videos[1]
+    assert duration == pytest.approx(sum(1 for _ in decode_video(path)) / 30)  # its own frames, all of them
