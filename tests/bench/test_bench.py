@@ -238,7 +238,8 @@ def test_prediction_clip_is_the_one_nearest_the_duration(demo_corpus, tmp_path):
     with open(tmp_path / "index.csv", "w", newline="") as stream:
         writer = csv.DictWriter(stream, fieldnames=["clip_id", "video_frames", "video_rate"])
         writer.writeheader()  # video steps at 5 a second: 2.0, 2.6 and 3.6 s
-        writer.writerows({"clip_id": v.stem, "video_frames": n, "video_rate": 5.0} for v, n in zip(videos, (10, 13, 18)))
+        writer.writerows({"clip_id": v.stem, "video_frames": n, "video_rate": 5.0}
+                         for v, n in zip(videos, (10, 13, 18)))
     clip_id, path, duration = clip_nearest(tmp_path, demo_corpus, 2.5)
     assert clip_id == videos[1].stem and path == videos[1]
     assert duration == pytest.approx(sum(1 for _ in decode_video(path)) / 30)  # its own frames, all of them
