@@ -65,12 +65,16 @@ def length_series(corpus: Path, clips: int, factors: Sequence[int], work_dir: Pa
 
 
 def clip_nearest(features: Path, corpus: Path, seconds: float) -> tuple[str, Path, float]:
-    """The corpus clip whose duration (index.csv's frames over the video's frame rate) is nearest ``seconds``."""
+    """The corpus clip whose video lasts nearest ``seconds`` (index.csv's video steps over their rate),
+    and its duration (its frames, every one decoded, over the video's frame rate)."""
     from corpora import crema_d
-    from extract.face_track import video_fps
+    from extract.face_track import Video
 
     with open(features / "index.csv", newline="") as stream:
-        frames = {row["clip_id"]: int(row["video_frames"]) for row in csv.DictReader(stream)}
-    clip_id = min(sorted(frames), key=lambda c: abs(frames[c] / crema_d.VIDEO_FPS - seconds))
+        lengths = {row["clip_id"]: int(row["video_frames"]) / float(row.get("video_rate") or crema_d.VIDEO_FPS)
+                   for row in csv.DictReader(stream)}
+    clip_id = min(sorted(lengths), key=lambda c: abs(lengths[c] - seconds))
     path = corpus / crema_d.VIDEO_DIR / f"{clip_id}.flv"
-    return clip_id, path, frames[clip_id] / video_fps(path)
+    with Video(path) as video:
+        frames = sum(1 for _ in video.frames())
+        return clip_id, path, frames / video.fps

@@ -265,8 +265,8 @@ def extract_on(folder_name: str, on_gpu: bool) -> Callable[[Workspace], str]:
                                 device=device, force=True)
         folder, report = in_fresh_process(_logged, extract, ws.log(folder_name), config)
         ws.extractions[folder_name] = folder
-        faces = report.face_frames / max(report.frames, 1)
-        detail = (f"{report.clips} clips, {report.frames} frames, face in {faces:.1%}, "
+        faces = report.face_frames / max(report.steps, 1)
+        detail = (f"{report.clips} clips, {report.frames} frames, face in {faces:.1%} of {report.steps} video steps, "
                   f"{report.frames / max(report.wall, 1e-9):.0f} frames/s on {report.device}")
         if report.failures or report.clips != DEMO_CLIPS:
             raise CheckFailed(f"{detail}; {len(report.failures)} clips failed (expected {DEMO_CLIPS} extracted); "

@@ -26,23 +26,42 @@ def measure_extraction(spec: dict) -> dict:
     config = FeaturesConfig(dataset=spec["dataset"], corpus_dir=spec["corpus"], out_root=Path(spec["out_root"]),
                             workers=spec["workers"], device=spec["device"])
     folder, report = extract(config)
-    return {"clips": report.clips, "failed": len(report.failures), "frames": report.frames,
+    return {"clips": report.clips, "failed": len(report.failures), "frames": report.frames, "steps": report.steps,
             "face_frames": report.face_frames, "seconds": report.wall, "parts": dict(report.seconds),
-            "features": folder.name, "gpu_peak_mb": _gpu_peak_mb(spec["device"])}
+            "features": folder.name, "face_rate": config.face_rate, "embed_in": embed_place(config, spec["device"]),
+            "gpu_peak_mb": _gpu_peak_mb(spec["device"])}
+
+
+def embed_place(config, device: str) -> str:
+    return config.embed_in if config.embed_in != "auto" else ("main" if device == "cuda" else "workers")
 
 
 def measure_floor(spec: dict) -> dict:
-    """Decode every clip as make features-floor does (pipeline.decode_floor), timed without listing the corpus."""
+    """Decode every clip as make features-floor does (pipeline.decode_floor), timed without listing the
+    corpus: converting every frame to BGR (the floor of the aim), then again without conversion."""
     from concurrent.futures import ProcessPoolExecutor
 
     from extract.engine import FeaturesConfig, load_jobs
-    from pipeline.decode_floor import decode_clip
+    from pipeline.decode_floor import decode_clip, decode_clip_unconverted
 
     jobs = load_jobs(FeaturesConfig(dataset=spec["dataset"], corpus_dir=spec["corpus"]))
-    started = time.perf_counter()
-    with ProcessPoolExecutor(spec["workers"]) as pool:
-        frames = sum(pool.map(decode_clip, jobs, chunksize=4))
-    return {"clips": len(jobs), "frames": frames, "seconds": time.perf_counter() - started}
+    figures = {"clips": len(jobs)}
+    for name, decode in (("", decode_clip), ("unconverted_", decode_clip_unconverted)):
+        started = time.perf_counter()
+        with ProcessPoolExecutor(spec["workers"]) as pool:
+            figures[f"{name}frames"] = sum(pool.map(decode, jobs, chunksize=4))
+        figures[f"{name}seconds"] = time.perf_counter() - started
+    return figures
+
+
+def measure_boxes(spec: dict) -> dict:
+    """Box agreement of the default face following with every-frame detection (bench.box_agreement)."""
+    from bench.box_agreement import agreement, describe, videos_of
+    from extract.spec import ExtractionSpec
+
+    figures = agreement(videos_of(Path(spec["corpus"]), spec["clips"]), ExtractionSpec())
+    print(describe(figures))
+    return figures
 
 
 def measure_training(spec: dict) -> dict:
@@ -105,5 +124,6 @@ def measure_warm_prediction(spec: dict) -> dict:
             "emotion": first.emotion, "gpu_peak_mb": _gpu_peak_mb(spec["device"])}
 
 
-MEASUREMENTS = {"extraction": measure_extraction, "floor": measure_floor, "training": measure_training,
+MEASUREMENTS = {"extraction": measure_extraction, "floor": measure_floor, "boxes": measure_boxes,
+                "training": measure_training,
                 "evaluation": measure_evaluation, "warm_prediction": measure_warm_prediction}

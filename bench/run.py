@@ -67,6 +67,8 @@ class BenchConfig:
     audio_pool: int = option(TrainStageConfig.audio_pool, "training --audio-pool (built-in default)")
     video_pool: int = option(TrainStageConfig.video_pool, "training --video-pool (built-in default)")
     num_workers: int = option(TrainStageConfig.num_workers, "training data loading processes (built-in default)")
+    box_clips: int = option(24, "clips of the largest corpus whose face boxes are compared with detection on "
+                                "every frame (bench.box_agreement; 0: none)")
     cold_runs: int = option(3, "cold predictions (a new process each); the median is reported")
     warm_runs: int = option(5, "warm predictions after one untimed call; the median is reported")
     improv_frames: int = option(0, "MSP-IMPROV video frames for the projection (0: its clips times the demo's "
@@ -100,7 +102,7 @@ def measure_all(config: BenchConfig, device: str, work_dir: Path, run_dir: Path)
     runner = Runner(run_dir, device)
     actors, factors = parse_list(config.actors), parse_list(config.length_factors)
     counts = worker_counts(config.workers)
-    raw: dict = {"corpora": [], "extraction": [], "training": [], "prediction": None}
+    raw: dict = {"corpora": [], "extraction": [], "training": [], "prediction": None, "boxes": None}
     trained, corpora = None, {}
     for n_actors in actors:
         corpus, corpus_record = demo_corpus(work_dir, n_actors, config.sentences, config.seed, config.workers)
@@ -114,6 +116,11 @@ def measure_all(config: BenchConfig, device: str, work_dir: Path, run_dir: Path)
         features = folder / f"features-w{counts[-1]}" / "demo" / records[-1]["full"]["features"]
         raw["training"].append(train_and_evaluate(runner, config, corpus, features, folder, label))
         trained = (corpus, features, raw["training"][-1]["training"]["run_dir"])
+    if config.box_clips:
+        raw["boxes"] = runner.measure("boxes", "boxes", {"corpus": str(corpora[max(actors)].resolve()),
+                                                         "clips": config.box_clips})
+        print(f"bench: face boxes of {config.box_clips} clips against detection on every frame: mean IoU "
+              f"{raw['boxes']['all']['mean']:.3f}", flush=True)
     if config.length_clips and factors:
         for factor, corpus in length_series(corpora[min(actors)], config.length_clips, factors, work_dir).items():
             raw["extraction"] += run_extractions(runner, "folder", corpus, run_dir / f"x{factor}", "length",
@@ -212,6 +219,8 @@ def validate(config: BenchConfig) -> None:
         raise BenchError(f"--sentences must be 1-12, got {config.sentences}")
     if factors and (min(factors) < 1 or config.length_clips < max(factors)):
         raise BenchError("--length-factors must be at least 1 and --length-clips at least the largest factor")
+    if config.box_clips < 0:
+        raise BenchError("--box-clips must be at least 0")
     if config.epochs < 1 or config.cold_runs < 1 or config.warm_runs < 1 or config.workers < 1:
         raise BenchError("--epochs, --cold-runs, --warm-runs and --workers must be at least 1")
 

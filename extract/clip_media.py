@@ -1,6 +1,7 @@
-"""The per-clip work of an extraction worker: read the audio, decode the video, follow the face,
-crop it. Runs in worker processes; the embedding and log-mel steps run batched in the main
-process (on the GPU when there is one), see extract.engine and extract.spec.Extractor.
+"""The per-clip work of an extraction worker: read the audio, decode the video, follow the face
+on the kept frames (``face_rate`` a second), crop it and, when given an encoder, embed the crops.
+Runs in worker processes; on CPU the workers embed too, on a GPU the embedding runs batched in
+the main process, and the log-mel always does (extract.engine and extract.spec.Extractor).
 
 A modality that cannot be had is recorded with the reason instead of failing the clip: a clip
 fails only when it yields neither audio nor a face.
@@ -16,13 +17,16 @@ import numpy as np
 from extract.audio import SAMPLE_RATE, NoAudio, read_audio, resample
 from extract.face_track import (
     NoVideo,
+    Video,
     as_array,
     choose_face,
     crop_face,
-    decode_video,
     fill_gaps,
+    grey_of,
     large_enough,
-    video_fps,
+    luma_of,
+    sampling_step,
+    stretch_luma,
 )
 
 # Audio and video of one clip that differ by more than this were cut short (or do not belong
@@ -42,12 +46,14 @@ class ClipJob:
 
 @dataclass(frozen=True)
 class TrackConfig:
-    detect_every: int  # run the detector on every k-th frame, interpolate between
-    max_gap_frames: int
+    detect_every: int  # run the detector on every k-th kept frame, interpolate between
+    max_gap_frames: int  # kept frames
     crop_size: int
     crop_margin: float
     min_audio_samples: int  # shorter audio is unusable (less than one analysis window)
     min_face_size: float = 0.0  # smaller detections are ignored: a fraction of the frame's shorter side
+    face_rate: float = 0.0  # kept frames a second (every round(fps / face_rate)-th frame); 0: every frame
+    grey: bool = False  # crops are grey (H, W, 1), for an encoder that reads grey; else BGR
 
 
 @dataclass
@@ -57,11 +63,14 @@ class ClipMedia:
     job: ClipJob
     audio: np.ndarray | None = None  # 16 kHz mono float32
     audio_note: str = ""
-    crops: np.ndarray | None = None  # (valid frames, size, size, 3) uint8 BGR
-    valid: np.ndarray = field(default_factory=lambda: np.zeros(0, bool))
+    crops: np.ndarray | None = None  # (valid steps, size, size, 3) uint8 BGR, or (..., 1) grey
+    embedding: np.ndarray | None = None  # (valid steps, dim) float32 when the worker embedded the crops
+    valid: np.ndarray = field(default_factory=lambda: np.zeros(0, bool))  # per kept frame (video step)
     boxes: np.ndarray = field(default_factory=lambda: np.zeros((0, 4), np.float32))
-    timestamps: np.ndarray = field(default_factory=lambda: np.zeros(0))
-    fps: float = 0.0
+    timestamps: np.ndarray = field(default_factory=lambda: np.zeros(0))  # of the kept frames, in the video's time
+    fps: float = 0.0  # video steps a second: the video's frame rate over the sampling step
+    frames: int = 0  # video frames decoded
+    video_fps: float = 0.0  # the container's frame rate (0 when it gives none)
     detection_scores: list[float] = field(default_factory=list)  # of the detections the track took
     video_note: str = ""
     seconds: dict[str, float] = field(default_factory=dict)  # time spent per part
@@ -77,12 +86,16 @@ class ClipMedia:
 
     @property
     def duration(self) -> float:
+        if self.frames and self.video_fps:
+            return self.frames / self.video_fps
         if len(self.timestamps):
             return float(len(self.timestamps) / self.fps) if self.fps else float(self.timestamps[-1])
         return len(self.audio) / SAMPLE_RATE if self.audio is not None else 0.0
 
 
-def process_clip(job: ClipJob, detector, config: TrackConfig) -> ClipMedia:
+def process_clip(job: ClipJob, detector, config: TrackConfig, encoder=None) -> ClipMedia:
+    """The clip's audio and face crops; with ``encoder`` (an extract.face_encoders.FaceEncoder),
+    the crops' embeddings instead of the crops."""
     media = ClipMedia(job)
     started = time.perf_counter()
     media.audio, media.audio_note = _audio(job, config)
@@ -94,6 +107,10 @@ def process_clip(job: ClipJob, detector, config: TrackConfig) -> ClipMedia:
         _face_track(media, detector, config)
     except NoVideo as error:
         media.video_note = str(error)
+    if encoder is not None and media.crops is not None:
+        tick = time.perf_counter()
+        media.embedding, media.crops = encoder.embed(media.crops), None
+        media.seconds["embed"] = time.perf_counter() - tick
     return media
 
 
@@ -124,38 +141,63 @@ def _usable_audio(source: Path, config: TrackConfig) -> tuple[np.ndarray | None,
 
 
 def _face_track(media: ClipMedia, detector, config: TrackConfig) -> None:
-    frames, times, found, detected = [], [], [], []
-    detect = 0.0
+    pictures, limited, times, found, detected = [], [], [], [], []
+    detect = convert = 0.0
     previous = None
     tick = time.perf_counter()
-    for index, (seconds, frame) in enumerate(decode_video(media.job.video_path)):
-        frames.append(frame)
-        times.append(seconds)
-        box = None
-        if index % config.detect_every == 0:
-            detect_start = time.perf_counter()
-            face = choose_face(large_enough(detector.detect(frame), frame.shape, config.min_face_size), previous)
-            detect += time.perf_counter() - detect_start
-            if face is not None:
-                box = as_array(face)
-                media.detection_scores.append(face.score)
-        previous = box if box is not None else previous
-        found.append(box if box is not None else np.zeros(4, np.float32))
-        detected.append(box is not None)
-    decode = time.perf_counter() - tick - detect
-    if not frames:
+    with Video(media.job.video_path) as video:
+        step = sampling_step(video.fps, config.face_rate)
+        for index, (seconds, frame) in enumerate(video.frames()):
+            media.frames += 1
+            if index % step:  # decoded (the codec needs every frame), never converted
+                continue
+            convert_start = time.perf_counter()
+            # Grey crops are cut from the luma plane as it is and stretched to grey afterwards.
+            picture, stretch = luma_of(frame) if config.grey else (video.pixels(frame), False)
+            box = None
+            if len(times) % config.detect_every == 0:
+                seen = _detector_picture(video, frame, None if config.grey else picture, detector.pixel_format)
+                detect_start = time.perf_counter()
+                faces = large_enough(detector.detect_picture(seen), picture.shape, config.min_face_size)
+                face = choose_face(faces, previous)
+                detect += time.perf_counter() - detect_start
+                convert += detect_start - convert_start
+                if face is not None:
+                    box = as_array(face)
+                    media.detection_scores.append(face.score)
+            else:
+                convert += time.perf_counter() - convert_start
+            pictures.append(picture)
+            limited.append(stretch)
+            times.append(seconds)
+            previous = box if box is not None else previous
+            found.append(box if box is not None else np.zeros(4, np.float32))
+            detected.append(box is not None)
+    decode = time.perf_counter() - tick - detect - convert
+    if not times:
         raise NoVideo("the video has no frames")
     crop_start = time.perf_counter()
     boxes, valid = fill_gaps(np.stack(found), np.array(detected), config.max_gap_frames)
-    media.crops = np.stack([crop_face(frames[i], boxes[i], config.crop_size, config.crop_margin)
-                            for i in np.flatnonzero(valid)]) if valid.any() else None
+    crops = [crop_face(pictures[i], boxes[i], config.crop_size, config.crop_margin) for i in np.flatnonzero(valid)]
+    crops = [stretch_luma(crop) if limited[i] else crop for i, crop in zip(np.flatnonzero(valid), crops)]
+    media.crops = (np.stack(crops)[..., None] if config.grey else np.stack(crops)) if crops else None
     media.valid, media.boxes, media.timestamps = valid, boxes, np.array(times)
-    # The container's frame rate: FLV stores timestamps in whole milliseconds.
+    media.video_fps = video.fps
+    # Without a container rate, the kept frames' times give it (FLV stores whole milliseconds).
     span = times[-1] - times[0]
-    media.fps = video_fps(media.job.video_path) or ((len(times) - 1) / span if span > 0 else 0.0)
+    media.fps = video.fps / step if video.fps else ((len(times) - 1) / span if span > 0 else 0.0)
     if not valid.any():
         media.video_note = "no face found"
     elif media.audio is not None and abs(media.duration - len(media.audio) / SAMPLE_RATE) > LENGTH_TOLERANCE_SECONDS:
         audio_seconds = len(media.audio) / SAMPLE_RATE
         media.video_note = f"video lasts {media.duration:.2f} s, audio {audio_seconds:.2f} s (truncated?)"
-    media.seconds.update(decode=decode, detect=detect, crop=time.perf_counter() - crop_start)
+    media.seconds.update(decode=decode, convert=convert, detect=detect, crop=time.perf_counter() - crop_start)
+
+
+def _detector_picture(video: Video, frame, bgr: np.ndarray | None, pixel_format: str) -> np.ndarray:
+    """The frame as the detector reads it; from the BGR picture already made, when there is one."""
+    if pixel_format == "gray":
+        return grey_of(frame)
+    if pixel_format == "rgb24" and bgr is not None:
+        return bgr[:, :, ::-1]
+    return video.pixels(frame, pixel_format)

@@ -1,8 +1,10 @@
 """Running an extraction: a corpus's clips through worker processes into HDF5 shards.
 
-Worker processes decode the video, detect and follow the face and crop it, and read the audio
-(extract.clip_media); the main process embeds the crops and computes log-mels in batches
-(extract.spec.Extractor) on the chosen device and writes the shards (extract.shards). The work
+Worker processes decode the video, detect and follow the face, crop it and read the audio
+(extract.clip_media); on CPU they embed the crops too, one thread each, so that the workers are
+the only busy processes and take every core; on a GPU the main process embeds the crops in
+batches. The main process computes the log-mels in batches (extract.spec.Extractor) on the chosen
+device and writes the shards (extract.shards). The work
 may be split into parts (``--num-shards K --shard-index i``, or torchrun's RANK / WORLD_SIZE, or
 a SLURM array's task variables), each writing its own shards into the one folder. A rerun skips
 clips already in complete shards.
@@ -36,6 +38,7 @@ from corpora.manifest import Corpus
 from corpora.registry import DATASETS, corpus_clips
 from extract.clip_media import ClipJob, ClipMedia, TrackConfig, process_clip
 from extract.face_detection import NATIVE_LOGS_VARIABLE
+from extract.face_encoders import FaceEncoder, make_face_encoder
 from extract.shards import (
     FeatureError,
     ShardWriter,
@@ -50,6 +53,11 @@ from extract.spec import EXTRACTION_FILE, ExtractionRecord, ExtractionSpec, Extr
 FAILURE_COLUMNS = ("clip_id", "reason", "kept")  # kept: 1 when the clip was extracted all the same
 SKIPPED_FILE = "skipped.csv"  # corpus files that are no clip (the corpus reader's list)
 PR_SET_PDEATHSIG = 1  # prctl option (linux/prctl.h)
+EMBED_PLACES = ("auto", "workers", "main")
+# Batches of the workers' embeddings (one clip's crops) are padded to a multiple of this: a few
+# shapes, for the backend's per-shape kernel caches, at little padding (a clip has about 20 crops).
+WORKER_BATCH_QUANTUM = 4
+PENDING_CLIPS = 64  # at most this many clips wait in the main process for their log-mel and writing
 
 
 @dataclass
@@ -63,13 +71,17 @@ class FeaturesConfig(ExtractionSpec):
     num_shards: int = option(0, "split the corpus into K parts (0: from RANK/WORLD_SIZE or SLURM, else 1)")
     shard_index: int = option(-1, "which part this run does (-1: from the environment, else 0)")
     clips_per_shard: int = option(64, "clips per HDF5 shard (also the most a killed run loses per process)")
-    embed_batch: int = option(256, "face crops per embedding batch")
+    embed_batch: int = option(256, "face crops per embedding batch (when the main process embeds)")
+    embed_in: str = option("auto", "where face crops are embedded: workers, main (the main process, in "
+                                   "batches), auto (main on a GPU, else workers)")
     force: bool = option(False, "redo this part's clips even when extracted")
     strict: bool = option(False, "exit non-zero when any clip fails or misses a modality")
     verbose: bool = option(False, "let the face detector's native logs through (silenced by default)")
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        if self.embed_in not in EMBED_PLACES:
+            raise FeatureError(f"--embed-in must be one of {', '.join(EMBED_PLACES)}, not {self.embed_in!r}")
         if self.workers < 0 or self.clips_per_shard < 1 or self.embed_batch < 1:
             raise FeatureError("--workers must be at least 0 (0: one per core), --clips-per-shard and --embed-batch "
                                "at least 1")
@@ -112,14 +124,26 @@ def load_jobs(config: FeaturesConfig) -> list[ClipJob]:
 _worker: dict = {}
 
 
-def _init_worker(detector_name: str, detector_file: str, min_score: float, track: TrackConfig) -> None:
+def _init_worker(detector_name: str, detector_file: str, min_score: float, track: TrackConfig,
+                 encoder: FaceEncoder | tuple[str, str] | None = None) -> None:
+    """Load the detector once per worker, and the face encoder when the worker embeds: a forked
+    worker is given the main process's own (on the CPU, shared until written), a spawned one
+    (name, weights file) to load."""
     import cv2
 
     _die_with_parent()
+    # First, before any tensor work: a forked child whose parent has run torch's thread pool
+    # hangs in its first multi-threaded operation; with one thread it never enters that pool.
     torch.set_num_threads(1)
     cv2.setNumThreads(1)
     detector = open_detector(detector_name, Path(detector_file) if detector_file else None, min_score)
-    _worker.update(detector=detector, track=track)
+    face_encoder = encoder
+    if isinstance(encoder, tuple):
+        name, weights = encoder
+        face_encoder = make_face_encoder(name, "cpu", Path(weights) if weights else None)
+    if face_encoder is not None:
+        face_encoder.batch_quantum = WORKER_BATCH_QUANTUM
+    _worker.update(detector=detector, track=track, encoder=face_encoder)
 
 
 def _die_with_parent() -> None:
@@ -132,7 +156,7 @@ def _die_with_parent() -> None:
 
 
 def _work(job: ClipJob) -> ClipMedia:
-    return process_clip(job, _worker["detector"], _worker["track"])
+    return process_clip(job, _worker["detector"], _worker["track"], _worker["encoder"])
 
 
 def run_workers(jobs: list[ClipJob], workers: int, initargs: tuple, start_method: str) -> Iterator[ClipMedia]:
@@ -161,7 +185,11 @@ class BatchedWriter:
 
     def add(self, media: ClipMedia) -> None:
         self.pending.append(media)
-        if sum(len(m.crops) for m in self.pending if m.crops is not None) >= self.embed_batch:
+        # Crops to embed, or rows the workers embedded: either way a batch's worth of video steps,
+        # or of clips, goes out, so that memory stays flat however many clips there are.
+        steps = sum(len(m.crops if m.crops is not None else m.embedding) for m in self.pending
+                    if m.crops is not None or m.embedding is not None)
+        if steps >= self.embed_batch or len(self.pending) >= PENDING_CLIPS:
             self.flush()
 
     def flush(self) -> None:
@@ -179,8 +207,9 @@ class BatchedWriter:
 class RunReport:
     clips: int = 0
     skipped: int = 0  # already extracted
-    frames: int = 0
-    face_frames: int = 0
+    frames: int = 0  # video frames decoded
+    steps: int = 0  # video steps (kept frames: --face-rate a second)
+    face_frames: int = 0  # video steps with a face
     audio_missing: int = 0
     video_missing: int = 0
     failures: list[tuple[str, str]] = field(default_factory=list)  # (clip id, why): nothing usable
@@ -193,12 +222,12 @@ class RunReport:
     def summary(self) -> str:
         rate = self.clips / self.wall if self.wall else 0.0
         parts = ", ".join(f"{name} {seconds:.1f}" for name, seconds in sorted(self.seconds.items()))
-        faces = self.face_frames / self.frames if self.frames else 0.0
+        faces = self.face_frames / self.steps if self.steps else 0.0
         main_mb, worker_mb = peak_memory_mb()
         return (f"{self.clips} clips extracted ({self.skipped} already done), {len(self.failures)} failed, "
                 f"{self.audio_missing} without audio, {self.video_missing} without a face, "
                 f"{len(self.length_mismatches)} with audio and video of different lengths (cut short?); "
-                f"face found in {faces:.1%} of {self.frames} frames; "
+                f"face found in {faces:.1%} of {self.steps} video steps ({self.frames} frames decoded); "
                 f"{rate:.2f} clips/s, {self.frames / self.wall if self.wall else 0:.0f} frames/s "
                 f"in {self.wall:.1f} s on {self.device}\ntime by part (s, summed over processes): {parts}\n"
                 f"peak resident memory: main process {main_mb:.0f} MB, largest worker {worker_mb:.0f} MB")
@@ -273,9 +302,13 @@ def _extract_part(config: FeaturesConfig, folder: Path, prefix: str, jobs: list[
                          extractor.audio_rate)
     batches = BatchedWriter(extractor, writer, config.embed_batch)
     report = RunReport(skipped=len(jobs) - len(todo), device=str(device))
-    initargs = (spec.detector, str(extractor.detector_file or ""), spec.min_face_score, extractor.track)
+    embed_in_workers = config.embed_in == "workers" or (config.embed_in == "auto" and device.type == "cpu")
     # A process that has initialised CUDA must not fork; on CPU forking is safe and starts faster.
     start_method = "spawn" if device.type == "cuda" else "fork"
+    encoder = None
+    if embed_in_workers:
+        encoder = extractor.encoder if start_method == "fork" else (spec.encoder, spec.encoder_weights)
+    initargs = (spec.detector, str(extractor.detector_file or ""), spec.min_face_score, extractor.track, encoder)
     for media in tqdm(run_workers(todo, workers, initargs, start_method), total=len(todo), unit="clip",
                       desc=f"features {prefix}", disable=not todo):
         report.seconds.update(media.seconds)
@@ -283,7 +316,8 @@ def _extract_part(config: FeaturesConfig, folder: Path, prefix: str, jobs: list[
             report.failures.append((media.job.clip_id, f"{media.audio_note}; {media.video_note}"))
             continue
         report.clips += 1
-        report.frames += len(media.valid)
+        report.frames += media.frames
+        report.steps += len(media.valid)
         report.face_frames += int(media.valid.sum())
         report.audio_missing += media.audio is None
         report.video_missing += not media.valid.any()

@@ -1,5 +1,9 @@
 """Face detectors behind one interface: frames in (BGR uint8, as OpenCV decodes), boxes out.
 
+Each detector also takes a picture in the pixel format it works in (``pixel_format``, one of
+PyAV's: ``rgb24`` for mediapipe, ``gray`` for Haar) with ``detect_picture``, so that extraction
+converts a decoded frame once, straight to what the detector reads.
+
 - ``MediaPipeFaceDetector``: mediapipe's Tasks FaceDetector with the BlazeFace short-range model,
   a pinned file (extract.model_files). The default.
 - ``HaarFaceDetector``: OpenCV's bundled frontal-face Haar cascade (``alt2``, which finds more faces
@@ -79,10 +83,16 @@ class MediaPipeFaceDetector:
         with native_logs_silenced():
             self._detector = vision.FaceDetector.create_from_options(options)
 
+    pixel_format = "rgb24"
+
     def detect(self, frame_bgr: np.ndarray) -> list[FaceBox]:
+        return self.detect_picture(frame_bgr[:, :, ::-1])
+
+    def detect_picture(self, frame_rgb: np.ndarray) -> list[FaceBox]:
+        """Faces in an (H, W, 3) uint8 RGB picture."""
         import mediapipe as mp
 
-        image = mp.Image(image_format=mp.ImageFormat.SRGB, data=np.ascontiguousarray(frame_bgr[:, :, ::-1]))
+        image = mp.Image(image_format=mp.ImageFormat.SRGB, data=np.ascontiguousarray(frame_rgb))
         # Its alignment warning comes with whichever call first meets a misaligned internal buffer.
         with native_logs_silenced():
             result = self._detector.detect(image)
@@ -113,8 +123,13 @@ class HaarFaceDetector:
         self._downscale = downscale
         self._min_size = int(min_face_pixels * downscale)
 
+    pixel_format = "gray"
+
     def detect(self, frame_bgr: np.ndarray) -> list[FaceBox]:
-        grey = cv2.cvtColor(frame_bgr, cv2.COLOR_BGR2GRAY)
+        return self.detect_picture(cv2.cvtColor(frame_bgr, cv2.COLOR_BGR2GRAY))
+
+    def detect_picture(self, grey: np.ndarray) -> list[FaceBox]:
+        """Faces in an (H, W) uint8 grey picture."""
         small = cv2.resize(grey, None, fx=self._downscale, fy=self._downscale, interpolation=cv2.INTER_AREA)
         # No histogram equalisation: on a bright backdrop it flattens a dark face's features.
         found = self._cascade.detectMultiScale(small, scaleFactor=1.1, minNeighbors=3,

@@ -59,6 +59,9 @@ class FaceEncoder(ABC):
     name: str
     input_size: int  # side of the square, in pixels, that every crop is resized to
     embedding_dim: int
+    reads_grey = False  # True when the network reads grey: crops may then be made grey, at no loss
+    # Batches are padded to a multiple of this (see _run); an instance may set a smaller one.
+    batch_quantum = BATCH_QUANTUM
 
     def __init__(self, network: nn.Module, weights_sha256: str, device: str, batch_size: int):
         self.network = network.eval()
@@ -96,7 +99,8 @@ class FaceEncoder(ABC):
             count = len(inputs)
             # Batches padded to a multiple of BATCH_QUANTUM come in few shapes, so the backend's
             # per-shape kernel caches (oneDNN's) stay small over a long run.
-            padded = np.zeros((-(-count // BATCH_QUANTUM) * BATCH_QUANTUM, *inputs.shape[1:]), inputs.dtype)
+            quantum = self.batch_quantum
+            padded = np.zeros((-(-count // quantum) * quantum, *inputs.shape[1:]), inputs.dtype)
             padded[:count] = inputs
             with torch.inference_mode(), full_float32():
                 result = batch_function(torch.from_numpy(padded).to(self.device, memory_format=torch.channels_last))
@@ -144,6 +148,7 @@ class FerEncoder(FaceEncoder):
     name = "fer"
     input_size = 64
     embedding_dim = 128 + len(FER2013_EXPRESSIONS)
+    reads_grey = True
 
     def __init__(self, device: str = "cpu", weights: Path | None = None, batch_size: int = DEFAULT_BATCH_SIZE):
         path = Path(weights) if weights else model_path(FER_EXPRESSION_MODEL)

@@ -7,6 +7,10 @@ between, and of frames where detection failed, are interpolated linearly from th
 detections when at most ``max_gap_frames`` frames lie between them (and held for at most that
 many frames before the first and after the last detection); other frames are marked invalid (no
 usable face) and get no crop.
+
+Faces may be followed on a sample of the frames only (``sampling_step``: every n-th frame, n from
+the video's frame rate and the wanted rate): every frame is decoded, as the codec requires, but
+only the kept frames are converted to pixels, and detection and interpolation count kept frames.
 """
 from __future__ import annotations
 
@@ -16,6 +20,7 @@ from pathlib import Path
 import av
 import cv2
 import numpy as np
+from av.video.reformatter import VideoReformatter
 
 from extract.face_detection import FaceBox
 
@@ -24,25 +29,103 @@ class NoVideo(Exception):
     """The file has no decodable video."""
 
 
-def decode_video(path: Path) -> Iterator[tuple[float, np.ndarray]]:
-    """(time in seconds, BGR frame) for every frame; NoVideo when nothing can be decoded."""
-    try:
-        container = av.open(str(path))
-    except (av.error.FFmpegError, OSError) as error:
-        raise NoVideo(f"not a readable video: {error}") from None
-    with container:
-        if not container.streams.video:
+class Video:
+    """A video file's first video stream: its frame rate and its frames as decoded, unconverted.
+
+    Converting a frame to pixels costs three times what decoding it does (README, "Performance"),
+    so ``frames`` yields PyAV frames, and callers convert only those they use (``pixels``,
+    ``grey_of``). NoVideo when the file cannot be opened or has no video stream.
+    """
+
+    def __init__(self, path: Path):
+        try:
+            self._container = av.open(str(path))
+        except (av.error.FFmpegError, OSError) as error:
+            raise NoVideo(f"not a readable video: {error}") from None
+        if not self._container.streams.video:
+            self._container.close()
             raise NoVideo("the file has no video stream")
-        stream = container.streams.video[0]
+        self._stream = self._container.streams.video[0]
+        rate = self._stream.average_rate
+        self.fps = float(rate) if rate else 0.0  # 0 when the container does not say
+        self._converters: dict[str, VideoReformatter] = {}
+
+    def pixels(self, frame: av.VideoFrame, pixel_format: str = "bgr24") -> np.ndarray:
+        """The frame as an array in ``pixel_format`` (PyAV's name: bgr24, rgb24, gray).
+
+        One converter per format serves the whole video: ``frame.to_ndarray`` sets up a new
+        swscale context for every frame, which took four times as long as the conversion itself
+        (README, "Performance")."""
+        converter = self._converters.get(pixel_format)
+        if converter is None:
+            converter = self._converters[pixel_format] = VideoReformatter()
+        return converter.reformat(frame, format=pixel_format).to_ndarray()
+
+    def frames(self) -> Iterator[tuple[float, av.VideoFrame]]:
+        """(time in seconds, frame) for every frame; a truncated file ends early, without an error."""
+        stream = self._stream
         start = stream.start_time or 0
         try:
-            for frame in container.decode(stream):
-                seconds = float((frame.pts - start) * stream.time_base) if frame.pts is not None else float("nan")
-                yield seconds, frame.to_ndarray(format="bgr24")
+            for frame in self._container.decode(stream):
+                yield float((frame.pts - start) * stream.time_base) if frame.pts is not None else float("nan"), frame
         except av.error.FFmpegError as error:
             # A truncated file: keep the frames decoded so far, as the caller counts them.
             if not _is_truncation(error):
                 raise NoVideo(f"video not decodable: {error}") from None
+
+    def close(self) -> None:
+        self._container.close()
+
+    def __enter__(self) -> Video:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def decode_video(path: Path) -> Iterator[tuple[float, np.ndarray]]:
+    """(time in seconds, BGR frame) for every frame; NoVideo when nothing can be decoded."""
+    with Video(path) as video:
+        for seconds, frame in video.frames():
+            yield seconds, video.pixels(frame)
+
+
+def sampling_step(fps: float, rate: float) -> int:
+    """Keep every n-th frame to follow the face about ``rate`` times a second (0: every frame)."""
+    if rate <= 0 or fps <= 0:
+        return 1
+    return max(1, round(fps / rate))
+
+
+# Limited-range ("TV") luma, 16..235, stretched to 0..255 as swscale does for a grey picture.
+_LIMITED_TO_FULL = np.clip(np.round((np.arange(256) - 16) * 255 / 219), 0, 255).astype(np.uint8)
+_LIMITED_RANGE_YUV = {"yuv420p", "yuv422p", "yuv444p", "yuv411p", "yuv410p", "yuv440p", "nv12", "nv21"}
+_FULL_RANGE_YUV = {"yuvj420p", "yuvj422p", "yuvj444p", "yuvj440p", "yuvj411p"}
+
+
+def luma_of(frame: av.VideoFrame) -> tuple[np.ndarray, bool]:
+    """The frame's luma plane as an (H, W) uint8 view, without a copy, and whether it is limited
+    range (16..235: ``stretch_luma`` gives the grey values); a frame without one comes grey, in
+    full range, from swscale. Cropping the view and stretching the crop costs a fraction of
+    converting the whole frame."""
+    name = frame.format.name
+    full = name in _FULL_RANGE_YUV or (name in _LIMITED_RANGE_YUV and frame.color_range == 2)  # AVCOL_RANGE_JPEG
+    if not full and name not in _LIMITED_RANGE_YUV:
+        return frame.to_ndarray(format="gray"), False
+    plane = frame.planes[0]
+    return np.frombuffer(plane, np.uint8).reshape(-1, plane.line_size)[:frame.height, :frame.width], not full
+
+
+def stretch_luma(luma: np.ndarray) -> np.ndarray:
+    """Limited-range luma as grey values 0..255, as swscale's grey conversion gives them."""
+    return cv2.LUT(luma, _LIMITED_TO_FULL)
+
+
+def grey_of(frame: av.VideoFrame) -> np.ndarray:
+    """The frame as an (H, W) uint8 grey picture: from its luma plane when it has one (the values
+    swscale's grey conversion gives, without its cost), else through swscale."""
+    luma, limited = luma_of(frame)
+    return stretch_luma(luma) if limited else np.ascontiguousarray(luma)
 
 
 def _is_truncation(error: Exception) -> bool:

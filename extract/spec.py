@@ -46,9 +46,13 @@ class ExtractionSpec:
     # README, "Features", has the measurements these two defaults come from.
     min_face_score: float = option(0.55, "ignore detections of a lower confidence (mediapipe; Haar gives none)")
     min_face_size: float = option(0.1, "ignore detections smaller than this fraction of the frame's shorter side")
-    # Every third frame keeps the boxes on the face (README, "Features") at a third of the cost.
-    detect_every: int = option(3, "run the face detector on every k-th frame and interpolate between")
-    max_gap_frames: int = option(5, "interpolate face boxes across at most this many frames without a face")
+    # The model averages the video steps anyway (--video-pool): 5 a second held the demo's test
+    # macro-F1 (as did 10) at a sixth of the embedding cost (README, "Features" and "Performance").
+    face_rate: float = option(5.0, "face steps a second: the face is followed and embedded on every "
+                                   "round(fps / rate)-th frame (0: on every frame)")
+    # Every third kept frame keeps the boxes on the face (README, "Features") at a third of the cost.
+    detect_every: int = option(3, "run the face detector on every k-th kept frame and interpolate between")
+    max_gap_frames: int = option(5, "interpolate face boxes across at most this many kept frames without a face")
     crop_margin: float = option(0.15, "face crop margin on each side, as a fraction of the box size")
     n_mels: int = option(80, "mel bands")
     win_ms: float = option(25.0, "log-mel window, milliseconds")
@@ -61,6 +65,8 @@ class ExtractionSpec:
             raise FeatureError(f"unknown detector {self.detector!r}; choose one of {', '.join(DETECTORS)}")
         if self.detect_every < 1 or self.max_gap_frames < self.detect_every - 1:
             raise FeatureError("--detect-every must be at least 1 and --max-gap-frames at least detect-every - 1")
+        if self.face_rate < 0:
+            raise FeatureError("--face-rate must be at least 0 (0: every frame)")
         if not (0 <= self.min_face_score <= 1 and 0 <= self.min_face_size < 1):
             raise FeatureError("--min-face-score must be within 0..1 and --min-face-size within 0..1")
         if self.n_mels < 1 or self.win_ms <= 0 or self.hop_ms <= 0 or self.crop_margin < 0:
@@ -75,10 +81,17 @@ class ExtractionSpec:
         return MelConfig(self.n_mels, self.win_ms, self.hop_ms)
 
     def folder_name(self) -> str:
-        """<encoder>-<detector>-k<k>-mel<n>-<digest of every option but the weights' path>."""
+        """<encoder>-<detector>[-r<face rate>]-k<k>-mel<n>-<digest of every option but the weights' path>.
+
+        Features of every frame (face_rate 0) keep the name and digest they had before the option."""
         options = {name: value for name, value in asdict(self).items() if name != "encoder_weights"}
+        rate = ""
+        if options["face_rate"] == 0:
+            del options["face_rate"]
+        else:
+            rate = f"-r{self.face_rate:g}"
         digest = hashlib.sha256(yaml.safe_dump(options, sort_keys=True).encode()).hexdigest()[:8]
-        return f"{self.encoder}-{self.detector}-k{self.detect_every}-mel{self.n_mels}-{digest}"
+        return f"{self.encoder}-{self.detector}{rate}-k{self.detect_every}-mel{self.n_mels}-{digest}"
 
 
 def extraction_folder(out_root: Path, dataset: str, spec: ExtractionSpec) -> Path:
@@ -123,7 +136,9 @@ class ExtractionRecord:
             raise FeatureError(f"{path} not found: {folder} is not an extraction folder; run make features")
         try:
             values = yaml.safe_load(path.read_text())
-            return cls(spec=from_values(ExtractionSpec, values["spec"]), models=dict(values["models"]),
+            # Recorded before face_rate existed: the face was followed on every frame.
+            spec_values = {"face_rate": 0.0, **values["spec"]}
+            return cls(spec=from_values(ExtractionSpec, spec_values), models=dict(values["models"]),
                        dataset=values.get("dataset", ""), corpus_dir=values.get("corpus_dir", ""),
                        packages=values.get("packages", {}), written=values.get("written", ""))
         except (yaml.YAMLError, KeyError, TypeError, AttributeError, FeatureError) as error:
@@ -154,7 +169,7 @@ class Extractor:
         mel = spec.mel()
         self.log_mel = LogMel(mel, device)
         self.track = TrackConfig(spec.detect_every, spec.max_gap_frames, self.encoder.input_size, spec.crop_margin,
-                                 mel.win_length, spec.min_face_size)
+                                 mel.win_length, spec.min_face_size, spec.face_rate, self.encoder.reads_grey)
         self.detector_file = model_path(FACE_DETECTOR_SHORT_RANGE) if spec.detector == "mediapipe" else None
         self.seconds: Counter = Counter()  # time spent embedding and computing log-mels
 
@@ -174,18 +189,23 @@ class Extractor:
         return open_detector(self.spec.detector, self.detector_file, self.spec.min_face_score)
 
     def features(self, media: list[ClipMedia]) -> list[ClipFeatures]:
-        """The features of clips whose media the workers produced, embedded and log-mel'd in one batch."""
+        """The features of clips whose media the workers produced, embedded (unless the workers
+        did) and log-mel'd in one batch."""
         tick = time.perf_counter()
         crops = [m.crops for m in media if m.crops is not None]
         embedded = (self.encoder.embed(np.concatenate(crops)) if crops
                     else np.zeros((0, self.encoder.embedding_dim), np.float32))
-        self.seconds["embed"] += time.perf_counter() - tick
+        if crops:
+            self.seconds["embed"] += time.perf_counter() - tick
         tick = time.perf_counter()
         with_audio = [m for m in media if m.audio is not None]
         mels = dict(zip((id(m) for m in with_audio), self.log_mel([m.audio for m in with_audio])))
         self.seconds["mel"] += time.perf_counter() - tick
         features, start = [], 0
         for clip in media:
+            if clip.embedding is not None:  # embedded by the worker
+                features.append(self._clip_features(clip, clip.embedding, mels.get(id(clip))))
+                continue
             n_valid = 0 if clip.crops is None else len(clip.crops)
             features.append(self._clip_features(clip, embedded[start:start + n_valid], mels.get(id(clip))))
             start += n_valid

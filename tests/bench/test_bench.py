@@ -12,7 +12,7 @@ import soundfile
 from bench.corpora import clip_nearest, length_series
 from bench.fits import CREMA_D, MSP_IMPROV, clip_terms, corpus_frames, extraction_terms, fit_costs, project
 from bench.measure import measure_floor
-from bench.report import AIMS, ratio_verdict, render_markdown, share_verdict, summarise, write_results
+from bench.report import AIMS, aims, ratio_verdict, render_markdown, share_verdict, summarise, write_results
 from bench.run import BenchConfig, _config_values
 from bench.runner import Runner, parse_utilisation
 from corpora import crema_d
@@ -170,6 +170,31 @@ def test_aims_and_markdown_report():
             assert line.endswith("|")
 
 
+def test_report_of_workers_that_embed_with_both_floors_box_agreement_and_memory():
+    results = synthetic_results()
+    for record in results["extraction"]:
+        record["full"].update(embed_in="workers", face_rate=10.0, steps=record["full"]["frames"] // 3)
+        record["floor"].update(unconverted_seconds=record["floor"]["seconds"] / 2,
+                               unconverted_frames=record["floor"]["frames"])
+    results["boxes"] = {"clips": 24, "kept_frames": 500, "face_rate": 10.0, "detect_every": 3, "max_gap_frames": 5,
+                        "all": {"mean": 0.98, "median": 0.985, "p5": 0.95, "frames": 500},
+                        "between_detections": {"mean": 0.97, "median": 0.975, "p5": 0.94, "frames": 330},
+                        "validity_disagreement": 0.002}
+    results["aims"] = aims(results)
+    extraction = [row for row in results["aims"] if row["aim"].startswith("extraction at most")]
+    assert "shares the 2 cores" not in extraction[1]["verdict"]  # the workers embed: the main process idles
+    (memory,) = [row for row in results["aims"] if "memory" in row["aim"]]
+    assert memory["met"] and "900 MB at 48 clips, 900 MB at 96 (+0%)" in memory["verdict"]
+    markdown = render_markdown(results)
+    assert "full/unconverted floor" in markdown and "mean IoU of 0.980 (5th percentile 0.950)" in markdown
+    assert "embedded in the workers process(es)" in markdown and "| 2400 |" in markdown  # a6's face steps
+    for record in results["extraction"]:  # a worker that grows with the corpus misses the aim
+        if record["label"] == "a6":
+            record["full"]["peak_mb"] = {"main": 900, "largest_child": 600}
+    (memory,) = [row for row in aims(results) if "memory" in row["aim"]]
+    assert not memory["met"] and "(+20%; aim: within 10%)" in memory["verdict"]
+
+
 def test_results_files_are_named_by_date_and_host(tmp_path):
     results = synthetic_results()
     json_path, md_path, markdown = write_results(results, tmp_path)
@@ -200,6 +225,7 @@ def test_length_series_joins_the_same_frames_into_longer_clips(demo_corpus, tmp_
                              "workers": 1}) for k in (1, 2)]
     assert [f["clips"] for f in floors] == [4, 2]
     assert floors[0]["frames"] == floors[1]["frames"] == sum(frames)
+    assert floors[0]["unconverted_frames"] == sum(frames)  # the second pass decodes without converting
     # The same measurement in a child process, as make bench runs it: the child adds its peak memory.
     spec = {"dataset": "folder", "corpus": str(folders[2]), "manifests": str(tmp_path / "m-child"), "workers": 1}
     child = Runner(tmp_path / "run", "cpu").measure("floor", "floor-x2", spec)
@@ -210,8 +236,10 @@ def test_length_series_joins_the_same_frames_into_longer_clips(demo_corpus, tmp_
 def test_prediction_clip_is_the_one_nearest_the_duration(demo_corpus, tmp_path):
     videos = sorted((demo_corpus / crema_d.VIDEO_DIR).glob("*.flv"))[:3]
     with open(tmp_path / "index.csv", "w", newline="") as stream:
-        writer = csv.DictWriter(stream, fieldnames=["clip_id", "video_frames"])
-        writer.writeheader()
-        writer.writerows({"clip_id": v.stem, "video_frames": n} for v, n in zip(videos, (60, 76, 90)))
+        writer = csv.DictWriter(stream, fieldnames=["clip_id", "video_frames", "video_rate"])
+        writer.writeheader()  # video steps at 5 a second: 2.0, 2.6 and 3.6 s
+        writer.writerows({"clip_id": v.stem, "video_frames": n, "video_rate": 5.0}
+                         for v, n in zip(videos, (10, 13, 18)))
     clip_id, path, duration = clip_nearest(tmp_path, demo_corpus, 2.5)
-    assert clip_id == videos[1].stem and path == videos[1] and duration == pytest.approx(76 / 30)
+    assert clip_id == videos[1].stem and path == videos[1]
+    assert duration == pytest.approx(sum(1 for _ in decode_video(path)) / 30)  # its own frames, all of them

@@ -2,6 +2,8 @@
 bad input that costs only the broken modality, and sharded runs equal to one run."""
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import os
 import shutil
 import signal
@@ -14,11 +16,14 @@ import av
 import numpy as np
 import pytest
 import soundfile
+import yaml
 
 from corpora.demo.generate import DemoConfig, generate
 from extract import engine
 from extract.engine import FeaturesConfig, extract
+from extract.face_track import Video
 from extract.shards import FeatureError, FeatureStore, clip_ids_in, shard_files
+from extract.spec import ExtractionRecord, ExtractionSpec
 from extract.verify import verify
 from pipeline import features
 
@@ -60,16 +65,25 @@ def same_features(folder_a: Path, folder_b: Path) -> None:
     b.close()
 
 
-def test_demo_features_verify_with_faces_and_consistent_lengths(single_run):
+def frames_in(video: Path) -> int:
+    with Video(video) as decoded:
+        return sum(1 for _ in decoded.frames())
+
+
+def test_demo_features_verify_with_faces_and_consistent_lengths(corpus, single_run):
     folder, report = single_run
     assert report.clips == 48 and not report.failures
-    assert report.face_frames / report.frames >= 0.95
+    assert report.face_frames / report.steps >= 0.95
+    # Every frame decoded, every sixth (5 a second of the 30 fps video) followed and embedded.
+    frames = [frames_in(path) for path in sorted((corpus / "VideoFlash").glob("*.flv"))]
+    assert report.frames == sum(frames) and report.steps == sum(-(-n // 6) for n in frames)
     assert verify(folder) == []
     store = FeatureStore(folder)
     clip = store.load("1001_IEO_ANG_HI")
     assert clip.mel.shape[1] == 80 and clip.embedding.shape == (len(clip.valid), 135)
     assert abs((len(clip.mel) - 1) / 100 - clip.duration) < 0.05  # 10 ms log-mel hop
-    assert abs(len(clip.valid) / 30 - clip.duration) < 1e-6  # 30 fps video
+    assert clip.fps == 5.0 and 0 < clip.duration - (len(clip.valid) - 1) / 5 <= 0.2 + 1e-6  # every 6th of 30 fps
+    np.testing.assert_allclose(clip.timestamps, np.arange(len(clip.valid)) / 5, atol=1e-3)
     assert (folder / "extraction.yaml").read_text().count("sha256") >= 2
     assert store.dims().audio_rate == 100.0
 
@@ -203,3 +217,45 @@ def test_bad_input_costs_only_what_is_broken(corpus, tmp_path, capsys):
     assert sorted(p.split(":")[0] for p in strict_problems) == ["1001_IEO_ANG_MD", "1001_IEO_SAD_HI", "1002_IEO_FEA_HI"]
     assert [p for p in strict_problems if p.startswith("1001_IEO_ANG_MD")][0].startswith("1001_IEO_ANG_MD: failed")
     assert features.main([*argv, "--strict"]) == 1
+
+
+def test_extraction_yaml_and_folder_name_record_the_face_rate(single_run):
+    folder, _ = single_run
+    record = yaml.safe_load((folder / "extraction.yaml").read_text())
+    assert record["spec"]["face_rate"] == 5.0 and record["spec"]["detect_every"] == 3
+    assert folder.name.startswith("fer-mediapipe-r5-k3-mel80-")
+
+
+def test_records_from_before_the_face_rate_mean_every_frame(single_run, tmp_path):
+    folder, _ = single_run
+    record = yaml.safe_load((folder / "extraction.yaml").read_text())
+    del record["spec"]["face_rate"]
+    (tmp_path / "extraction.yaml").write_text(yaml.safe_dump(record))
+    assert ExtractionRecord.load(tmp_path).spec.face_rate == 0.0
+    # Every frame keeps the folder name such features had: the digest of the options without it.
+    spec = ExtractionSpec(face_rate=0)
+    options = {name: value for name, value in dataclasses.asdict(spec).items()
+               if name not in ("encoder_weights", "face_rate")}
+    digest = hashlib.sha256(yaml.safe_dump(options, sort_keys=True).encode()).hexdigest()[:8]
+    assert spec.folder_name() == f"fer-mediapipe-k3-mel80-{digest}"
+
+
+def test_the_main_process_embeds_as_the_workers_do(corpus, single_run, tmp_path):
+    folder, report = extract(config_for(corpus, tmp_path, embed_in="main"))
+    assert report.clips == 48 and folder.name == single_run[0].name
+    same_features(single_run[0], folder)
+
+
+def test_workers_that_embed_start_from_a_parent_that_ran_torch_threads(corpus, tmp_path):
+    """A forked child whose parent has run torch's thread pool hangs in its first multi-threaded
+    operation unless it first goes down to one thread (extract.engine._init_worker)."""
+    code = ("import sys, torch; from pathlib import Path; from extract.engine import FeaturesConfig, extract\n"
+            "torch.set_num_threads(2); x = torch.randn(1500, 1500); (x @ x).sum()\n"
+            "torch.nn.functional.conv2d(torch.randn(64, 8, 64, 64), torch.randn(8, 8, 3, 3)).sum()\n"
+            f"config = FeaturesConfig(dataset='demo', corpus_dir={str(corpus)!r}, out_root=Path({str(tmp_path)!r}), "
+            "workers=2, device='cpu', embed_in='workers')\n"
+            "folder, report = extract(config); print(report.clips)\n")
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=600,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split()[-1] == "48"
