@@ -12,12 +12,10 @@ clips already in complete shards.
 from __future__ import annotations
 
 import csv
-import ctypes
 import io
 import multiprocessing
 import os
 import resource
-import signal
 import tempfile
 import time
 from collections import Counter
@@ -34,6 +32,7 @@ from common.device import resolve_device
 from common.files import remove_partials, write_csv
 from common.locks import exclusive_lock
 from common.paths import record_path
+from common.processes import die_with_parent
 from corpora.manifest import Corpus
 from corpora.registry import DATASETS, corpus_clips
 from extract.clip_media import ClipJob, ClipMedia, TrackConfig, process_clip
@@ -52,7 +51,6 @@ from extract.spec import EXTRACTION_FILE, ExtractionRecord, ExtractionSpec, Extr
 
 FAILURE_COLUMNS = ("clip_id", "reason", "kept")  # kept: 1 when the clip was extracted all the same
 SKIPPED_FILE = "skipped.csv"  # corpus files that are no clip (the corpus reader's list)
-PR_SET_PDEATHSIG = 1  # prctl option (linux/prctl.h)
 EMBED_PLACES = ("auto", "workers", "main")
 # Batches of the workers' embeddings (one clip's crops) are padded to a multiple of this: a few
 # shapes, for the backend's per-shape kernel caches, at little padding (a clip has about 20 crops).
@@ -131,7 +129,7 @@ def _init_worker(detector_name: str, detector_file: str, min_score: float, track
     (name, weights file) to load."""
     import cv2
 
-    _die_with_parent()
+    die_with_parent()
     # First, before any tensor work: a forked child whose parent has run torch's thread pool
     # hangs in its first multi-threaded operation; with one thread it never enters that pool.
     torch.set_num_threads(1)
@@ -144,15 +142,6 @@ def _init_worker(detector_name: str, detector_file: str, min_score: float, track
     if face_encoder is not None:
         face_encoder.batch_quantum = WORKER_BATCH_QUANTUM
     _worker.update(detector=detector, track=track, encoder=face_encoder)
-
-
-def _die_with_parent() -> None:
-    """Have the kernel end this worker when the extraction process dies (even by kill -9), so that
-    no orphan keeps decoding and holding memory."""
-    parent = os.getppid()
-    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-    if os.getppid() != parent:  # the parent died before the request was made
-        os._exit(1)
 
 
 def _work(job: ClipJob) -> ClipMedia:
