@@ -269,7 +269,7 @@ def _extract_part(config: FeaturesConfig, folder: Path, prefix: str, jobs: list[
     todo = [job for job in jobs if job.clip_id not in done]
 
     spec = extractor.spec
-    writer = ShardWriter(folder, prefix, config.clips_per_shard, spec.n_mels, extractor.encoder.embedding_dim,
+    writer = ShardWriter(folder, prefix, config.clips_per_shard, extractor.audio_dim, extractor.encoder.embedding_dim,
                          extractor.audio_rate)
     batches = BatchedWriter(extractor, writer, config.embed_batch)
     report = RunReport(skipped=len(jobs) - len(todo), device=str(device))

@@ -50,6 +50,9 @@ def verify_checks(folder: Path, corpus_dir: str = "", manifests_dir: Path | None
     readable = Check("readable, checksums match, finite", [])
     shapes = Check("arrays of the expected shapes", [])
     lengths = Check("audio and video of one length", [], warning=True)
+    # Extractions from before the audio encoders recorded no audio size or rate: theirs were the log-mel's.
+    audio_dim = int(record.models.get("audio_dim", record.spec.n_mels))
+    audio_rate = float(record.models.get("audio_rate", 1000.0 / record.spec.hop_ms))
     with FeatureStore(folder) as store:
         for clip_id in store.clip_ids():
             try:
@@ -57,8 +60,8 @@ def verify_checks(folder: Path, corpus_dir: str = "", manifests_dir: Path | None
             except FeatureError as error:
                 readable.problems.append(str(error))
                 continue
-            shapes.problems += [f"{clip_id}: {p}" for p in shape_problems(clip, record.spec.n_mels)]
-            lengths.problems += [f"{clip_id}: {p}" for p in length_problems(clip, record.spec.hop_ms)]
+            shapes.problems += [f"{clip_id}: {p}" for p in shape_problems(clip, audio_dim)]
+            lengths.problems += [f"{clip_id}: {p}" for p in length_problems(clip, audio_rate)]
     return [models, presence, readable, shapes, lengths, failures,
             _manifest_check(manifests_dir / record.dataset if manifests_dir else None, Path(corpus))]
 
@@ -69,10 +72,10 @@ def verify(folder: Path, strict: bool = False, corpus_dir: str = "") -> list[str
             for problem in check.problems]
 
 
-def shape_problems(clip: ClipFeatures, n_mels: int) -> list[str]:
+def shape_problems(clip: ClipFeatures, audio_dim: int) -> list[str]:
     problems = []
-    if clip.has_audio and clip.mel.shape[1] != n_mels:
-        problems.append(f"log-mel has {clip.mel.shape[1]} bands, expected {n_mels}")
+    if clip.has_audio and clip.mel.shape[1] != audio_dim:
+        problems.append(f"audio features have {clip.mel.shape[1]} numbers a frame, expected {audio_dim}")
     frames = len(clip.valid)
     if not (len(clip.embedding) == len(clip.boxes) == len(clip.timestamps) == frames):
         problems.append("per-frame arrays of different lengths")
@@ -83,10 +86,10 @@ def shape_problems(clip: ClipFeatures, n_mels: int) -> list[str]:
     return problems
 
 
-def length_problems(clip: ClipFeatures, hop_ms: float) -> list[str]:
+def length_problems(clip: ClipFeatures, audio_rate: float) -> list[str]:
     if not clip.has_audio or not len(clip.valid):
         return []
-    audio_seconds = (len(clip.mel) - 1) * hop_ms / 1000
+    audio_seconds = (len(clip.mel) - 1) / audio_rate
     if abs(audio_seconds - clip.duration) <= LENGTH_TOLERANCE_SECONDS:
         return []
     return [f"audio lasts {audio_seconds:.2f} s but the video {clip.duration:.2f} s (one is cut short; check the "
