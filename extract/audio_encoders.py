@@ -262,7 +262,9 @@ def wav2vec2_folder(weights: str) -> Path:
 def load_wav2vec2(folder: Path, layer: int):
     """The model in ``folder`` cut after transformer layer ``layer``, in eval mode, and its config."""
     from transformers import AutoConfig, AutoModel
+    from transformers.utils import logging
 
+    logging.disable_progress_bar()
     try:
         model_config = AutoConfig.from_pretrained(folder, local_files_only=True)
     except (OSError, ValueError) as error:
@@ -272,7 +274,7 @@ def load_wav2vec2(folder: Path, layer: int):
         raise AudioEncoderError(f"{folder}: a {model_config.model_type!r} model; --audio-encoder wav2vec2 takes "
                                 f"{', '.join(WAV2VEC2_FAMILY)} checkpoints")
     if not 1 <= layer <= model_config.num_hidden_layers:
-        raise AudioEncoderError(f"--audio-layer {layer}: {folder} has transformer layers 1..."
+        raise AudioEncoderError(f"--audio-layer {layer}: {folder} has transformer layers 1 to "
                                 f"{model_config.num_hidden_layers}")
     try:
         model = AutoModel.from_pretrained(folder, local_files_only=True)
