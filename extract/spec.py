@@ -79,6 +79,10 @@ class ExtractionSpec:
                                              "are meant for the GPU)")
     audio_chunk_seconds: float = option(30.0, "wav2vec2: encode longer clips in chunks of this many seconds")
     audio_context_seconds: float = option(2.0, "wav2vec2: audio added on each side of a chunk, seconds")
+    video_features_from: str = option("", "import per-frame video features from this folder instead of extracting "
+                                          "them: <clip id>.npy (frames x dim) or <clip id>/<frame number>.npy "
+                                          "(extract.imported)")
+    video_rate: float = option(0.0, "with --video-features-from: the arrays' frames a second")
 
     def __post_init__(self) -> None:
         if self.face_encoder not in FACE_ENCODERS:
@@ -94,6 +98,8 @@ class ExtractionSpec:
                 or self.audio_context_seconds < 0:
             raise FeatureError("--audio-layer must be at least 1, --audio-norm-std and --audio-chunk-seconds "
                                "positive, --audio-context-seconds at least 0")
+        if bool(self.video_features_from) != (self.video_rate > 0):
+            raise FeatureError("--video-features-from and --video-rate (the arrays' frames a second) go together")
         if self.detector not in DETECTORS:
             raise FeatureError(f"unknown detector {self.detector!r}; choose one of {', '.join(DETECTORS)}")
         if self.detect_every < 1 or self.max_gap_frames < self.detect_every - 1:
@@ -123,6 +129,8 @@ class ExtractionSpec:
         digest = hashlib.sha256(yaml.safe_dump(options, sort_keys=True).encode()).hexdigest()[:8]
         audio = {"logmel": f"mel{self.n_mels}", "wav2vec2": f"wav2vec2L{self.audio_layer}"}.get(self.audio_encoder,
                                                                                             self.audio_encoder)
+        if self.video_features_from:
+            return f"imported-{audio}-{digest}"
         return f"{self.face_encoder}-{self.detector}-k{self.detect_every}-{audio}-{digest}"
 
 
@@ -196,11 +204,14 @@ class Extractor:
     def __init__(self, spec: ExtractionSpec, device: str = "cpu"):
         self.spec = spec
         weights = Path(spec.face_weights) if spec.face_weights else None
-        self.encoder = make_face_encoder(spec.face_encoder, device, weights)
+        # Imported video features (extract.imported) need neither a face encoder nor a detector.
+        self.encoder = None if spec.video_features_from else make_face_encoder(spec.face_encoder, device, weights)
         self.audio_encoder = make_audio_encoder(spec.audio(), device)
-        self.track = TrackConfig(spec.detect_every, spec.max_gap_frames, self.encoder.input_size, spec.crop_margin,
+        crop_size = self.encoder.input_size if self.encoder else 0
+        self.track = TrackConfig(spec.detect_every, spec.max_gap_frames, crop_size, spec.crop_margin,
                                  self.audio_encoder.min_samples, spec.min_face_size)
-        self.detector_file = model_path(FACE_DETECTOR_SHORT_RANGE) if spec.detector == "mediapipe" else None
+        self.detector_file = (model_path(FACE_DETECTOR_SHORT_RANGE)
+                              if spec.detector == "mediapipe" and self.encoder else None)
         self.seconds: Counter = Counter()  # time spent embedding ("embed") and encoding audio ("mel")
 
     @property
@@ -212,9 +223,10 @@ class Extractor:
         return self.audio_encoder.dim
 
     def record(self, dataset: str = "", corpus_dir: str = "") -> ExtractionRecord:
-        models = {"encoder_sha256": self.encoder.weights_sha256,
+        # Imported video features record no face encoder (0 and ''); their size is in the index.
+        models = {"encoder_sha256": self.encoder.weights_sha256 if self.encoder else "",
                   "face_detector_sha256": sha256_of(self.detector_file) if self.detector_file else "",
-                  "crop_size": self.encoder.input_size, "embedding_dim": self.encoder.embedding_dim,
+                  "crop_size": self.track.crop_size, "embedding_dim": self.encoder.embedding_dim if self.encoder else 0,
                   "audio_sha256": self.audio_encoder.weights_sha256, "audio_dim": self.audio_encoder.dim,
                   "audio_rate": self.audio_encoder.rate}
         packages = {name: metadata.version(name) for name in PACKAGES}

@@ -60,7 +60,8 @@ def verify_checks(folder: Path, corpus_dir: str = "", manifests_dir: Path | None
             except FeatureError as error:
                 readable.problems.append(str(error))
                 continue
-            shapes.problems += [f"{clip_id}: {p}" for p in shape_problems(clip, audio_dim)]
+            shapes.problems += [f"{clip_id}: {p}" for p in shape_problems(clip, audio_dim,
+                                                                          boxes=not record.spec.video_features_from)]
             lengths.problems += [f"{clip_id}: {p}" for p in length_problems(clip, audio_rate)]
     return [models, presence, readable, shapes, lengths, failures,
             _manifest_check(manifests_dir / record.dataset if manifests_dir else None, Path(corpus))]
@@ -72,14 +73,15 @@ def verify(folder: Path, strict: bool = False, corpus_dir: str = "") -> list[str
             for problem in check.problems]
 
 
-def shape_problems(clip: ClipFeatures, audio_dim: int) -> list[str]:
+def shape_problems(clip: ClipFeatures, audio_dim: int, boxes: bool = True) -> list[str]:
+    """What is wrong with a clip's arrays; ``boxes``: valid frames must have a face box (imported ones have none)."""
     problems = []
     if clip.has_audio and clip.mel.shape[1] != audio_dim:
         problems.append(f"audio features have {clip.mel.shape[1]} numbers a frame, expected {audio_dim}")
     frames = len(clip.valid)
     if not (len(clip.embedding) == len(clip.boxes) == len(clip.timestamps) == frames):
         problems.append("per-frame arrays of different lengths")
-    if frames and not np.isfinite(clip.boxes[clip.valid]).all():
+    if boxes and frames and not np.isfinite(clip.boxes[clip.valid]).all():
         problems.append("a valid frame without a box")
     if not clip.has_audio and not clip.has_video:
         problems.append("neither audio nor a face")
