@@ -255,7 +255,7 @@ def wav2vec2_folder(weights: str) -> Path:
     except (LocalEntryNotFoundError, OSError, ValueError):
         raise AudioEncoderError(
             f"--audio-weights {weights}: not in the Hugging Face cache and never downloaded here; on a machine "
-            f"with internet run `huggingface-cli download {weights}` and copy its cache folder (~/.cache/huggingface)"
+            f"with internet run `hf download {weights}` and copy its cache folder (~/.cache/huggingface)"
             ", or save the model with save_pretrained into a folder and pass that folder") from None
 
 

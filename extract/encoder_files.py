@@ -52,7 +52,7 @@ def face_encoder_files() -> list[EncoderFile]:
 def audio_encoder_files(checkpoint: str = REFERENCE_CHECKPOINT) -> list[EncoderFile]:
     rows = [EncoderFile("logmel", "audio", "-", "", True, "no weights (torchaudio)"),
             EncoderFile("egemaps", "audio", "-", "", True, "no weights (the opensmile package's own configuration)")]
-    fetch = (f"on a machine with internet: huggingface-cli download {checkpoint}, then copy the Hugging Face cache "
+    fetch = (f"on a machine with internet: hf download {checkpoint}, then copy the Hugging Face cache "
              "here, or pass --audio-weights FOLDER (a save_pretrained folder)")
     try:
         folder = wav2vec2_folder(checkpoint)

@@ -160,7 +160,7 @@ def test_the_extraction_records_the_encoders_size_rate_and_weights(tiny, tmp_pat
 def test_missing_weights_say_how_to_get_them(tmp_path, monkeypatch):
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "empty-cache"))
     with pytest.raises(AudioEncoderError, match="facebook/wav2vec2-large-robust: not in the Hugging Face cache "
-                                                "and never downloaded here.*huggingface-cli download"):
+                                                "and never downloaded here.*hf download"):
         encoder("facebook/wav2vec2-large-robust")
     with pytest.raises(AudioEncoderError, match="needs --audio-weights"):
         encoder("")

@@ -19,7 +19,7 @@ def test_every_encoder_is_listed_with_presence_hash_and_place(tmp_path, monkeypa
     assert rows["enet_b2"].present and rows["enet_b2"].sha256 == hashlib.sha256(b"weights").hexdigest()
     assert not rows["enet_b0"].present and rows["enet_b0"].location == str(tmp_path / "enet_b0_8_best_afew.pt")
     assert "HSE-asavchenko/face-emotion-recognition" in rows["enet_b0"].how
-    assert not rows["wav2vec2"].present and "huggingface-cli download facebook/wav2vec2-large-robust" in \
+    assert not rows["wav2vec2"].present and "hf download facebook/wav2vec2-large-robust" in \
         rows["wav2vec2"].how
     text = encoder_files.table(list(rows.values()))
     assert f"enet_b2   face  present  {tmp_path / 'enet_b2_8_best.pt'}  sha256 {rows['enet_b2'].sha256}" in text
