@@ -43,6 +43,7 @@ EXTRACTION_FILE = "extraction.yaml"
 DETECTORS = ("mediapipe", "haar")
 PACKAGES = ("torch", "torchaudio", "torchvision", "av", "opencv-contrib-python", "mediapipe", "numpy", "h5py",
             "transformers", "timm", "opensmile")
+RENAMED_OPTIONS = {"encoder": "face_encoder", "encoder_weights": "face_weights"}
 # Where the weights' file or folder lives differs between machines; its sha256 is what is compared.
 WEIGHT_PATHS = ("face_weights", "audio_weights")
 
@@ -176,7 +177,11 @@ class ExtractionRecord:
             raise FeatureError(f"{path} not found: {folder} is not an extraction folder; run make features")
         try:
             values = yaml.safe_load(path.read_text())
-            return cls(spec=from_values(ExtractionSpec, values["spec"]), models=dict(values["models"]),
+            spec = dict(values["spec"])
+            for old, new in RENAMED_OPTIONS.items():  # records written before the audio encoders
+                if old in spec:
+                    spec.setdefault(new, spec.pop(old))
+            return cls(spec=from_values(ExtractionSpec, spec), models=dict(values["models"]),
                        dataset=values.get("dataset", ""), corpus_dir=values.get("corpus_dir", ""),
                        packages=values.get("packages", {}), written=values.get("written", ""))
         except (yaml.YAMLError, KeyError, TypeError, AttributeError, FeatureError) as error:
