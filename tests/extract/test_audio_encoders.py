@@ -191,3 +191,20 @@ def test_wav2vec2_on_cuda_matches_cpu(tiny):
     on_gpu = make_audio_encoder(AudioEncoderConfig(name="wav2vec2", weights=str(folder), layer=4), "cuda")(clips)
     for cpu, gpu in zip(on_cpu, on_gpu):
         np.testing.assert_allclose(gpu, cpu, atol=1e-4)
+
+
+def test_fixed_standardisation_uses_the_given_mean_and_deviation(tiny):
+    folder, _ = tiny
+    clip = speech_like(1.0)
+    [fixed] = encoder(folder, norm="fixed", norm_mean=0.01, norm_std=0.3)([clip])
+    [by_hand] = encoder(folder, norm="none")([(clip - 0.01) / (0.3 + 1e-6)])
+    np.testing.assert_allclose(fixed, by_hand, atol=BATCH_TOLERANCE)
+
+
+def test_half_precision_is_an_approximation_of_float32(tiny):
+    folder, _ = tiny
+    clip = speech_like(1.0)
+    [full] = encoder(folder)([clip])
+    [half] = encoder(folder, precision="bfloat16")([clip])
+    assert half.dtype == np.float32 and half.shape == full.shape
+    assert 0 < np.abs(half - full).mean() < 0.05 * np.abs(full).mean()
