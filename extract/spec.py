@@ -181,7 +181,11 @@ class ExtractionRecord:
             for old, new in RENAMED_OPTIONS.items():  # records written before the audio encoders
                 if old in spec:
                     spec.setdefault(new, spec.pop(old))
-            return cls(spec=from_values(ExtractionSpec, spec), models=dict(values["models"]),
+            spec = from_values(ExtractionSpec, spec)
+            models = dict(values["models"])
+            if "audio_dim" not in models:  # records written before the audio encoders: theirs was the log-mel
+                models.update(audio_sha256="", audio_dim=spec.n_mels, audio_rate=1000.0 / spec.hop_ms)
+            return cls(spec=spec, models=models,
                        dataset=values.get("dataset", ""), corpus_dir=values.get("corpus_dir", ""),
                        packages=values.get("packages", {}), written=values.get("written", ""))
         except (yaml.YAMLError, KeyError, TypeError, AttributeError, FeatureError) as error:

@@ -50,9 +50,7 @@ def verify_checks(folder: Path, corpus_dir: str = "", manifests_dir: Path | None
     readable = Check("readable, checksums match, finite", [])
     shapes = Check("arrays of the expected shapes", [])
     lengths = Check("audio and video of one length", [], warning=True)
-    # Extractions from before the audio encoders recorded no audio size or rate: theirs were the log-mel's.
-    audio_dim = int(record.models.get("audio_dim", record.spec.n_mels))
-    audio_rate = float(record.models.get("audio_rate", 1000.0 / record.spec.hop_ms))
+    audio_dim, audio_rate = int(record.models["audio_dim"]), float(record.models["audio_rate"])
     with FeatureStore(folder) as store:
         for clip_id in store.clip_ids():
             try:

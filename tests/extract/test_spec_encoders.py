@@ -42,6 +42,10 @@ def test_a_record_written_with_the_old_option_names_reads_as_the_encoder_it_was(
     values = yaml.safe_load(text)
     values["spec"]["encoder"] = values["spec"].pop("face_encoder")
     values["spec"]["encoder_weights"] = values["spec"].pop("face_weights")
+    values["models"] = {"encoder_sha256": "abc", "face_detector_sha256": "", "crop_size": 224, "embedding_dim": 512}
     (tmp_path / EXTRACTION_FILE).write_text(yaml.safe_dump(values))
-    spec = ExtractionRecord.load(tmp_path).spec
-    assert (spec.face_encoder, spec.face_weights, spec.audio_encoder) == ("resnet18", "r18.pth", "logmel")
+    record = ExtractionRecord.load(tmp_path)
+    assert (record.spec.face_encoder, record.spec.face_weights, record.spec.audio_encoder) == ("resnet18", "r18.pth",
+                                                                                               "logmel")
+    # Its audio was the log-mel's, so it compares equal to a log-mel record of today.
+    assert (record.models["audio_sha256"], record.models["audio_dim"], record.models["audio_rate"]) == ("", 80, 100.0)
