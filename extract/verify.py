@@ -50,6 +50,7 @@ def verify_checks(folder: Path, corpus_dir: str = "", manifests_dir: Path | None
     readable = Check("readable, checksums match, finite", [])
     shapes = Check("arrays of the expected shapes", [])
     lengths = Check("audio and video of one length", [], warning=True)
+    audio_dim, audio_rate = int(record.models["audio_dim"]), float(record.models["audio_rate"])
     with FeatureStore(folder) as store:
         for clip_id in store.clip_ids():
             try:
@@ -57,8 +58,9 @@ def verify_checks(folder: Path, corpus_dir: str = "", manifests_dir: Path | None
             except FeatureError as error:
                 readable.problems.append(str(error))
                 continue
-            shapes.problems += [f"{clip_id}: {p}" for p in shape_problems(clip, record.spec.n_mels)]
-            lengths.problems += [f"{clip_id}: {p}" for p in length_problems(clip, record.spec.hop_ms)]
+            shapes.problems += [f"{clip_id}: {p}" for p in shape_problems(clip, audio_dim,
+                                                                          boxes=not record.spec.video_features_from)]
+            lengths.problems += [f"{clip_id}: {p}" for p in length_problems(clip, audio_rate)]
     return [models, presence, readable, shapes, lengths, failures,
             _manifest_check(manifests_dir / record.dataset if manifests_dir else None, Path(corpus))]
 
@@ -69,24 +71,25 @@ def verify(folder: Path, strict: bool = False, corpus_dir: str = "") -> list[str
             for problem in check.problems]
 
 
-def shape_problems(clip: ClipFeatures, n_mels: int) -> list[str]:
+def shape_problems(clip: ClipFeatures, audio_dim: int, boxes: bool = True) -> list[str]:
+    """What is wrong with a clip's arrays; ``boxes``: valid frames must have a face box (imported ones have none)."""
     problems = []
-    if clip.has_audio and clip.mel.shape[1] != n_mels:
-        problems.append(f"log-mel has {clip.mel.shape[1]} bands, expected {n_mels}")
+    if clip.has_audio and clip.mel.shape[1] != audio_dim:
+        problems.append(f"audio features have {clip.mel.shape[1]} numbers a frame, expected {audio_dim}")
     frames = len(clip.valid)
     if not (len(clip.embedding) == len(clip.boxes) == len(clip.timestamps) == frames):
         problems.append("per-frame arrays of different lengths")
-    if frames and not np.isfinite(clip.boxes[clip.valid]).all():
+    if boxes and frames and not np.isfinite(clip.boxes[clip.valid]).all():
         problems.append("a valid frame without a box")
     if not clip.has_audio and not clip.has_video:
         problems.append("neither audio nor a face")
     return problems
 
 
-def length_problems(clip: ClipFeatures, hop_ms: float) -> list[str]:
+def length_problems(clip: ClipFeatures, audio_rate: float) -> list[str]:
     if not clip.has_audio or not len(clip.valid):
         return []
-    audio_seconds = (len(clip.mel) - 1) * hop_ms / 1000
+    audio_seconds = (len(clip.mel) - 1) / audio_rate
     if abs(audio_seconds - clip.duration) <= LENGTH_TOLERANCE_SECONDS:
         return []
     return [f"audio lasts {audio_seconds:.2f} s but the video {clip.duration:.2f} s (one is cut short; check the "

@@ -96,12 +96,16 @@ class Predictor:
         self.trained_on = record.data.get("dataset", "")
         self.device = resolve_device(device_name)
         recorded = self.run.extraction()
+        if recorded.spec.video_features_from:
+            raise PredictError(f"{run_dir} was trained on video features imported from "
+                               f"{recorded.spec.video_features_from}, computed elsewhere: raw video cannot be turned "
+                               "into them here; evaluate it with make eval, or retrain on extracted features")
         self.extractor = Extractor(recorded.spec, str(self.device))
         differing = recorded.differences(self.extractor.record())
         if differing:
             raise FeatureMismatch(f"{run_dir} was trained on features made with what this machine lacks "
                                   f"({'; '.join(differing)}): put back the model files it was made with "
-                                  "(make models, or the encoder_weights file its extraction.yaml names) "
+                                  "(make models, or the weights files its extraction.yaml names) "
                                   "or retrain on a new extraction")
         try:
             self.model = AuxFormer.from_checkpoint(checkpoint).to(self.device).eval()

@@ -17,11 +17,12 @@ from common.cli import run_stage
 from common.config import config_values, option
 from common.paths import record_path
 from corpora.manifest import load_manifest
+from extract.audio_encoders import REFERENCE_CHECKPOINT
 from extract.shards import FeatureStore
 from extract.spec import ExtractionRecord
 from model.auxformer import AuxFormerConfig
 from model.convert_reference import ConversionError, convert_checkpoint
-from model.data import check_features
+from model.data import FeatureMismatch, check_features
 from training.run_folder import BEST_CHECKPOINT, RunFolder, RunRecord, environment
 
 
@@ -50,7 +51,14 @@ def convert(config: ConvertConfig) -> int:
     if config.features_dir:
         extraction = ExtractionRecord.load(Path(config.features_dir))
         with FeatureStore(Path(config.features_dir)) as store:
-            check_features(store, model_config)
+            try:
+                check_features(store, model_config)
+            except FeatureMismatch as error:
+                raise FeatureMismatch(
+                    f"{error}. The checkpoint needs {model_config.audio_dim}-d audio features (the reference's are "
+                    f"{REFERENCE_CHECKPOINT} layer 12: --audio-encoder wav2vec2 with a {model_config.audio_dim}-wide "
+                    f"checkpoint) and {model_config.video_dim}-d video features (e.g. imported with "
+                    "--video-features-from DIR --video-rate R)") from None
         data.update(dataset=extraction.dataset, features=record_path(Path(config.features_dir)))
     if config.manifest:
         meta = load_manifest(Path(config.manifest)).meta

@@ -6,6 +6,9 @@ extraction options: shards (extract.shards), index.csv, extraction.yaml (extract
 options, the sha256 of every model file used, package versions) and failures-<part>.csv (clips
 that yielded nothing, and why).
 
+With --video-features-from DIR --video-rate R the video features are imported from per-frame
+arrays computed elsewhere instead (extract.imported), and only the audio is encoded.
+
 Work is split across machines or GPUs by --num-shards K --shard-index i, or by torchrun's
 RANK / WORLD_SIZE or a SLURM array's SLURM_ARRAY_TASK_ID / SLURM_ARRAY_TASK_COUNT when set
 (extract.engine). A rerun skips clips already in complete shards; FORCE=1 (--force) redoes this
@@ -17,12 +20,13 @@ import sys
 
 from common.cli import run_stage
 from extract.engine import SKIPPED_FILE, FeaturesConfig, extract
+from extract.imported import import_features
 
 SHOWN = 10
 
 
 def features(config: FeaturesConfig) -> int:
-    folder, report = extract(config)
+    folder, report = import_features(config) if config.video_features_from else extract(config)
     print(f"features: {report.summary()}")
     for clip_id, reason in report.failures[:SHOWN]:
         print(f"features: failed {clip_id}: {reason}", file=sys.stderr)

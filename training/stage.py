@@ -57,10 +57,16 @@ class TrainStageConfig(TrainConfig, ExtractionSpec):
     width: int = option(AuxFormerConfig.width, "model width (AuxFormerConfig)")
     num_heads: int = option(AuxFormerConfig.num_heads, "attention heads (AuxFormerConfig)")
     num_layers: int = option(AuxFormerConfig.num_layers, "layers per transformer (AuxFormerConfig)")
-    # 4 brings the 100 steps a second of a 10 ms log-mel to 25, near the video's frame rate; the
-    # reference's wav2vec2 features have 50. Attention memory grows with the square of the steps.
-    audio_pool: int = option(4, "average the log-mel over windows of this many frames (AuxFormerConfig)")
-    video_pool: int = option(1, "average the face embeddings over windows of this many frames (AuxFormerConfig)")
+    # The pools follow each encoder's frame rate (from the extraction's index): by default the
+    # 100 frames a second of the log-mel and of eGeMAPS are averaged 4 at a time and wav2vec2's 50
+    # 2 at a time, to 25, near a video's frame rate; the video is kept at its own (1 at 30 fps).
+    # Attention memory grows with the square of the steps.
+    audio_pool: int = option(0, "average the audio features over windows of this many frames (AuxFormerConfig); "
+                                "0: the window that brings them nearest to --audio-pooled-rate")
+    video_pool: int = option(0, "average the face embeddings over windows of this many frames (AuxFormerConfig); "
+                                "0: the window that brings them nearest to --video-pooled-rate")
+    audio_pooled_rate: float = option(25.0, "with --audio-pool 0: audio steps a second the model sees")
+    video_pooled_rate: float = option(30.0, "with --video-pool 0: video steps a second the model sees")
     embed_dropout: float = option(AuxFormerConfig.embed_dropout, "dropout on every transformer's embedded input "
                                                                   "(AuxFormerConfig; the reference's 0.25)")
     missing_stand_in: str = option("learned", f"what a missing or dropped modality is attended as: "
@@ -77,6 +83,9 @@ class TrainStageConfig(TrainConfig, ExtractionSpec):
         if self.missing_stand_in not in MISSING_STAND_INS:
             raise TrainingError(f"--missing-stand-in must be one of {', '.join(MISSING_STAND_INS)}, "
                                 f"got {self.missing_stand_in!r}")
+        if self.audio_pool < 0 or self.video_pool < 0 or self.audio_pooled_rate <= 0 or self.video_pooled_rate <= 0:
+            raise TrainingError("--audio-pool and --video-pool must be at least 0 (0: from the features' frame rate), "
+                                "--audio-pooled-rate and --video-pooled-rate positive")
         if self.dataset not in LABELLED_DATASETS:
             raise TrainingError(f"dataset {self.dataset} has no labels to train on; choose one of "
                                 f"{', '.join(LABELLED_DATASETS)}")
@@ -111,16 +120,25 @@ class TrainStageConfig(TrainConfig, ExtractionSpec):
                               ratings=self.ratings, partition=self.partition, partition_file=self.partition_file,
                               out_dir=self.manifests_dir)
 
-    def model_config(self, audio_dim: int, video_dim: int, n_classes: int) -> AuxFormerConfig:
+    def model_config(self, audio_dim: int, video_dim: int, n_classes: int, audio_rate: float,
+                     video_rate: float) -> AuxFormerConfig:
+        """The model for features of these sizes and frame rates (the rates choose the pools left at 0)."""
+        audio_pool = self.audio_pool or pool_for(audio_rate, self.audio_pooled_rate)
+        video_pool = self.video_pool or pool_for(video_rate, self.video_pooled_rate)
         return AuxFormerConfig(audio_dim=audio_dim, video_dim=video_dim, n_classes=n_classes, width=self.width,
-                               num_heads=self.num_heads, num_layers=self.num_layers, audio_pool=self.audio_pool,
-                               video_pool=self.video_pool, embed_dropout=self.embed_dropout,
+                               num_heads=self.num_heads, num_layers=self.num_layers, audio_pool=audio_pool,
+                               video_pool=video_pool, embed_dropout=self.embed_dropout,
                                missing_stand_in=self.missing_stand_in)
 
     def run_folder(self) -> Path:
         if self.run_dir:
             return Path(self.run_dir)
         return run_path(self.runs_root, self.dataset, split_name(self), self.model)
+
+
+def pool_for(frame_rate: float, pooled_rate: float) -> int:
+    """The window, in frames, that brings ``frame_rate`` frames a second nearest to ``pooled_rate``."""
+    return max(1, round(frame_rate / pooled_rate))
 
 
 def _split_data(store: FeatureStore, manifest: Manifest, split: str, failed: set[str], run: RunFolder,
@@ -151,7 +169,8 @@ def run_training(config: TrainStageConfig, distributed: Distributed = Distribute
     run = RunFolder(config.run_folder(), writer=distributed.is_main)
     with run.training_lock(), FeatureStore(features) as store:
         dims = store.dims()
-        model_config = config.model_config(dims.audio_dim, dims.video_dim, len(manifest.meta.classes))
+        model_config = config.model_config(dims.audio_dim, dims.video_dim, len(manifest.meta.classes),
+                                           dims.audio_rate, store.video_rate())
         if config.force and distributed.is_main:
             shutil.rmtree(run.path, ignore_errors=True)
         distributed.barrier()

@@ -295,7 +295,7 @@ def test_resnet18_without_weights_says_where_to_get_them(empty_torch_home):
     assert RESNET18_FILE in message
     assert f"https://download.pytorch.org/models/{RESNET18_FILE}" in message
     assert str(empty_torch_home / "hub" / "checkpoints" / RESNET18_FILE) in message
-    assert "--encoder-weights PATH" in message
+    assert "--face-weights PATH" in message
 
 
 def test_resnet18_refuses_a_hub_file_whose_hash_does_not_match_its_name(empty_torch_home):

@@ -1,0 +1,306 @@
+"""Audio encoders behind one interface: 16 kHz mono clips in, one (frames x dim) array per clip out.
+
+- ``logmel`` (the default, offline): extract.audio's log-mel, ``n_mels`` numbers every ``hop_ms``.
+- ``egemaps``: openSMILE's eGeMAPSv02 low-level descriptors through the ``opensmile`` package
+  (25 numbers at 100 frames a second; the package's wheel carries its library and configs, so it
+  runs offline). Computed on the CPU, one clip at a time, whatever the device.
+- ``wav2vec2``: a wav2vec2, HuBERT or WavLM checkpoint in the Hugging Face format, loaded with
+  ``transformers`` from a local folder or the user's Hugging Face cache (never downloaded: the
+  loader runs with ``local_files_only``), cut after transformer layer ``layer``.
+
+What the reference does, and how it is reproduced (ilucasgoncalves/AuxFormer): ``net/modelWrapper.py``
+loads ``facebook/wav2vec2-large-robust``, deletes its encoder layers from index 12 on and feeds
+the model's ``last_hidden_state`` (1,024 numbers at 50 frames a second) to AuxFormer, passing an
+attention mask (``utils/dataset.py``, ``collate_fn_padd``). Here too the encoder's layer list is
+cut to its first ``layer`` layers and ``last_hidden_state`` is taken: for the "stable layer norm"
+models (large-robust among them) that is layer ``layer``'s output through the encoder's final
+layer norm, exactly the reference's features; for the others it is layer ``layer``'s output.
+The reference standardises the raw waveform by one mean and deviation over all training samples
+(``utils/normalizer.py``, ``get_norm_stat_for_wav``); ``--audio-norm fixed`` with those two numbers
+does the same, ``utterance`` (the default) standardises each clip by its own, as the Hugging Face
+feature extractor of these checkpoints does (``do_normalize``), and ``none`` leaves the samples.
+
+Batch invariance: clips are zero-padded to the longest in their batch and, for models whose
+convolutional front end normalises each frame (``feat_extract_norm == "layer"``), given an
+attention mask, so a clip's features do not depend on its neighbours (within float rounding,
+tests/extract/test_audio_encoders.py states it). Models whose front end normalises over time
+(``"group"``, e.g. wav2vec2-base) would see the padding, so they get only clips of one length per
+batch.
+
+Long clips: a clip longer than ``chunk_seconds`` is encoded in chunks of that many seconds, each
+run with ``context_seconds`` more audio on both sides, and of each chunk's output only the
+frames of its own part are kept; the joined frames are exactly those the whole clip has (same
+count, same times). Attention reaches the whole input, so their values differ from the unchunked
+ones by what the context misses (the test states the tolerance on a small model).
+
+Precision: ``float32`` (with TF32 off on CUDA, so GPU features are the CPU's), or ``float16`` /
+``bfloat16`` under autocast, meant for the GPU.
+"""
+from __future__ import annotations
+
+import hashlib
+import math
+from abc import ABC, abstractmethod
+from contextlib import nullcontext
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from extract.audio import SAMPLE_RATE, LogMel, MelConfig
+from extract.face_encoders import full_float32
+from extract.model_files import ModelFileError, sha256_of
+
+AUDIO_ENCODERS = ("logmel", "egemaps", "wav2vec2")
+AUDIO_NORMS = ("utterance", "fixed", "none")
+PRECISIONS = ("float32", "float16", "bfloat16")
+# wav2vec2-family model types transformers' AutoModel builds with the same front end and output.
+WAV2VEC2_FAMILY = ("wav2vec2", "hubert", "wavlm")
+REFERENCE_CHECKPOINT = "facebook/wav2vec2-large-robust"
+# Padded samples per wav2vec2 batch: about a minute of audio, a few GB for a large model.
+BATCH_SAMPLES = 60 * SAMPLE_RATE
+EGEMAPS_RATE = 100.0  # the eGeMAPS configuration's frame step is 10 ms
+NORM_EPSILON = 1e-6  # the reference adds 1e-6 to the deviation it divides by
+
+
+class AudioEncoderError(ModelFileError):
+    """An audio encoder that cannot be built: unknown name, options out of range, missing or wrong weights."""
+
+
+@dataclass(frozen=True)
+class AudioEncoderConfig:
+    """What selects an audio encoder and decides its output (extract.spec.ExtractionSpec holds the options)."""
+
+    name: str = "logmel"
+    mel: MelConfig = MelConfig()
+    weights: str = ""  # wav2vec2: a folder, or a model name in the Hugging Face cache
+    layer: int = 12
+    norm: str = "utterance"
+    norm_mean: float = 0.0
+    norm_std: float = 1.0
+    precision: str = "float32"
+    chunk_seconds: float = 30.0
+    context_seconds: float = 2.0
+
+
+class AudioEncoder(ABC):
+    """Encodes whole clips; subclasses set the attributes."""
+
+    name: str
+    dim: int  # numbers per frame
+    rate: float  # frames a second
+    min_samples: int  # shorter audio gives no frame
+    weights_sha256: str = ""
+    identity: str = ""  # what made the features beyond the options: package versions, model name
+
+    @abstractmethod
+    def __call__(self, clips: list[np.ndarray]) -> list[np.ndarray]:
+        """(frames, dim) float32 of each 16 kHz mono float32 clip."""
+
+
+class LogMelEncoder(AudioEncoder):
+    name = "logmel"
+
+    def __init__(self, config: MelConfig, device: str = "cpu"):
+        self.log_mel = LogMel(config, device)
+        self.dim, self.rate = config.n_mels, 1000.0 / config.hop_ms
+        self.min_samples = config.win_length
+        self.identity = f"torchaudio {metadata.version('torchaudio')}"
+
+    def __call__(self, clips: list[np.ndarray]) -> list[np.ndarray]:
+        return self.log_mel(clips)
+
+
+class EGeMAPSEncoder(AudioEncoder):
+    """openSMILE eGeMAPSv02 low-level descriptors (F. Eyben et al., IEEE Trans. Affective Computing
+    7(2), 2016): 25 per frame (loudness, pitch, jitter, shimmer, formants, spectral slopes...), in
+    the column order of ``opensmile.Smile.feature_names``."""
+
+    name = "egemaps"
+    rate = EGEMAPS_RATE
+    # The descriptors' longest window is 60 ms; shorter audio gives openSMILE nothing to frame.
+    min_samples = int(0.06 * SAMPLE_RATE)
+
+    def __init__(self):
+        import opensmile
+
+        self.smile = opensmile.Smile(feature_set=opensmile.FeatureSet.eGeMAPSv02,
+                                     feature_level=opensmile.FeatureLevel.LowLevelDescriptors)
+        self.dim = len(self.smile.feature_names)
+        self.identity = f"opensmile {metadata.version('opensmile')} eGeMAPSv02 LowLevelDescriptors"
+
+    def __call__(self, clips: list[np.ndarray]) -> list[np.ndarray]:
+        return [self.smile.process_signal(clip, SAMPLE_RATE).to_numpy(np.float32) for clip in clips]
+
+
+class Wav2Vec2Encoder(AudioEncoder):
+    name = "wav2vec2"
+
+    def __init__(self, config: AudioEncoderConfig, device: str = "cpu"):
+        self.config = config
+        self.device = torch.device(device)
+        folder = wav2vec2_folder(config.weights)
+        self.model, model_config = load_wav2vec2(folder, config.layer)
+        self.model.to(self.device)
+        self.dim = model_config.hidden_size
+        self.stride = math.prod(model_config.conv_stride)
+        self.rate = SAMPLE_RATE / self.stride
+        # The samples the first output frame needs: each convolution widens the field by
+        # (kernel - 1) steps of the strides before it.
+        self.min_samples = 1 + sum((kernel - 1) * math.prod(model_config.conv_stride[:index])
+                                   for index, kernel in enumerate(model_config.conv_kernel))
+        self.masked = model_config.feat_extract_norm == "layer"
+        self.weights_sha256 = weights_digest(folder)
+        self.identity = (f"transformers {metadata.version('transformers')} {model_config.model_type} "
+                         f"{model_config.num_hidden_layers} layers, cut after layer {config.layer}")
+
+    def frames(self, samples: int) -> int:
+        """Output frames for a clip of ``samples`` samples (no padding in the front end)."""
+        if samples < self.min_samples:
+            return 0
+        return (samples - self.min_samples) // self.stride + 1
+
+    def __call__(self, clips: list[np.ndarray]) -> list[np.ndarray]:
+        segments = []  # (clip index, first frame it gives, the slice of its output to keep, samples)
+        for index, clip in enumerate(clips):
+            samples = self._normalised(np.asarray(clip, np.float32))
+            segments += [(index, *part) for part in self._chunks(samples)]
+        outputs = [[] for _ in clips]
+        for batch in self._batches(segments):
+            encoded = self._encode([segment[3] for segment in batch])
+            for (index, keep_from, keep, _), frames in zip(batch, encoded):
+                outputs[index].append((keep_from, frames[keep]))
+        return [np.concatenate([frames for _, frames in sorted(parts, key=lambda part: part[0])])
+                if parts else np.zeros((0, self.dim), np.float32) for parts in outputs]
+
+    def _normalised(self, samples: np.ndarray) -> np.ndarray:
+        if self.config.norm == "utterance":
+            return (samples - samples.mean()) / (samples.std() + NORM_EPSILON)
+        if self.config.norm == "fixed":
+            return (samples - self.config.norm_mean) / (self.config.norm_std + NORM_EPSILON)
+        return samples
+
+    def _chunks(self, samples: np.ndarray) -> list[tuple[int, slice, np.ndarray]]:
+        """(first frame it gives, the slice of its output to keep, its samples) for each chunk of a clip."""
+        total = self.frames(len(samples))
+        core = max(1, int(self.config.chunk_seconds * self.rate))
+        if total <= core:
+            return [(0, slice(0, total), samples)]
+        context = int(self.config.context_seconds * self.rate)
+        chunks = []
+        for start in range(0, total, core):
+            stop = min(start + core, total)
+            first, last = max(0, start - context), min(total, stop + context)
+            # Frames first..last-1 of the clip are frames 0..last-first-1 of these samples.
+            piece = samples[first * self.stride:(last - 1) * self.stride + self.min_samples]
+            chunks.append((start, slice(start - first, stop - first), piece))
+        return chunks
+
+    def _batches(self, segments: list) -> list[list]:
+        """Segments in batches of similar length, within BATCH_SAMPLES padded samples; one length per
+        batch for models that would see the padding."""
+        ordered = sorted(segments, key=lambda segment: len(segment[3]))
+        batches, batch = [], []
+        for segment in ordered:
+            longest = len(segment[3])
+            if batch and ((len(batch) + 1) * longest > BATCH_SAMPLES
+                          or (not self.masked and len(batch[0][3]) != longest)):
+                batches.append(batch)
+                batch = []
+            batch.append(segment)
+        return batches + [batch] if batch else batches
+
+    @torch.inference_mode()
+    def _encode(self, pieces: list[np.ndarray]) -> list[np.ndarray]:
+        lengths = [len(piece) for piece in pieces]
+        padded = torch.zeros(len(pieces), max(lengths))
+        mask = torch.zeros(len(pieces), max(lengths), dtype=torch.long)
+        for row, piece in enumerate(pieces):
+            padded[row, :len(piece)] = torch.from_numpy(piece)
+            mask[row, :len(piece)] = 1
+        inputs = {"input_values": padded.to(self.device)}
+        if self.masked:
+            inputs["attention_mask"] = mask.to(self.device)
+        with self._precision():
+            hidden = self.model(**inputs).last_hidden_state
+        hidden = hidden.float().cpu().numpy()
+        return [hidden[row, :self.frames(length)] for row, length in enumerate(lengths)]
+
+    def _precision(self):
+        if self.config.precision == "float32":
+            return full_float32() if self.device.type == "cuda" else nullcontext()
+        return torch.autocast(self.device.type, dtype=getattr(torch, self.config.precision))
+
+
+def wav2vec2_folder(weights: str) -> Path:
+    """The local folder of a checkpoint given as a folder or as a name in the Hugging Face cache;
+    AudioEncoderError, one line with the fix, when it is neither."""
+    if not weights:
+        raise AudioEncoderError(f"--audio-encoder wav2vec2 needs --audio-weights: a folder in the Hugging Face "
+                                f"format or a model name in the Hugging Face cache (the reference's: "
+                                f"{REFERENCE_CHECKPOINT}, README \"Encoders\")")
+    path = Path(weights)
+    if path.is_dir():
+        return path
+    if path.exists() or weights.count("/") != 1:
+        raise AudioEncoderError(f"--audio-weights {weights}: not a folder holding a Hugging Face checkpoint, nor a "
+                                f"model name such as {REFERENCE_CHECKPOINT}")
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    try:
+        return Path(snapshot_download(weights, local_files_only=True))
+    except (LocalEntryNotFoundError, OSError, ValueError):
+        raise AudioEncoderError(
+            f"--audio-weights {weights}: not in the Hugging Face cache and never downloaded here; on a machine "
+            f"with internet run `hf download {weights}` and copy its cache folder (~/.cache/huggingface)"
+            ", or save the model with save_pretrained into a folder and pass that folder") from None
+
+
+def load_wav2vec2(folder: Path, layer: int):
+    """The model in ``folder`` cut after transformer layer ``layer``, in eval mode, and its config."""
+    from transformers import AutoConfig, AutoModel
+    from transformers.utils import logging
+
+    logging.disable_progress_bar()
+    try:
+        model_config = AutoConfig.from_pretrained(folder, local_files_only=True)
+    except (OSError, ValueError) as error:
+        raise AudioEncoderError(f"{folder}: no readable Hugging Face config.json ({str(error).splitlines()[0]}); "
+                                "give the folder save_pretrained wrote") from None
+    if model_config.model_type not in WAV2VEC2_FAMILY:
+        raise AudioEncoderError(f"{folder}: a {model_config.model_type!r} model; --audio-encoder wav2vec2 takes "
+                                f"{', '.join(WAV2VEC2_FAMILY)} checkpoints")
+    if not 1 <= layer <= model_config.num_hidden_layers:
+        raise AudioEncoderError(f"--audio-layer {layer}: {folder} has transformer layers 1 to "
+                                f"{model_config.num_hidden_layers}")
+    try:
+        model = AutoModel.from_pretrained(folder, local_files_only=True)
+    except (OSError, ValueError, RuntimeError) as error:
+        raise AudioEncoderError(f"{folder}: the weights do not load ({str(error).splitlines()[0]}); fetch the "
+                                "checkpoint again") from None
+    del model.encoder.layers[layer:]
+    return model.eval(), model_config
+
+
+def weights_digest(folder: Path) -> str:
+    """sha256 of the checkpoint's weights: the file's own, or of the per-file hashes when it is split."""
+    weight_files = sorted(p for p in folder.iterdir() if p.suffix in {".safetensors", ".bin"})
+    if not weight_files:
+        raise AudioEncoderError(f"{folder}: no weights file (model.safetensors or pytorch_model.bin)")
+    hashes = [sha256_of(path) for path in weight_files]
+    if len(hashes) == 1:
+        return hashes[0]
+    return hashlib.sha256("".join(f"{p.name} {h}\n" for p, h in zip(weight_files, hashes)).encode()).hexdigest()
+
+
+def make_audio_encoder(config: AudioEncoderConfig, device: str = "cpu") -> AudioEncoder:
+    if config.name == "logmel":
+        return LogMelEncoder(config.mel, device)
+    if config.name == "egemaps":
+        return EGeMAPSEncoder()
+    if config.name == "wav2vec2":
+        return Wav2Vec2Encoder(config, device)
+    raise AudioEncoderError(f"unknown audio encoder {config.name!r}; choose one of {', '.join(AUDIO_ENCODERS)}")
