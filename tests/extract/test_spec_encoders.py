@@ -9,9 +9,9 @@ from extract.spec import EXTRACTION_FILE, ExtractionRecord, ExtractionSpec
 
 
 @pytest.mark.parametrize("options, prefix", [
-    ({}, "fer-mediapipe-k3-mel80-"),
-    ({"audio_encoder": "egemaps", "face_encoder": "enet_b2"}, "enet_b2-mediapipe-k3-egemaps-"),
-    ({"audio_encoder": "wav2vec2", "audio_layer": 12}, "fer-mediapipe-k3-wav2vec2L12-"),
+    ({}, "fer-mediapipe-r5-k3-mel80-"),
+    ({"audio_encoder": "egemaps", "face_encoder": "enet_b2"}, "enet_b2-mediapipe-r5-k3-egemaps-"),
+    ({"audio_encoder": "wav2vec2", "audio_layer": 12}, "fer-mediapipe-r5-k3-wav2vec2L12-"),
     ({"video_features_from": "frames", "video_rate": 30.0}, "imported-mel80-"),
 ])
 def test_the_folder_is_named_from_the_encoders(options, prefix):
