@@ -266,7 +266,9 @@ def training_section(results: dict) -> list[str]:
     config = results["config"]
     lines = ["## 2. Training and evaluation", "",
              f"`pipeline.train.run`, {config['epochs']} epoch(s), batch {config['batch_size']}, audio pool "
-             f"{config['audio_pool']}, video pool {config['video_pool']}, {config['num_workers']} loader processes; "
+             f"{config['audio_pool'] or 'from the frame rate'}, video pool "
+             f"{config['video_pool'] or 'from the frame rate'}, "
+             f"{config['num_workers']} loader processes; "
              "the last epoch's figures from metrics.csv. An epoch is training plus scoring the development split. "
              f"Data wait = share of the training pass spent waiting for the next batch (aim: under "
              f"{AIMS.data_wait_share:.0%}). Peak MB: main process / largest loader process.", ""]
