@@ -88,7 +88,7 @@ predict: $(SETUP_STAMP) ## predict the emotion of VIDEO (a file or a folder of v
 
 crossval: $(SETUP_STAMP) ## train and score MODELS x PARTITIONS x SEEDS runs of DATASET, then sum up: runs/<dataset>/crossval/<name>/
 	$(PY) -m pipeline.features --dataset $(DATASET)
-	$(PY) -m pipeline.crossval --dataset $(DATASET) --models "$(MODELS)" --partitions $(PARTITIONS) --seeds $(SEEDS) --train-options "$(TRAIN_ARGS)" $(ARGS)
+	$(PY) -m pipeline.crossval --dataset $(DATASET) --models "$(MODELS)" --partitions $(PARTITIONS) --seeds $(SEEDS) --train-options="$(TRAIN_ARGS)" $(ARGS)
 
 convert-reference: $(SETUP_STAMP) ## a reference AuxFormer checkpoint as a run folder (ARGS="--source IN.pt --out-dir DIR --classes ...")
 	$(PY) -m pipeline.convert_reference $(ARGS)
