@@ -2,19 +2,8 @@
 on every frame."""
 from __future__ import annotations
 
-import pytest
-
 from bench import box_agreement
-from extract.model_files import FACE_DETECTOR_SHORT_RANGE, ModelFileError, model_path
 from extract.spec import ExtractionSpec
-
-
-@pytest.fixture(scope="module")
-def face_model():
-    try:
-        return model_path(FACE_DETECTOR_SHORT_RANGE, fetch=False)
-    except ModelFileError as error:
-        pytest.skip(f"mediapipe face model not available: {error}")
 
 
 def test_followed_boxes_agree_with_detection_on_every_frame(demo_corpus, face_model, capsys):

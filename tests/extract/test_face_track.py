@@ -10,18 +10,10 @@ import pytest
 
 from extract.clip_media import ClipJob, TrackConfig, process_clip
 from extract.face_track import Video, crop_face, grey_of, sampling_step
-from extract.model_files import FACE_DETECTOR_SHORT_RANGE, ModelFileError, model_path
 from extract.spec import ExtractionSpec, Extractor
 
 CLIP = "1001_IEO_ANG_HI"
 
-
-@pytest.fixture(scope="module")
-def face_model():
-    try:
-        return model_path(FACE_DETECTOR_SHORT_RANGE, fetch=False)
-    except ModelFileError as error:
-        pytest.skip(f"mediapipe face model not available: {error}")
 
 
 def video_of(corpus, clip_id: str = CLIP):
