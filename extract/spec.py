@@ -133,7 +133,10 @@ class ExtractionSpec:
         """<face encoder>-<detector>[-r<face rate>]-k<k>-<audio>-<digest of every option but the weights' paths>,
         where <audio> is mel<n>, egemaps or wav2vec2L<layer>; no -r part for every frame (face_rate 0)."""
         options = {name: value for name, value in asdict(self).items() if name not in WEIGHT_PATHS}
-        digest = hashlib.sha256(yaml.safe_dump(options, sort_keys=True).encode()).hexdigest()[:8]
+        # Sorted before the dump as well: oyaml (imported by opensmile, through audobject) replaces
+        # the dumper's dict representer with one that keeps insertion order whatever sort_keys says,
+        # and the digest must not depend on what this process has imported.
+        digest = hashlib.sha256(yaml.safe_dump(dict(sorted(options.items())), sort_keys=True).encode()).hexdigest()[:8]
         audio = {"logmel": f"mel{self.n_mels}", "wav2vec2": f"wav2vec2L{self.audio_layer}"}.get(self.audio_encoder,
                                                                                             self.audio_encoder)
         if self.video_features_from:

@@ -24,6 +24,16 @@ def test_weights_paths_do_not_change_the_folder_but_options_do():
     assert ExtractionSpec(audio_encoder="wav2vec2", audio_layer=6).folder_name() != base.folder_name()
 
 
+def test_the_folder_name_does_not_depend_on_what_the_process_imported():
+    """Importing opensmile (through audobject, oyaml) made yaml ignore sort_keys, and with it a run
+    after an eGeMAPS extraction looked for the default features under another name."""
+    before = ExtractionSpec().folder_name()
+    import oyaml  # noqa: F401  (what opensmile imports)
+
+    assert yaml.safe_dump({"b": 1, "a": 2}, sort_keys=True) == "b: 1\na: 2\n"  # the order it imposes
+    assert ExtractionSpec().folder_name() == before == "fer-mediapipe-r5-k3-mel80-c97506cd"
+
+
 @pytest.mark.parametrize("options, message", [
     ({"audio_encoder": "mfcc"}, "unknown audio encoder 'mfcc'; choose one of logmel, egemaps, wav2vec2"),
     ({"face_encoder": "vgg"}, "unknown face encoder 'vgg'"),
