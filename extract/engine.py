@@ -13,14 +13,13 @@ from __future__ import annotations
 
 import csv
 import io
-import multiprocessing
 import os
 import resource
 import tempfile
 import time
 from collections import Counter
 from collections.abc import Iterator
-from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -32,7 +31,7 @@ from common.device import resolve_device
 from common.files import remove_partials, write_csv
 from common.locks import exclusive_lock
 from common.paths import record_path
-from common.processes import die_with_parent
+from common.processes import die_with_parent, forked_pool
 from corpora.manifest import Corpus
 from corpora.registry import DATASETS, corpus_clips
 from extract.clip_media import ClipJob, ClipMedia, TrackConfig, process_clip
@@ -150,8 +149,7 @@ def _work(job: ClipJob) -> ClipMedia:
 
 def run_workers(jobs: list[ClipJob], workers: int, initargs: tuple, start_method: str) -> Iterator[ClipMedia]:
     """Yield ClipMedia as workers finish, keeping only a few clips in flight so memory stays flat."""
-    context = multiprocessing.get_context(start_method)
-    with ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker, initargs=initargs) as pool:
+    with forked_pool(workers, _init_worker, initargs, start_method) as pool:
         queue = iter(jobs)
         in_flight = set()
         while True:
