@@ -1,5 +1,6 @@
 """The per-clip work of an extraction worker: read the audio, decode the video, follow the face
-on the kept frames (``face_rate`` a second), crop it and, when given an encoder, embed the crops.
+on the kept frames (``face_rate`` a second), crop it and, when it has an encoder, embed the crops
+of a few clips together.
 Runs in worker processes; on CPU the workers embed too, on a GPU the embedding runs batched in
 the main process, and the log-mel always does (extract.engine and extract.spec.Extractor).
 
@@ -93,9 +94,8 @@ class ClipMedia:
         return len(self.audio) / SAMPLE_RATE if self.audio is not None else 0.0
 
 
-def process_clip(job: ClipJob, detector, config: TrackConfig, encoder=None) -> ClipMedia:
-    """The clip's audio and face crops; with ``encoder`` (an extract.face_encoders.FaceEncoder),
-    the crops' embeddings instead of the crops."""
+def process_clip(job: ClipJob, detector, config: TrackConfig) -> ClipMedia:
+    """The clip's audio and face crops."""
     media = ClipMedia(job)
     started = time.perf_counter()
     media.audio, media.audio_note = _audio(job, config)
@@ -107,11 +107,22 @@ def process_clip(job: ClipJob, detector, config: TrackConfig, encoder=None) -> C
         _face_track(media, detector, config)
     except NoVideo as error:
         media.video_note = str(error)
-    if encoder is not None and media.crops is not None:
-        tick = time.perf_counter()
-        media.embedding, media.crops = encoder.embed(media.crops), None
-        media.seconds["embed"] = time.perf_counter() - tick
     return media
+
+
+def embed_crops(clips: list[ClipMedia], encoder) -> None:
+    """Replace the clips' crops with their embeddings (``encoder``: an extract.face_encoders.FaceEncoder),
+    all the clips' crops in one batch; each clip is charged its share of the time."""
+    with_crops = [clip for clip in clips if clip.crops is not None]
+    if not with_crops:
+        return
+    tick = time.perf_counter()
+    embedding = encoder.embed(np.concatenate([clip.crops for clip in with_crops]))
+    share = (time.perf_counter() - tick) / len(with_crops)
+    ends = np.cumsum([len(clip.crops) for clip in with_crops])
+    for clip, rows in zip(with_crops, np.split(embedding, ends[:-1])):
+        clip.embedding, clip.crops = rows, None
+        clip.seconds["embed"] = share
 
 
 def _audio(job: ClipJob, config: TrackConfig) -> tuple[np.ndarray | None, str]:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import csv
 import io
+import itertools
 import os
 import resource
 import tempfile
@@ -34,7 +35,7 @@ from common.paths import record_path
 from common.processes import die_with_parent, forked_pool
 from corpora.manifest import Corpus
 from corpora.registry import DATASETS, corpus_clips
-from extract.clip_media import ClipJob, ClipMedia, TrackConfig, process_clip
+from extract.clip_media import ClipJob, ClipMedia, TrackConfig, embed_crops, process_clip
 from extract.face_detection import NATIVE_LOGS_VARIABLE
 from extract.face_encoders import FaceEncoder, make_face_encoder
 from extract.shards import (
@@ -54,6 +55,10 @@ EMBED_PLACES = ("auto", "workers", "main")
 # Batches of the workers' embeddings (one clip's crops) are padded to a multiple of this: a few
 # shapes, for the backend's per-shape kernel caches, at little padding (a clip has about 20 crops).
 WORKER_BATCH_QUANTUM = 4
+# A worker takes clips a few at a time and embeds their crops in one batch: on 2 cores (a6 demo
+# corpus, 2 workers) the embedding took 1.2 s instead of 1.8 s with one clip (about 10 crops)
+# a batch, and the run 3.0 s instead of 3.3 s. Few enough that memory stays flat.
+CLIPS_PER_TASK = 4
 PENDING_CLIPS = 64  # at most this many clips wait in the main process for their log-mel and writing
 
 
@@ -143,8 +148,11 @@ def _init_worker(detector_name: str, detector_file: str, min_score: float, track
     _worker.update(detector=detector, track=track, encoder=face_encoder)
 
 
-def _work(job: ClipJob) -> ClipMedia:
-    return process_clip(job, _worker["detector"], _worker["track"], _worker["encoder"])
+def _work(jobs: list[ClipJob]) -> list[ClipMedia]:
+    clips = [process_clip(job, _worker["detector"], _worker["track"]) for job in jobs]
+    if _worker["encoder"] is not None:
+        embed_crops(clips, _worker["encoder"])
+    return clips
 
 
 def run_workers(jobs: list[ClipJob], workers: int, initargs: tuple, start_method: str) -> Iterator[ClipMedia]:
@@ -153,13 +161,13 @@ def run_workers(jobs: list[ClipJob], workers: int, initargs: tuple, start_method
         queue = iter(jobs)
         in_flight = set()
         while True:
-            while len(in_flight) < 2 * workers and (job := next(queue, None)) is not None:
-                in_flight.add(pool.submit(_work, job))
+            while len(in_flight) < 2 * workers and (task := list(itertools.islice(queue, CLIPS_PER_TASK))):
+                in_flight.add(pool.submit(_work, task))
             if not in_flight:
                 return
             done, in_flight = wait(in_flight, return_when=FIRST_COMPLETED)
             for future in done:
-                yield future.result()
+                yield from future.result()
 
 
 class BatchedWriter:

@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pytest
 
-from extract.clip_media import ClipJob, TrackConfig, process_clip
+from extract.clip_media import ClipJob, TrackConfig, embed_crops, process_clip
 from extract.face_track import Video, crop_face, grey_of, sampling_step
 from extract.spec import ExtractionSpec, Extractor
 
@@ -104,17 +104,20 @@ def test_colour_crops_for_an_encoder_that_reads_colour(demo_corpus, face_model):
     assert np.abs(embedded_grey - embedded_colour).mean() < 0.05 * np.abs(embedded_colour).mean()
 
 
-def test_a_worker_given_the_encoder_hands_back_embeddings(demo_corpus, face_model):
+def test_crops_of_several_clips_embedded_together_are_each_clips_own(demo_corpus, face_model):
     extractor = Extractor(ExtractionSpec())
-    job = ClipJob(CLIP, None, video_of(demo_corpus))
+    videos = sorted((demo_corpus / "VideoFlash").glob("*.flv"))[:3]
     with extractor.open_detector() as detector:
-        crops = process_clip(job, detector, extractor.track)
-        embedded = process_clip(job, detector, extractor.track, extractor.encoder)
-    assert embedded.crops is None and embedded.embedding.shape == (int(crops.valid.sum()), 135)
-    assert embedded.seconds["embed"] > 0
-    np.testing.assert_allclose(embedded.embedding, extractor.encoder.embed(crops.crops), atol=1e-4)
-    [from_crops], [from_worker] = extractor.features([crops]), extractor.features([embedded])
-    np.testing.assert_allclose(from_worker.embedding, from_crops.embedding, atol=1e-4)
+        clips = [process_clip(ClipJob(path.stem, None, path), detector, extractor.track) for path in videos]
+        embedded = [process_clip(ClipJob(path.stem, None, path), detector, extractor.track) for path in videos]
+    embed_crops(embedded, extractor.encoder)
+    for crops, together in zip(clips, embedded):
+        assert together.crops is None and together.embedding.shape == (int(crops.valid.sum()), 135)
+        assert together.seconds["embed"] > 0
+        np.testing.assert_allclose(together.embedding, extractor.encoder.embed(crops.crops), atol=1e-4)
+    from_crops, from_worker = extractor.features(clips), extractor.features(embedded)
+    for a, b in zip(from_crops, from_worker):
+        np.testing.assert_allclose(b.embedding, a.embedding, atol=1e-4)
 
 
 def test_grey_crops_cut_from_the_luma_plane_match_crops_of_the_grey_picture(demo_corpus, face_model):
