@@ -122,7 +122,7 @@ def _as_dict(fit: CostFit | None) -> dict | None:
     return dataclasses.asdict(fit) if fit else None
 
 
-def _fit(data: dict | None) -> CostFit | None:
+def fit_from_dict(data: dict | None) -> CostFit | None:
     return CostFit(**{**data, "terms": tuple(data["terms"])}) if data else None
 
 
@@ -147,10 +147,11 @@ def project(fits: dict, training: dict, corpus: FullCorpus, frames: int, workers
 
     ``rate``: frames/s of the largest extraction, a cross-check of the fit that needs no fit.
     """
-    extraction = _fit(fits.get(f"full-w{workers}"))
-    floor = _fit(fits.get(f"floor-w{workers}"))
+    extraction = fit_from_dict(fits.get(f"full-w{workers}"))
+    floor = fit_from_dict(fits.get(f"floor-w{workers}"))
     shares = corpus.split_shares
-    train, dev, evaluation = (_fit(training.get(name)) for name in ("train", "development", "evaluation"))
+    train, dev, evaluation = (fit_from_dict(training.get(name))
+                              for name in ("train", "development", "evaluation"))
 
     def scaled(seconds: float | None) -> float | None:
         return None if seconds is None else seconds * scale
