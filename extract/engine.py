@@ -52,12 +52,12 @@ from extract.spec import EXTRACTION_FILE, ExtractionRecord, ExtractionSpec, Extr
 FAILURE_COLUMNS = ("clip_id", "reason", "kept")  # kept: 1 when the clip was extracted all the same
 SKIPPED_FILE = "skipped.csv"  # corpus files that are no clip (the corpus reader's list)
 EMBED_PLACES = ("auto", "workers", "main")
-# Batches of the workers' embeddings (one clip's crops) are padded to a multiple of this: a few
-# shapes, for the backend's per-shape kernel caches, at little padding (a clip has about 20 crops).
+# Batches of the workers' embeddings (a task's crops) are padded to a multiple of this: a few
+# shapes, for the backend's per-shape kernel caches, at little padding (a demo task has about 50 crops).
 WORKER_BATCH_QUANTUM = 4
 # A worker takes clips a few at a time and embeds their crops in one batch: on 2 cores (a6 demo
 # corpus, 2 workers) the embedding took 1.2 s instead of 1.8 s with one clip (about 10 crops)
-# a batch, and the run 3.0 s instead of 3.3 s. Few enough that memory stays flat.
+# a batch, and the run 2.9 s instead of 3.3 s. Few enough that memory stays flat.
 CLIPS_PER_TASK = 4
 PENDING_CLIPS = 64  # at most this many clips wait in the main process for their log-mel and writing
 
