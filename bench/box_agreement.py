@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from bench.report import box_sentence
 from common.config import option, parse_config
 from extract.clip_media import ClipJob, TrackConfig, process_clip
 from extract.spec import ExtractionSpec, Extractor
@@ -83,25 +84,13 @@ def agreement(videos: list[Path], spec: ExtractionSpec) -> dict:
             "validity_disagreement": disagree / kept if kept else 0.0}
 
 
-def describe(figures: dict) -> str:
-    every, between = figures["all"], figures["between_detections"]
-    if not every["frames"]:
-        return f"box agreement: no kept frame of {figures['clips']} clips has a box in both"
-    return (f"box agreement over {figures['clips']} clips, {figures['kept_frames']} kept frames "
-            f"(face rate {figures['face_rate']:g}/s, detection every {figures['detect_every']} kept frames): "
-            f"mean IoU {every['mean']:.3f} (median {every['median']:.3f}, 5th percentile {every['p5']:.3f}); "
-            f"between detections {between['mean']:.3f} (5th percentile {between['p5']:.3f}, "
-            f"{between['frames']} frames); a face in one but not the other on "
-            f"{figures['validity_disagreement']:.1%} of kept frames")
-
-
 def main(argv: list[str] | None = None) -> int:
     config = parse_config(AgreementConfig, argv, description=__doc__)
     videos = videos_of(Path(config.corpus_dir), config.clips)
     if not videos:
         print(f"box agreement: no videos in {config.corpus_dir}", file=sys.stderr)
         return 2
-    print(describe(agreement(videos, ExtractionSpec.of(config))))
+    print(f"box agreement: {box_sentence(agreement(videos, ExtractionSpec.of(config)))}")
     return 0
 
 

@@ -55,11 +55,12 @@ def measure_floor(spec: dict) -> dict:
 
 def measure_boxes(spec: dict) -> dict:
     """Box agreement of the default face following with every-frame detection (bench.box_agreement)."""
-    from bench.box_agreement import agreement, describe, videos_of
+    from bench.box_agreement import agreement, videos_of
+    from bench.report import box_sentence
     from extract.spec import ExtractionSpec
 
     figures = agreement(videos_of(Path(spec["corpus"]), spec["clips"]), ExtractionSpec())
-    print(describe(figures))
+    print(f"box agreement: {box_sentence(figures)}")
     return figures
 
 
