@@ -39,7 +39,7 @@ def embed_place(config, device: str) -> str:
 def measure_floor(spec: dict) -> dict:
     """Decode every clip as make features-floor does (pipeline.decode_floor), timed without listing the
     corpus: converting every frame to BGR (the floor of the aim), then again without conversion."""
-    from common.processes import forked_pool
+    from common.processes import process_pool
     from extract.engine import FeaturesConfig, load_jobs
     from pipeline.decode_floor import decode_clip, decode_clip_unconverted
 
@@ -47,7 +47,7 @@ def measure_floor(spec: dict) -> dict:
     figures = {"clips": len(jobs)}
     for name, decode in (("", decode_clip), ("unconverted_", decode_clip_unconverted)):
         started = time.perf_counter()
-        with forked_pool(spec["workers"]) as pool:
+        with process_pool(spec["workers"]) as pool:
             figures[f"{name}frames"] = sum(pool.map(decode, jobs, chunksize=4))
         figures[f"{name}seconds"] = time.perf_counter() - started
     return figures

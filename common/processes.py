@@ -1,4 +1,4 @@
-"""Child processes: pools safe to fork, and children that end with their parent."""
+"""Child processes: pools that are safe to fork, and children that end with their parent."""
 from __future__ import annotations
 
 import ctypes
@@ -22,7 +22,7 @@ def die_with_parent() -> None:
 
 
 @contextmanager
-def forked_pool(workers: int, initializer: Callable | None = None, initargs: tuple = (),
+def process_pool(workers: int, initializer: Callable | None = None, initargs: tuple = (),
                 start_method: str = "fork") -> Iterator[ProcessPoolExecutor]:
     """A process pool whose processes are started with ``start_method`` (forked by default: they
     start at once, sharing what this process has loaded), with OpenCV's thread pool stopped for the

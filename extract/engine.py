@@ -32,7 +32,7 @@ from common.device import resolve_device
 from common.files import remove_partials, write_csv
 from common.locks import exclusive_lock
 from common.paths import record_path
-from common.processes import die_with_parent, forked_pool
+from common.processes import die_with_parent, process_pool
 from corpora.manifest import Corpus
 from corpora.registry import DATASETS, corpus_clips
 from extract.clip_media import ClipJob, ClipMedia, TrackConfig, embed_crops, process_clip
@@ -157,7 +157,7 @@ def _work(jobs: list[ClipJob]) -> list[ClipMedia]:
 
 def run_workers(jobs: list[ClipJob], workers: int, initargs: tuple, start_method: str) -> Iterator[ClipMedia]:
     """Yield ClipMedia as workers finish, keeping only a few clips in flight so memory stays flat."""
-    with forked_pool(workers, _init_worker, initargs, start_method) as pool:
+    with process_pool(workers, _init_worker, initargs, start_method) as pool:
         queue = iter(jobs)
         in_flight = set()
         while True:

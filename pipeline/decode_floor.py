@@ -17,7 +17,7 @@ from tqdm import tqdm
 
 from common.cli import run_stage
 from common.config import option
-from common.processes import forked_pool
+from common.processes import process_pool
 from extract.audio import NoAudio, read_audio
 from extract.clip_media import ClipJob
 from extract.engine import FeaturesConfig, load_jobs
@@ -62,7 +62,7 @@ def decode_clip_unconverted(job: ClipJob) -> int:
 def features_floor(config: FloorConfig) -> int:
     jobs = load_jobs(FeaturesConfig(dataset=config.dataset, corpus_dir=config.corpus_dir))
     started = time.monotonic()
-    with forked_pool(config.workers) as pool:
+    with process_pool(config.workers) as pool:
         decode = decode_clip_unconverted if config.no_convert else decode_clip
         frames = sum(tqdm(pool.map(decode, jobs, chunksize=4), total=len(jobs), unit="clip", desc="decode only"))
     seconds = time.monotonic() - started

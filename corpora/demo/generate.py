@@ -22,7 +22,7 @@ import yaml
 from tqdm import tqdm
 
 from common.config import option, to_yaml
-from common.processes import forked_pool
+from common.processes import process_pool
 from corpora import crema_d
 from corpora.crema_d import ClipName, recorded_clips
 from corpora.demo import media
@@ -179,7 +179,7 @@ def _render_all(clips: list[ClipName], actors: list[Actor], config: DemoConfig) 
             durations.append(_render_clip(clip))
             progress.update()
     else:
-        with forked_pool(config.workers, _init_worker, (actors, config.out_dir, config.seed)) as pool:
+        with process_pool(config.workers, _init_worker, (actors, config.out_dir, config.seed)) as pool:
             for duration in pool.map(_render_clip, clips, chunksize=4):
                 durations.append(duration)
                 progress.update()

@@ -22,7 +22,7 @@ import numpy as np
 import soundfile
 from tqdm import tqdm
 
-from common.processes import forked_pool
+from common.processes import process_pool
 from corpora import crema_d
 from corpora.crema_d import ClipName
 from corpora.manifest import CorpusError
@@ -127,7 +127,7 @@ def extract_all(corpus_dir: Path, workers: int, make_detector: Callable) -> list
     clip_ids = sorted(p.stem for p in (corpus_dir / crema_d.AUDIO_DIR).glob("*.wav"))
     if not clip_ids:
         raise CorpusError(f"no clips in {corpus_dir / crema_d.AUDIO_DIR}: run `make demo-data` first")
-    with forked_pool(workers, _init_worker, (make_detector,)) as pool:
+    with process_pool(workers, _init_worker, (make_detector,)) as pool:
         jobs = pool.map(_clip_features, [(c, corpus_dir) for c in clip_ids], chunksize=8)
         return list(tqdm(jobs, total=len(clip_ids), unit="clip", desc="clip statistics"))
 

@@ -13,7 +13,7 @@ SCENARIO = textwrap.dedent("""
     import cv2
     import numpy as np
 
-    from common.processes import forked_pool
+    from common.processes import process_pool
 
     def init():
         cv2.setNumThreads(1)  # what every worker of the project does first
@@ -26,13 +26,13 @@ SCENARIO = textwrap.dedent("""
     for _ in range(10):  # OpenCV's worker threads now exist in this process
         cv2.resize(image, (2500, 2500))
     threads = cv2.getNumThreads()
-    with forked_pool(2, init) as pool:
+    with process_pool(2, init) as pool:
         print(sum(pool.map(work, [64, 128, 256])))
     assert cv2.getNumThreads() == threads, "the parent's OpenCV threads were not given back"
 """)
 
 
-def test_a_forked_pool_starts_after_the_parent_ran_opencv_threads():
+def test_a_process_pool_starts_after_the_parent_ran_opencv_threads():
     done = subprocess.run([sys.executable, "-c", SCENARIO], cwd=ROOT, capture_output=True, text=True, timeout=30)
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["224"]
