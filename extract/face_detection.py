@@ -16,12 +16,18 @@ and closed (LiteRT set-up notes, a memory alignment warning), in every worker, t
 progress bar. No environment variable or logging setting reaches them, so those calls run with
 the stderr file descriptor pointed at /dev/null (two system calls each way, nothing beside the
 2 ms a detection takes), unless ``NATIVE_LOGS_VARIABLE`` is set (the stages' ``--verbose``).
+
+Importing mediapipe imports its drawing helpers, and they import matplotlib.pyplot: 0.38 of the
+0.5 s the import takes, paid by every extraction worker and every prediction. ``import_mediapipe``
+has pyplot imported when mediapipe's drawing code first uses it instead (``_DeferredModule``).
 """
 from __future__ import annotations
 
 import functools
+import importlib
 import os
 import sys
+import types
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -56,6 +62,35 @@ def _null_fd() -> int:
     return os.open(os.devnull, os.O_WRONLY)
 
 
+class _DeferredModule(types.ModuleType):
+    """Stands in for a module not yet imported: the first attribute read imports the real one."""
+
+    def __getattr__(self, name: str):
+        return getattr(importlib.import_module(self.__name__), name)
+
+
+def import_mediapipe() -> types.ModuleType:
+    """mediapipe, with matplotlib and matplotlib.pyplot deferred (the module's docstring) unless
+    they are imported already. The stand-ins are in sys.modules only while mediapipe is imported,
+    so a later ``import matplotlib.pyplot`` anywhere gets the real module."""
+    if "mediapipe" in sys.modules or "matplotlib" in sys.modules:
+        import mediapipe
+
+        return mediapipe
+    pyplot = _DeferredModule("matplotlib.pyplot")
+    package = _DeferredModule("matplotlib")
+    package.pyplot = pyplot  # what ``import matplotlib.pyplot as plt`` reads off the package
+    stand_ins = {"matplotlib": package, "matplotlib.pyplot": pyplot}
+    sys.modules.update(stand_ins)
+    try:
+        import mediapipe
+    finally:
+        for name, module in stand_ins.items():
+            if sys.modules.get(name) is module:
+                del sys.modules[name]
+    return mediapipe
+
+
 @dataclass(frozen=True)
 class FaceBox:
     x: float  # left, pixels
@@ -73,10 +108,12 @@ class MediaPipeFaceDetector:
     """BlazeFace short range: faces within about two metres of the camera."""
 
     def __init__(self, model_file: Path | None = None, min_score: float = 0.5):
-        from mediapipe.tasks.python import BaseOptions, vision
-
+        mediapipe = import_mediapipe()
+        vision = mediapipe.tasks.vision
+        self._image, self._srgb = mediapipe.Image, mediapipe.ImageFormat.SRGB
         options = vision.FaceDetectorOptions(
-            base_options=BaseOptions(model_asset_path=str(model_file or model_path(FACE_DETECTOR_SHORT_RANGE))),
+            base_options=mediapipe.tasks.BaseOptions(
+                model_asset_path=str(model_file or model_path(FACE_DETECTOR_SHORT_RANGE))),
             running_mode=vision.RunningMode.IMAGE,
             min_detection_confidence=min_score,
         )
@@ -90,9 +127,7 @@ class MediaPipeFaceDetector:
 
     def detect_picture(self, frame_rgb: np.ndarray) -> list[FaceBox]:
         """Faces in an (H, W, 3) uint8 RGB picture."""
-        import mediapipe as mp
-
-        image = mp.Image(image_format=mp.ImageFormat.SRGB, data=np.ascontiguousarray(frame_rgb))
+        image = self._image(image_format=self._srgb, data=np.ascontiguousarray(frame_rgb))
         # Its alignment warning comes with whichever call first meets a misaligned internal buffer.
         with native_logs_silenced():
             result = self._detector.detect(image)
