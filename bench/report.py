@@ -95,13 +95,30 @@ def extraction_aims(results: dict, where: str) -> list[dict]:
             continue
         ratio = record["full"]["seconds"] / record["floor"]["seconds"]
         met = ratio <= AIMS.extraction_over_floor
-        verdict = ratio_verdict(ratio, AIMS.extraction_over_floor)
+        verdict = ratio_verdict(ratio, AIMS.extraction_over_floor) + rounds_note(record)
         if not met:
             verdict += "; " + extraction_bound(record, results["machine"]["cpu_count"])
         verdict += start_up_and_rest(results["fits"]["extraction"], record)
         rows.append({"aim": f"extraction at most {AIMS.extraction_over_floor:.1f}x the decode-only floor on CPU",
                      "where": f"{record['label']}, {workers} worker(s), {where}", "met": met, "verdict": verdict})
     return rows
+
+
+def rounds_note(record: dict) -> str:
+    """The ratio of each round (extraction over the floor run after it), when there were several."""
+    rounds = record.get("rounds")
+    if not rounds or len(rounds["full"]) < 2:
+        return ""
+    ratios = ", ".join(f"{full / floor:.2f}x" for full, floor in zip(rounds["full"], rounds["floor"]))
+    return f"; medians of {len(rounds['full'])} rounds taken in turn (each round's ratio: {ratios})"
+
+
+def rounds_sentence(results: dict) -> str:
+    rounds = max((len(r["rounds"]["full"]) for r in results["extraction"] if r.get("rounds")), default=1)
+    if rounds < 2:
+        return ""
+    return (f" Each extraction and its floor ran {rounds} times, one after the other in turn; a row gives the "
+            "median run of each (every run's seconds are in the JSON).")
 
 
 def memory_aim(results: dict, where: str) -> list[dict]:
@@ -247,7 +264,8 @@ def extraction_section(results: dict) -> list[str]:
              f"(aim: at most {AIMS.extraction_over_floor:.1f}x on CPU); the column after it divides by a second "
              "floor, decoding every frame without converting it, which extraction cannot beat either (it converts "
              "only the frames it keeps). Peak memory is resident MB of the main "
-             f"process / its largest worker; mean clip length assumes 30 fps.{settings}", ""]
+             f"process / its largest worker; mean clip length assumes 30 fps.{settings}{rounds_sentence(results)}",
+             ""]
     lines += table(["corpus", "workers", "clips", "frames", "face steps", "mean clip (s)", "seconds", "clips/s",
                     "frames/s", "floor frames/s", "full/floor", "full/unconverted floor", "peak MB full",
                     "peak MB floor", "GPU busy"], rows)

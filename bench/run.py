@@ -69,6 +69,8 @@ class BenchConfig:
     num_workers: int = option(TrainStageConfig.num_workers, "training data loading processes (built-in default)")
     box_clips: int = option(24, "clips of the largest corpus whose face boxes are compared with detection on "
                                 "every frame (bench.box_agreement; 0: none)")
+    extraction_rounds: int = option(3, "runs of each extraction and of its floor, taken in turn; the median "
+                                       "of each is reported (all of them in the JSON)")
     cold_runs: int = option(3, "cold predictions (a new process each); the median is reported")
     warm_runs: int = option(5, "warm predictions after one untimed call; the median is reported")
     improv_frames: int = option(0, "MSP-IMPROV video frames for the projection (0: its clips times the demo's "
@@ -83,17 +85,33 @@ def parse_list(text: str) -> list[int]:
     return [int(part) for part in text.split(",") if part.strip()]
 
 
+def features_root(folder: Path, workers: int, round_index: int) -> Path:
+    """Where one round's extraction writes: a new folder each round, so that none skips the clips of another."""
+    return folder / f"features-w{workers}-r{round_index}"
+
+
+def median_round(figures: Sequence[dict]) -> dict:
+    """The run whose seconds are the median (the lower of the middle two for an even count)."""
+    return sorted(figures, key=lambda f: f["seconds"])[(len(figures) - 1) // 2]
+
+
 def run_extractions(runner: Runner, dataset: str, corpus: Path, folder: Path, series: str, label: str,
-                    counts: Sequence[int]) -> Iterator[dict]:
-    """Full extraction and decode floor of one corpus, for each worker count."""
+                    counts: Sequence[int], rounds: int) -> Iterator[dict]:
+    """Full extraction and decode floor of one corpus, for each worker count, ``rounds`` times each."""
     base = {"dataset": dataset, "corpus": str(corpus.resolve())}
     for workers in counts:
-        spec = {**base, "workers": workers, "out_root": str(folder / f"features-w{workers}")}
-        full = runner.measure("extraction", f"extract-{label}-w{workers}", spec, sample_gpu=True)
-        floor = runner.measure("floor", f"floor-{label}-w{workers}", spec)
-        record = {"series": series, "label": label, "workers": workers, "full": full, "floor": floor}
+        fulls, floors = [], []
+        for round_index in range(rounds):
+            # In turn, so that a slow spell of a shared machine falls on both sides of the ratio.
+            spec = {**base, "workers": workers, "out_root": str(features_root(folder, workers, round_index))}
+            name = f"{label}-w{workers}-r{round_index}"
+            fulls.append(runner.measure("extraction", f"extract-{name}", spec, sample_gpu=True))
+            floors.append(runner.measure("floor", f"floor-{name}", spec))
+        full, floor = median_round(fulls), median_round(floors)
+        record = {"series": series, "label": label, "workers": workers, "full": full, "floor": floor,
+                  "rounds": {"full": [f["seconds"] for f in fulls], "floor": [f["seconds"] for f in floors]}}
         print(f"bench: extraction {label}, {workers} worker(s): {full['clips']} clips, {full['frames']} frames in "
-              f"{full['seconds']:.1f} s, floor {floor['seconds']:.1f} s", flush=True)
+              f"{full['seconds']:.1f} s, floor {floor['seconds']:.1f} s (medians of {rounds})", flush=True)
         yield record
 
 
@@ -110,10 +128,11 @@ def measure_all(config: BenchConfig, device: str, work_dir: Path, run_dir: Path)
         raw["corpora"].append(corpus_record)
         label = corpus_record["label"]
         folder = run_dir / label
-        records = list(run_extractions(runner, "demo", corpus, folder, "count", label, counts))
+        records = list(run_extractions(runner, "demo", corpus, folder, "count", label, counts,
+                                       config.extraction_rounds))
         raw["extraction"] += records
-        # Train on the all-cores extraction (the features do not depend on the worker count).
-        features = folder / f"features-w{counts[-1]}" / "demo" / records[-1]["full"]["features"]
+        # Train on the all-cores extraction (the features do not depend on the worker count or round).
+        features = features_root(folder, counts[-1], 0) / "demo" / records[-1]["full"]["features"]
         raw["training"].append(train_and_evaluate(runner, config, corpus, features, folder, label))
         trained = (corpus, features, raw["training"][-1]["training"]["run_dir"])
     if config.box_clips:
@@ -124,7 +143,7 @@ def measure_all(config: BenchConfig, device: str, work_dir: Path, run_dir: Path)
     if config.length_clips and factors:
         for factor, corpus in length_series(corpora[min(actors)], config.length_clips, factors, work_dir).items():
             raw["extraction"] += run_extractions(runner, "folder", corpus, run_dir / f"x{factor}", "length",
-                                                 f"x{factor}", counts[-1:])
+                                                 f"x{factor}", counts[-1:], config.extraction_rounds)
     raw["prediction"] = measure_prediction(runner, config, *trained)
     return raw
 
@@ -221,8 +240,9 @@ def validate(config: BenchConfig) -> None:
         raise BenchError("--length-factors must be at least 1 and --length-clips at least the largest factor")
     if config.box_clips < 0:
         raise BenchError("--box-clips must be at least 0")
-    if config.epochs < 1 or config.cold_runs < 1 or config.warm_runs < 1 or config.workers < 1:
-        raise BenchError("--epochs, --cold-runs, --warm-runs and --workers must be at least 1")
+    counts = (config.epochs, config.extraction_rounds, config.cold_runs, config.warm_runs, config.workers)
+    if min(counts) < 1:
+        raise BenchError("--epochs, --extraction-rounds, --cold-runs, --warm-runs and --workers must be at least 1")
 
 
 def command_line(argv: Sequence[str] | None) -> str:

@@ -178,8 +178,9 @@ def run_workers(jobs: list[ClipJob], workers: int, initargs: tuple, start_method
 class BatchedWriter:
     """Collects clips until a batch of crops is full, then has the extractor embed them and writes them."""
 
-    def __init__(self, extractor: Extractor, writer: ShardWriter, embed_batch: int):
+    def __init__(self, extractor: Extractor, writer: ShardWriter, embed_batch: int, pending_clips: int = PENDING_CLIPS):
         self.extractor, self.writer, self.embed_batch = extractor, writer, embed_batch
+        self.pending_clips = pending_clips
         self.pending: list[ClipMedia] = []
         self.write_seconds = 0.0
 
@@ -189,7 +190,7 @@ class BatchedWriter:
         # or of clips, goes out, so that memory stays flat however many clips there are.
         steps = sum(len(m.crops if m.crops is not None else m.embedding) for m in self.pending
                     if m.crops is not None or m.embedding is not None)
-        if steps >= self.embed_batch or len(self.pending) >= PENDING_CLIPS:
+        if steps >= self.embed_batch or len(self.pending) >= self.pending_clips:
             self.flush()
 
     def flush(self) -> None:
@@ -300,9 +301,13 @@ def _extract_part(config: FeaturesConfig, folder: Path, prefix: str, jobs: list[
     spec = extractor.spec
     writer = ShardWriter(folder, prefix, config.clips_per_shard, extractor.audio_dim, extractor.encoder.embedding_dim,
                          extractor.audio_rate)
-    batches = BatchedWriter(extractor, writer, config.embed_batch)
     report = RunReport(skipped=len(jobs) - len(todo), device=str(device))
     embed_in_workers = config.embed_in == "workers" or (config.embed_in == "auto" and device.type == "cpu")
+    # Clips the workers embedded wait only for their audio features and writing: a task's worth at
+    # a time, so that what is left after the last worker ends is one task's, not 20-odd clips'
+    # (0.1 s of a 2 s run on the a6 demo corpus).
+    batches = BatchedWriter(extractor, writer, config.embed_batch,
+                            CLIPS_PER_TASK if embed_in_workers else PENDING_CLIPS)
     # A process that has initialised CUDA must not fork; on CPU forking is safe and starts faster.
     start_method = "spawn" if device.type == "cuda" else "fork"
     encoder = None

@@ -13,7 +13,7 @@ from bench.corpora import clip_nearest, length_series
 from bench.fits import CREMA_D, MSP_IMPROV, clip_terms, corpus_frames, extraction_terms, fit_costs, project
 from bench.measure import measure_floor
 from bench.report import AIMS, aims, ratio_verdict, render_markdown, share_verdict, summarise, write_results
-from bench.run import BenchConfig, _config_values
+from bench.run import BenchConfig, _config_values, median_round
 from bench.runner import Runner, parse_utilisation
 from corpora import crema_d
 from extract.face_track import decode_video
@@ -172,6 +172,21 @@ def test_aims_and_markdown_report():
     for line in markdown.splitlines():  # every table row has as many cells as its header
         if line.startswith("|"):
             assert line.endswith("|")
+
+
+def test_rounds_report_their_median_run_and_each_rounds_ratio():
+    runs = [{"seconds": 2.4, "parts": "slow"}, {"seconds": 2.0, "parts": "median"}, {"seconds": 1.9, "parts": "fast"}]
+    assert median_round(runs)["parts"] == "median"
+    assert median_round(runs[:2])["seconds"] == 2.0  # the lower middle of an even count
+    results = synthetic_results()
+    a6 = [r for r in results["extraction"] if r["label"] == "a6" and r["workers"] == 2][0]
+    a6["full"]["seconds"], a6["floor"]["seconds"] = 2.0, 1.0  # the medians of the rounds below
+    a6["rounds"] = {"full": [2.4, 2.0, 1.9], "floor": [1.0, 1.25, 0.95]}
+    results["aims"] = aims(results)
+    verdict = [row for row in results["aims"] if row["aim"].startswith("extraction at most")][1]["verdict"]
+    assert verdict.startswith("met (2.00x, aim at most 2.00x)")
+    assert "medians of 3 rounds taken in turn (each round's ratio: 2.40x, 1.60x, 2.00x)" in verdict
+    assert "Each extraction and its floor ran 3 times" in render_markdown(results)
 
 
 def test_report_of_workers_that_embed_with_both_floors_box_agreement_and_memory():
