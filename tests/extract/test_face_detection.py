@@ -1,6 +1,10 @@
 """Both face detectors find the drawn face of the demo corpus in nearly every frame, where it is."""
 from __future__ import annotations
 
+import subprocess
+import sys
+from pathlib import Path
+
 import cv2
 import numpy as np
 import pytest
@@ -67,3 +71,25 @@ def test_detectors_find_nothing_in_a_blank_frame():
     blank = np.full((360, 480, 3), 128, np.uint8)
     with HaarFaceDetector() as haar, MediaPipeFaceDetector(require_face_model()) as blaze:
         assert haar.detect(blank) == [] and blaze.detect(blank) == []
+
+
+def test_a_process_that_only_detects_never_imports_pyplot_and_can_still_plot(demo_corpus):
+    """mediapipe's drawing helpers import matplotlib.pyplot, 0.4 s of every worker's start: the
+    detector defers it, and pyplot, in mediapipe's helpers and anywhere else, is the real one after."""
+    model = require_face_model()
+    clip = demo_corpus / "VideoFlash" / f"{CLIPS[0]}.flv"
+    code = f"""
+import sys
+import cv2
+from extract.face_detection import MediaPipeFaceDetector
+ok, frame = cv2.VideoCapture({str(clip)!r}).read()
+with MediaPipeFaceDetector({str(model)!r}) as detector:
+    assert len(detector.detect(frame)) == 1
+assert "matplotlib" not in sys.modules and "matplotlib.pyplot" not in sys.modules
+import matplotlib.pyplot as plt
+from mediapipe.tasks.python.vision import drawing_utils
+assert type(plt).__name__ == "module" and drawing_utils.plt.figure is plt.figure
+"""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                          cwd=Path(__file__).resolve().parents[2])
+    assert done.returncode == 0, done.stderr[-2000:]
