@@ -59,12 +59,13 @@ class ExtractionSpec:
     # README, "Features", has the measurements these two defaults come from.
     min_face_score: float = option(0.55, "ignore detections of a lower confidence (mediapipe; Haar gives none)")
     min_face_size: float = option(0.1, "ignore detections smaller than this fraction of the frame's shorter side")
-    # The model averages the video steps anyway (--video-pool): 5 a second held the demo's test
-    # macro-F1 (as did 10) at a sixth of the embedding cost (README, "Features" and "Performance").
-    face_rate: float = option(5.0, "face steps a second: the face is followed and embedded on every "
+    # The model averages the video steps anyway (--video-pool): 10, 5 and 4 a second held the demo's
+    # test macro-F1, and its visual head's over 3 seeds, at an eighth of every frame's embedding
+    # cost (README, "Features" and "Performance").
+    face_rate: float = option(4.0, "face steps a second: the face is followed and embedded on every "
                                    "round(fps / rate)-th frame (0: on every frame)")
-    # Every third kept frame keeps the boxes on the face (README, "Features") at a third of the cost.
-    detect_every: int = option(3, "run the face detector on every k-th kept frame and interpolate between")
+    # Every fourth kept frame (about once a second) keeps the boxes on the face (README, "Features").
+    detect_every: int = option(4, "run the face detector on every k-th kept frame and interpolate between")
     max_gap_frames: int = option(5, "interpolate face boxes across at most this many kept frames without a face")
     crop_margin: float = option(0.15, "face crop margin on each side, as a fraction of the box size")
     n_mels: int = option(80, "mel bands")

@@ -147,7 +147,7 @@ def test_the_extraction_records_the_encoders_size_rate_and_weights(tiny, tmp_pat
     record = Extractor(spec).record()
     assert (record.models["audio_dim"], record.models["audio_rate"]) == (32, 50.0)
     assert len(record.models["audio_sha256"]) == 64 and "cut after layer 3" in record.packages["audio_encoder"]
-    assert spec.folder_name().startswith("fer-haar-r5-k3-wav2vec2L3-")
+    assert spec.folder_name().startswith("fer-haar-r4-k4-wav2vec2L3-")
     other = tmp_path / "retrained"
     model = saved_model(other)
     with torch.no_grad():

@@ -54,7 +54,7 @@ def test_grey_from_the_luma_plane_is_swscale_grey(demo_corpus):
 
 
 def test_faces_are_followed_ten_times_a_second_at_the_frames_own_times(demo_corpus, face_model):
-    extractor = Extractor(ExtractionSpec(face_rate=10))  # detection on every 3rd kept frame, the default
+    extractor = Extractor(ExtractionSpec(face_rate=10, detect_every=3))  # detection on every 3rd kept frame
     times, fps = frame_times(video_of(demo_corpus))
     with extractor.open_detector() as detector:
         media = process_clip(ClipJob(CLIP, None, video_of(demo_corpus)), detector, extractor.track)
@@ -72,23 +72,26 @@ def test_faces_are_followed_ten_times_a_second_at_the_frames_own_times(demo_corp
             assert np.all(media.boxes[index] <= np.maximum(before, after) + 1e-3)
 
 
-def test_by_default_faces_are_followed_five_times_a_second(demo_corpus, face_model):
+def test_by_default_faces_are_followed_on_every_eighth_frame_of_a_30_fps_video(demo_corpus, face_model):
     extractor = Extractor(ExtractionSpec())
     times, _ = frame_times(video_of(demo_corpus))
     with extractor.open_detector() as detector:
         media = process_clip(ClipJob(CLIP, None, video_of(demo_corpus)), detector, extractor.track)
-    assert media.fps == 5.0 and len(media.valid) == math.ceil(len(times) / 6)
-    np.testing.assert_array_equal(media.timestamps, times[::6])
+    # --face-rate 4: every round(30 / 4) = 8th frame, 3.75 a second; detection on every 4th of those.
+    assert media.fps == 3.75 and len(media.valid) == math.ceil(len(times) / 8)
+    np.testing.assert_array_equal(media.timestamps, times[::8])
+    assert len(media.detection_scores) == math.ceil(len(media.valid) / 4)
 
 
 def test_face_rate_zero_follows_every_frame(demo_corpus, face_model):
-    extractor = Extractor(ExtractionSpec(face_rate=0))
+    spec = ExtractionSpec(face_rate=0)
+    extractor = Extractor(spec)
     times, _ = frame_times(video_of(demo_corpus))
     with extractor.open_detector() as detector:
         media = process_clip(ClipJob(CLIP, None, video_of(demo_corpus)), detector, extractor.track)
     assert len(media.valid) == media.frames == len(times) and media.fps == 30.0
     np.testing.assert_array_equal(media.timestamps, times)
-    assert len(media.detection_scores) == math.ceil(len(times) / 3)
+    assert len(media.detection_scores) == math.ceil(len(times) / spec.detect_every)
 
 
 def test_colour_crops_for_an_encoder_that_reads_colour(demo_corpus, face_model):

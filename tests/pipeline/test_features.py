@@ -72,16 +72,16 @@ def test_demo_features_verify_with_faces_and_consistent_lengths(corpus, single_r
     folder, report = single_run
     assert report.clips == 48 and not report.failures
     assert report.face_frames / report.steps >= 0.95
-    # Every frame decoded, every sixth (5 a second of the 30 fps video) followed and embedded.
+    # Every frame decoded, every eighth (3.75 a second of the 30 fps video: round(30 / 4)) followed and embedded.
     frames = [frames_in(path) for path in sorted((corpus / "VideoFlash").glob("*.flv"))]
-    assert report.frames == sum(frames) and report.steps == sum(-(-n // 6) for n in frames)
+    assert report.frames == sum(frames) and report.steps == sum(-(-n // 8) for n in frames)
     assert verify(folder) == []
     store = FeatureStore(folder)
     clip = store.load("1001_IEO_ANG_HI")
     assert clip.mel.shape[1] == 80 and clip.embedding.shape == (len(clip.valid), 135)
     assert abs((len(clip.mel) - 1) / 100 - clip.duration) < 0.05  # 10 ms log-mel hop
-    assert clip.fps == 5.0 and 0 < clip.duration - (len(clip.valid) - 1) / 5 <= 0.2 + 1e-6  # every 6th of 30 fps
-    np.testing.assert_allclose(clip.timestamps, np.arange(len(clip.valid)) / 5, atol=1e-3)
+    assert clip.fps == 3.75 and 0 < clip.duration - (len(clip.valid) - 1) / 3.75 <= 8 / 30 + 1e-6  # every 8th
+    np.testing.assert_allclose(clip.timestamps, np.arange(len(clip.valid)) / 3.75, atol=1e-3)
     assert (folder / "extraction.yaml").read_text().count("sha256") >= 2
     assert store.dims().audio_rate == 100.0
 
@@ -220,8 +220,8 @@ def test_bad_input_costs_only_what_is_broken(corpus, tmp_path, capsys):
 def test_extraction_yaml_and_folder_name_record_the_face_rate(single_run):
     folder, _ = single_run
     record = yaml.safe_load((folder / "extraction.yaml").read_text())
-    assert record["spec"]["face_rate"] == 5.0 and record["spec"]["detect_every"] == 3
-    assert folder.name.startswith("fer-mediapipe-r5-k3-mel80-")
+    assert record["spec"]["face_rate"] == 4.0 and record["spec"]["detect_every"] == 4
+    assert folder.name.startswith("fer-mediapipe-r4-k4-mel80-")
 
 
 def test_records_from_before_the_face_rate_mean_every_frame(single_run, tmp_path):
@@ -230,7 +230,8 @@ def test_records_from_before_the_face_rate_mean_every_frame(single_run, tmp_path
     del record["spec"]["face_rate"]
     (tmp_path / "extraction.yaml").write_text(yaml.safe_dump(record))
     assert ExtractionRecord.load(tmp_path).spec.face_rate == 0.0
-    assert ExtractionSpec(face_rate=0).folder_name().startswith("fer-mediapipe-k3-mel80-")  # no -r part
+    # The name such a record's folder has: no -r part (detection then ran on every 3rd frame).
+    assert ExtractionSpec(face_rate=0, detect_every=3).folder_name().startswith("fer-mediapipe-k3-mel80-")
 
 
 def test_the_main_process_embeds_as_the_workers_do(corpus, single_run, tmp_path):
