@@ -254,8 +254,9 @@ def extraction_section(results: dict) -> list[str]:
                      f"{full['seconds'] / floor['seconds']:.2f}x", unconverted,
                      _mb(full["peak_mb"]), _mb(floor["peak_mb"]), _util(full["gpu_utilisation"])])
     first = results["extraction"][0]["full"] if results["extraction"] else {}
-    settings = (f" Extraction with the default options: faces followed and embedded {first['face_rate']:g} times a "
-                f"second (the face steps column), embedded in the {first['embed_in']} process(es)."
+    settings = (f" Extraction with the default options: faces followed and embedded at `--face-rate "
+                f"{first['face_rate']:g}` (every round(fps / rate)-th frame: the face steps column), embedded in the "
+                f"{first['embed_in']} process(es)."
                 if "face_rate" in first else "")
     lines = ["## 1. Extraction", "",
              "Full extraction (`pipeline.features.extract`) against the decode-only floor (the same clips, the "
