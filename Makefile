@@ -5,6 +5,9 @@ PYTHON ?= python3.11
 VENV := .venv
 PY := $(VENV)/bin/python
 SETUP_STAMP := $(VENV)/.setup-done
+# A new .venv takes about 6.3 GB on x86_64 (PyTorch's CUDA build), and pip unpacks beside it: a
+# fresh set-up stops at once with what to do, rather than an hour later with a full disk.
+SETUP_MIN_FREE_GB ?= 7
 DEMO_DIR := data/raw/demo
 DATASET ?= demo
 PARTITION ?= 1
@@ -32,6 +35,8 @@ setup: $(SETUP_STAMP) ## create .venv with the locked dependencies and fetch the
 
 $(SETUP_STAMP): requirements.lock
 	@command -v $(PYTHON) >/dev/null || { echo "setup: $(PYTHON) not found; install Python 3.11 or run make setup PYTHON=/path/to/python3.11"; exit 1; }
+	@free_gb=$$(df -Pk . | awk 'NR==2 {print int($$4 / 1048576)}'); \
+	[ -d $(VENV) ] || [ "$$free_gb" -ge $(SETUP_MIN_FREE_GB) ] || { echo "setup: $$free_gb GB free on this project's disk; .venv needs about $(SETUP_MIN_FREE_GB) GB. Free some space, or make setup SETUP_MIN_FREE_GB=0 to try anyway."; exit 1; }
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet -r requirements.lock
 	$(PY) -m extract.model_files

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import subprocess
+import sys
 import tomllib
 from pathlib import Path
 
@@ -49,3 +50,14 @@ def test_generated_files_stay_out_of_git(path, ignored):
     if result.returncode == 128:
         pytest.skip("not a git checkout")
     assert (result.returncode == 0) == ignored
+
+
+def test_set_up_on_a_short_disk_stops_before_creating_the_environment(tmp_path):
+    (tmp_path / "Makefile").write_bytes((ROOT / "Makefile").read_bytes())
+    (tmp_path / "requirements.lock").write_text("")
+    result = subprocess.run(["make", "setup", "SETUP_MIN_FREE_GB=1000000", f"PYTHON={sys.executable}"],
+                            cwd=tmp_path, capture_output=True, text=True)
+    assert result.returncode != 0
+    assert "GB free on this project's disk" in result.stdout
+    assert "SETUP_MIN_FREE_GB=0" in result.stdout
+    assert not (tmp_path / ".venv").exists()
