@@ -18,11 +18,11 @@ import numpy as np
 from extract.audio import SAMPLE_RATE, NoAudio, read_audio, resample
 from extract.face_track import (
     NoVideo,
+    TrackCrops,
     Video,
     as_array,
     choose_face,
     crop_face,
-    fill_gaps,
     grey_of,
     large_enough,
     luma_of,
@@ -152,9 +152,14 @@ def _usable_audio(source: Path, config: TrackConfig) -> tuple[np.ndarray | None,
 
 
 def _face_track(media: ClipMedia, detector, config: TrackConfig) -> None:
-    pictures, limited, times, found, detected = [], [], [], [], []
-    detect = convert = 0.0
-    previous = None
+    def cut(picture: tuple[np.ndarray, bool], box: np.ndarray) -> np.ndarray:
+        pixels, limited = picture
+        crop = crop_face(pixels, box, config.crop_size, config.crop_margin)
+        return stretch_luma(crop) if limited else crop
+
+    track = TrackCrops(config.max_gap_frames, cut)
+    times, previous = [], None
+    detect = convert = crop = 0.0
     tick = time.perf_counter()
     with Video(media.job.video_path) as video:
         step = sampling_step(video.fps, config.face_rate)
@@ -164,12 +169,12 @@ def _face_track(media: ClipMedia, detector, config: TrackConfig) -> None:
                 continue
             convert_start = time.perf_counter()
             # Grey crops are cut from the luma plane as it is and stretched to grey afterwards.
-            picture, stretch = luma_of(frame) if config.grey else (video.pixels(frame), False)
+            picture = luma_of(frame) if config.grey else (video.pixels(frame), False)
             box = None
-            if len(times) % config.detect_every == 0:
-                seen = _detector_picture(video, frame, None if config.grey else picture, detector.pixel_format)
+            if track.kept_frames % config.detect_every == 0:
+                seen = _detector_picture(video, frame, None if config.grey else picture[0], detector.pixel_format)
                 detect_start = time.perf_counter()
-                faces = large_enough(detector.detect_picture(seen), picture.shape, config.min_face_size)
+                faces = large_enough(detector.detect_picture(seen), picture[0].shape, config.min_face_size)
                 face = choose_face(faces, previous)
                 detect += time.perf_counter() - detect_start
                 convert += detect_start - convert_start
@@ -178,19 +183,18 @@ def _face_track(media: ClipMedia, detector, config: TrackConfig) -> None:
                     media.detection_scores.append(face.score)
             else:
                 convert += time.perf_counter() - convert_start
-            pictures.append(picture)
-            limited.append(stretch)
+            crop_start = time.perf_counter()
+            track.add(picture, box)  # crops the frames a detection settles
+            crop += time.perf_counter() - crop_start
             times.append(seconds)
             previous = box if box is not None else previous
-            found.append(box if box is not None else np.zeros(4, np.float32))
-            detected.append(box is not None)
-    decode = time.perf_counter() - tick - detect - convert
+    decode = time.perf_counter() - tick - detect - convert - crop
     if not times:
         raise NoVideo("the video has no frames")
     crop_start = time.perf_counter()
-    boxes, valid = fill_gaps(np.stack(found), np.array(detected), config.max_gap_frames)
-    crops = [crop_face(pictures[i], boxes[i], config.crop_size, config.crop_margin) for i in np.flatnonzero(valid)]
-    crops = [stretch_luma(crop) if limited[i] else crop for i, crop in zip(np.flatnonzero(valid), crops)]
+    boxes, valid = track.finish()
+    crops = track.crops
+    crop += time.perf_counter() - crop_start
     media.crops = (np.stack(crops)[..., None] if config.grey else np.stack(crops)) if crops else None
     media.valid, media.boxes, media.timestamps = valid, boxes, np.array(times)
     media.video_fps = video.fps
@@ -202,7 +206,7 @@ def _face_track(media: ClipMedia, detector, config: TrackConfig) -> None:
     elif media.audio is not None and abs(media.duration - len(media.audio) / SAMPLE_RATE) > LENGTH_TOLERANCE_SECONDS:
         audio_seconds = len(media.audio) / SAMPLE_RATE
         media.video_note = f"video lasts {media.duration:.2f} s, audio {audio_seconds:.2f} s (truncated?)"
-    media.seconds.update(decode=decode, convert=convert, detect=detect, crop=time.perf_counter() - crop_start)
+    media.seconds.update(decode=decode, convert=convert, detect=detect, crop=crop)
 
 
 def _detector_picture(video: Video, frame, bgr: np.ndarray | None, pixel_format: str) -> np.ndarray:

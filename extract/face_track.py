@@ -14,8 +14,9 @@ only the kept frames are converted to pixels, and detection and interpolation co
 """
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import av
 import cv2
@@ -188,6 +189,70 @@ def fill_gaps(boxes: np.ndarray, detected: np.ndarray, max_gap_frames: int) -> t
     valid = detected | np.where(at_edge, edge_distance <= max_gap_frames, after - before <= max_gap_frames + 1)
     filled[~valid] = np.nan
     return filled, valid
+
+
+class TrackCrops:
+    """The crops of one face track, cut while the video is read, with the boxes ``fill_gaps`` gives
+    for the whole track.
+
+    A kept frame's box is settled by the next detection, or by the video's end; its picture
+    (``add``) is held only until then. A frame more than ``max_gap_frames`` from a detection can
+    have no box, so at most ``max_gap_frames`` + 1 pictures are held at a time, and a worker's
+    memory stays flat however long the clip: holding every kept frame took about 1 GB for three
+    minutes of 720p video.
+    """
+
+    def __init__(self, max_gap_frames: int, cut: Callable[[Any, np.ndarray], np.ndarray]):
+        self._max_gap = max_gap_frames
+        self._cut = cut  # (picture, box) -> crop
+        self._found: list[np.ndarray] = []
+        self._detected: list[bool] = []
+        self._held: dict[int, Any] = {}  # kept frame -> picture, in order, while its box is unsettled
+        self._last_detection: int | None = None
+        self.crops: list[np.ndarray] = []  # of the valid frames settled so far, in order
+
+    @property
+    def kept_frames(self) -> int:
+        return len(self._found)
+
+    @property
+    def held(self) -> int:
+        return len(self._held)
+
+    def add(self, picture: Any, box: np.ndarray | None) -> None:
+        """The next kept frame, with its detected box or None."""
+        index = len(self._found)
+        self._found.append(box if box is not None else np.zeros(4, np.float32))
+        self._detected.append(box is not None)
+        if box is not None:
+            self._held[index] = picture
+            self._settle(next(iter(self._held)) if self._last_detection is None else self._last_detection)
+            self._last_detection = index
+        elif self._last_detection is None:
+            self._held[index] = picture
+            # The first detection comes at index + 1 at the earliest: this one is too far before it.
+            self._held.pop(index - self._max_gap, None)
+        elif index - self._last_detection <= self._max_gap:
+            self._held[index] = picture
+
+    def finish(self) -> tuple[np.ndarray, np.ndarray]:
+        """Crop what the video's end settles; the track's boxes and which kept frames are valid."""
+        if self._last_detection is not None and self._held:
+            self._settle(self._last_detection)
+        self._held.clear()
+        if not self._found:
+            return np.zeros((0, 4), np.float32), np.zeros(0, bool)
+        return fill_gaps(np.stack(self._found), np.array(self._detected), self._max_gap)
+
+    def _settle(self, first: int) -> None:
+        """Crop the held frames, all of whose boxes the frames from ``first`` on decide: the nearest
+        detections on either side of each lie within them, so ``fill_gaps`` over them alone gives
+        each the box (and validity) it gives over the whole track."""
+        boxes, valid = fill_gaps(np.stack(self._found[first:]), np.array(self._detected[first:]), self._max_gap)
+        for index, picture in self._held.items():
+            if valid[index - first]:
+                self.crops.append(self._cut(picture, boxes[index - first]))
+        self._held.clear()
 
 
 def crop_face(frame: np.ndarray, box: np.ndarray, size: int, margin: float) -> np.ndarray:

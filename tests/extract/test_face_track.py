@@ -1,6 +1,7 @@
 """Following the face on a sample of the frames, on real demo clips: which frames are kept and
-their times, the boxes between detections, the pictures converted once per video, the grey
-picture read from the luma plane, and crops embedded where they are made."""
+their times, the boxes between detections, crops cut as the video is read, the pictures
+converted once per video, the grey picture read from the luma plane, and crops embedded where
+they are made."""
 from __future__ import annotations
 
 import math
@@ -9,7 +10,7 @@ import numpy as np
 import pytest
 
 from extract.clip_media import ClipJob, TrackConfig, embed_crops, process_clip
-from extract.face_track import Video, crop_face, grey_of, sampling_step
+from extract.face_track import TrackCrops, Video, crop_face, fill_gaps, grey_of, sampling_step
 from extract.spec import ExtractionSpec, Extractor
 
 CLIP = "1001_IEO_ANG_HI"
@@ -136,3 +137,55 @@ def test_grey_crops_cut_from_the_luma_plane_match_crops_of_the_grey_picture(demo
         # only where the luma lies outside 16..235 (black and white are clipped before or after).
         difference = np.abs(media.crops[index, :, :, 0].astype(int) - expected)
         assert difference.mean() < 0.5 and np.mean(difference > 1) < 0.01
+
+
+def test_boxes_are_interpolated_across_short_gaps_held_at_the_ends_and_none_across_long_ones():
+    boxes = np.zeros((12, 4), np.float32)
+    detected = np.zeros(12, bool)
+    for index, x in ((2, 10.0), (4, 20.0), (10, 50.0)):
+        boxes[index], detected[index] = (x, 0, 8, 8), True
+    filled, valid = fill_gaps(boxes, detected, max_gap_frames=2)
+    assert valid.tolist() == [True, True, True, True, True, False, False, False, False, False, True, True]
+    assert filled[3, 0] == 15.0  # halfway between the detections either side
+    assert filled[0, 0] == 10.0 and filled[11, 0] == 50.0  # held from the nearest detection
+    assert np.isnan(filled[5:10]).all()  # 6 frames between two detections: none, even beside one
+
+
+def _pattern(rng, frames: int) -> list[bool]:
+    """Detections at random, in runs and gaps of every length, as faces come and go."""
+    detected, state = [], bool(rng.integers(2))
+    while len(detected) < frames:
+        detected += [state and bool(rng.random() < 0.7)] * int(rng.integers(1, 12))
+        state = not state
+    return detected[:frames]
+
+
+@pytest.mark.parametrize("max_gap", [0, 1, 2, 5, 9])
+def test_crops_cut_while_reading_are_those_of_the_whole_track_and_few_pictures_are_held(max_gap):
+    rng = np.random.default_rng(max_gap)
+    for _ in range(40):
+        frames = int(rng.integers(1, 90))
+        pictures = rng.integers(0, 256, (frames, 24, 32), np.uint8)
+        detected = _pattern(rng, frames)
+        found = [np.array([rng.uniform(-6, 20), rng.uniform(-6, 12), rng.uniform(4, 16), rng.uniform(4, 16)],
+                          np.float32) if hit else None for hit in detected]
+
+        def cut(picture, box):
+            return crop_face(picture, box, 12, 0.2)
+
+        track, most_held = TrackCrops(max_gap, cut), 0
+        for picture, box in zip(pictures, found):
+            track.add(picture, box)
+            most_held = max(most_held, track.held)
+        boxes, valid = track.finish()
+
+        expected_boxes, expected_valid = fill_gaps(
+            np.stack([box if box is not None else np.zeros(4, np.float32) for box in found]),
+            np.array(detected), max_gap)
+        assert np.array_equal(valid, expected_valid)
+        assert np.array_equal(boxes, expected_boxes, equal_nan=True)
+        expected_crops = [cut(pictures[i], expected_boxes[i]) for i in np.flatnonzero(expected_valid)]
+        assert len(track.crops) == len(expected_crops)
+        assert all(np.array_equal(a, b) for a, b in zip(track.crops, expected_crops))
+        assert most_held <= max_gap + 1
+
