@@ -1,6 +1,7 @@
 """The corpora the benchmark builds and reads: the demo corpora of each size (generated once into
 the work folder and reused), the clip-length series (the same demo clips joined end to end into
-fewer, longer clips) and the choice of the demo clip that prediction is timed on.
+fewer, longer clips), one long clip for memory, and the choice of the demo clip that prediction is
+timed on.
 """
 from __future__ import annotations
 
@@ -62,6 +63,15 @@ def length_series(corpus: Path, clips: int, factors: Sequence[int], work_dir: Pa
             done.touch()
         folders[factor] = folder
     return folders
+
+
+def long_clip(corpus: Path, clips: int, work_dir: Path) -> tuple[Path, int]:
+    """A folder holding one clip, the corpus's first ``clips`` clips joined end to end (all of them when
+    it has fewer), and how many were joined."""
+    from corpora import crema_d
+
+    clips = min(clips, sum(1 for _ in (corpus / crema_d.VIDEO_DIR).glob("*.flv")))
+    return length_series(corpus, clips, [clips], work_dir)[clips], clips
 
 
 def clip_nearest(features: Path, corpus: Path, seconds: float) -> tuple[str, Path, float]:

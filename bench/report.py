@@ -140,6 +140,28 @@ def memory_aim(results: dict, where: str) -> list[dict]:
              "verdict": verdict}]
 
 
+def clip_length_memory_aim(results: dict, where: str) -> list[dict]:
+    """The largest worker's peak on the long clip against its peak on the smallest corpus's short
+    clips, with as many workers: each worker holds one clip at a time, so only its length could tell."""
+    long = largest(results["extraction"], series="long")
+    if not long:
+        return []
+    shorts = [r for r in results["extraction"] if r["series"] == "count" and r["workers"] == long["workers"]]
+    if not shorts:
+        return []
+    short = min(shorts, key=lambda r: r["full"]["clips"])
+    peaks = short["full"]["peak_mb"]["largest_child"], long["full"]["peak_mb"]["largest_child"]
+    growth = peaks[1] / max(peaks[0], 1) - 1
+    seconds = long["full"]["frames"] / 30
+    met = growth <= AIMS.memory_growth
+    verdict = (f"{'met' if met else 'missed'}: largest worker {peaks[0]} MB on {short['label']}'s clips of "
+               f"{short['full']['frames'] / max(short['full']['clips'], 1) / 30:.1f} s, {peaks[1]} MB on one clip of "
+               f"{duration(seconds)} ({growth:+.0%}; aim: within {AIMS.memory_growth:.0%})")
+    return [{"aim": "extraction's peak memory flat with clip length",
+             "where": f"{short['label']} against {long['label']} joined, {long['workers']} worker(s), {where}",
+             "met": met, "verdict": verdict}]
+
+
 def training_aim(results: dict, where: str) -> list[dict]:
     if not results["training"]:
         return []
@@ -179,7 +201,8 @@ def gpu_aim(results: dict) -> list[dict]:
 def aims(results: dict) -> list[dict]:
     machine = results["machine"]
     where = f"{machine['cpu_count']} cores, {machine['device']}"
-    return (extraction_aims(results, where) + memory_aim(results, where) + training_aim(results, where)
+    return (extraction_aims(results, where) + memory_aim(results, where) + clip_length_memory_aim(results, where)
+            + training_aim(results, where)
             + prediction_aim(results, where) + gpu_aim(results))
 
 

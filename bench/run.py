@@ -13,7 +13,8 @@ Measures, on demo corpora of a few sizes (generated once into --work-dir and reu
    nearest 2.5 s: cold (a new process that
    loads the model) and warm (model loaded), as a fraction of the clip's duration.
 4. Scaling: each figure against clip count (the --actors sizes) and clip length (demo clips
-   joined end to end, the same frames in fewer, longer clips); least-squares fits of seconds on
+   joined end to end, the same frames in fewer, longer clips; and one clip of --long-clip demo
+   clips, whose worker's peak memory must match the short clips'); least-squares fits of seconds on
    clips and frames; projections of full CREMA-D and MSP-IMPROV on 2 CPU cores, and on one GPU
    machine from a run with --device cuda.
 5. GPU (--device cuda): the GPU's name, its utilisation (nvidia-smi about every 200 ms) during
@@ -39,7 +40,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench.corpora import clip_nearest, demo_corpus, length_series
+from bench.corpora import clip_nearest, demo_corpus, length_series, long_clip
 from bench.fits import worker_counts
 from bench.report import duration, summarise, write_results
 from bench.runner import REPO_ROOT, BenchError, Runner
@@ -60,6 +61,9 @@ class BenchConfig:
     seed: int = option(0, "seed of the demo corpora")
     length_clips: int = option(16, "demo clips joined end to end for the clip-length series (0: no series)")
     length_factors: str = option("1,2,4", "clip-length series: demo clips per joined clip, comma-separated")
+    long_clip: int = option(96, "demo clips of the largest corpus joined into one long clip (96: 3 minutes), "
+                                "extracted with 1 worker, whose peak memory is set against the demo's short "
+                                "clips' (0: none)")
     workers: int = option(os.cpu_count() or 1, "the all-cores worker count, measured beside 1 worker")
     device: str = option("auto", "auto (cuda when available), cpu or cuda, for every stage")
     epochs: int = option(1, "training epochs per size (the last epoch is reported)")
@@ -144,8 +148,18 @@ def measure_all(config: BenchConfig, device: str, work_dir: Path, run_dir: Path)
         for factor, corpus in length_series(corpora[min(actors)], config.length_clips, factors, work_dir).items():
             raw["extraction"] += run_extractions(runner, "folder", corpus, run_dir / f"x{factor}", "length",
                                                  f"x{factor}", counts[-1:], config.extraction_rounds)
+    if config.long_clip:
+        raw["extraction"] += measure_long_clip(runner, config, corpora[max(actors)], work_dir, run_dir)
     raw["prediction"] = measure_prediction(runner, config, *trained)
     return raw
+
+
+def measure_long_clip(runner: Runner, config: BenchConfig, corpus: Path, work_dir: Path, run_dir: Path) -> list[dict]:
+    """Extraction of one clip of ``config.long_clip`` demo clips, with 1 worker: a worker's memory
+    must not grow with the length of the clip it is given."""
+    folder, joined = long_clip(corpus, config.long_clip, work_dir)
+    return list(run_extractions(runner, "folder", folder, run_dir / "long", "long", f"x{joined}", [1],
+                                config.extraction_rounds))
 
 
 def train_and_evaluate(runner: Runner, config: BenchConfig, corpus: Path, features: Path, folder: Path,
@@ -238,8 +252,8 @@ def validate(config: BenchConfig) -> None:
         raise BenchError(f"--sentences must be 1-12, got {config.sentences}")
     if factors and (min(factors) < 1 or config.length_clips < max(factors)):
         raise BenchError("--length-factors must be at least 1 and --length-clips at least the largest factor")
-    if config.box_clips < 0:
-        raise BenchError("--box-clips must be at least 0")
+    if config.box_clips < 0 or config.long_clip < 0:
+        raise BenchError("--box-clips and --long-clip must be at least 0")
     counts = (config.epochs, config.extraction_rounds, config.cold_runs, config.warm_runs, config.workers)
     if min(counts) < 1:
         raise BenchError("--epochs, --extraction-rounds, --cold-runs, --warm-runs and --workers must be at least 1")

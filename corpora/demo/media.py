@@ -32,7 +32,9 @@ def write_flv(path: Path, frames: Iterable[np.ndarray], samples: np.ndarray) -> 
     """
     with files.atomic_path(path) as partial:
         width, height = VIDEO_SIZE
-        with av.open(str(partial), "w", format="flv") as container:
+        # The audio follows all the video; without a limit on how long the muxer waits to interleave
+        # them (10 s by default), a longer clip's audio would come after later video and be refused.
+        with av.open(str(partial), "w", format="flv", container_options={"max_interleave_delta": "0"}) as container:
             video = container.add_stream("flv", rate=VIDEO_FPS)
             video.width, video.height, video.pix_fmt = width, height, "yuv420p"
             video.bit_rate = VIDEO_BITRATE

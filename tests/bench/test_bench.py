@@ -6,10 +6,11 @@ from __future__ import annotations
 import csv
 import json
 
+import av
 import pytest
 import soundfile
 
-from bench.corpora import clip_nearest, length_series
+from bench.corpora import clip_nearest, length_series, long_clip
 from bench.fits import CREMA_D, MSP_IMPROV, clip_terms, corpus_frames, extraction_terms, fit_costs, project
 from bench.measure import measure_floor
 from bench.report import AIMS, aims, ratio_verdict, render_markdown, share_verdict, summarise, write_results
@@ -214,6 +215,19 @@ def test_report_of_workers_that_embed_with_both_floors_box_agreement_and_memory(
     assert not memory["met"] and "(+20%; aim: within 10%)" in memory["verdict"]
 
 
+def test_a_worker_that_grows_with_the_length_of_its_clip_misses_the_memory_aim():
+    results = synthetic_results()
+    long = extraction_record("long", "x96", 1, 1, 5400)  # one 3-minute clip
+    results["extraction"].append(long)
+    (row,) = [row for row in aims(results) if "clip length" in row["aim"]]
+    assert row["met"] and row["where"].startswith("a3 against x96 joined, 1 worker(s)")
+    assert "500 MB on a3's clips of 2.5 s, 500 MB on one clip of 3 min 00 s (+0%" in row["verdict"]
+    long["full"]["peak_mb"]["largest_child"] = 700  # the clip's pictures held until its end
+    (row,) = [row for row in aims(results) if "clip length" in row["aim"]]
+    assert not row["met"] and "700 MB on one clip of 3 min 00 s (+40%; aim: within 10%)" in row["verdict"]
+    assert "| x96 (long) | 1 | 1 | 5400 |" in render_markdown({**results, "aims": aims(results)})
+
+
 def test_results_files_are_named_by_date_and_host(tmp_path):
     results = synthetic_results()
     json_path, md_path, markdown = write_results(results, tmp_path)
@@ -250,6 +264,18 @@ def test_length_series_joins_the_same_frames_into_longer_clips(demo_corpus, tmp_
     child = Runner(tmp_path / "run", "cpu").measure("floor", "floor-x2", spec)
     assert (child["clips"], child["frames"]) == (2, sum(frames))
     assert child["peak_mb"]["main"] > 0 and child["gpu_utilisation"] is None
+
+
+def test_the_long_clip_joins_every_clip_past_the_muxers_interleaving_window(demo_corpus, tmp_path):
+    """FLV's muxer waits 10 s by default to interleave the audio, which follows all the video."""
+    videos = sorted((demo_corpus / crema_d.VIDEO_DIR).glob("*.flv"))
+    folder, joined = long_clip(demo_corpus, 1000, tmp_path)
+    assert joined == len(videos)
+    (clip,) = sorted(folder.glob("*.flv"))
+    frames = sum(1 for _ in decode_video(clip))
+    assert frames == sum(sum(1 for _ in decode_video(path)) for path in videos) and frames > 12 * 30
+    with av.open(str(clip)) as container:
+        assert container.streams.audio and container.duration / av.time_base > 12
 
 
 def test_prediction_clip_is_the_one_nearest_the_duration(demo_corpus, tmp_path):
