@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import csv
 import shutil
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -24,20 +24,24 @@ def demo_corpus(work_dir: Path, actors: int, sentences: int, seed: int, workers:
 
 
 def join_clips(sources: Sequence[tuple[Path, Path]], video_out: Path, audio_out: Path) -> int:
-    """One clip made of demo clips (FLV video, WAV sound) one after another; returns its frames."""
-    import av
+    """One clip made of demo clips (FLV video, WAV sound) one after another; returns its frames.
+    The frames are written as they are decoded: three minutes of them would take 1.5 GB."""
     import soundfile
 
     from corpora.demo import media
 
-    frames, sounds = [], []
-    for video, audio in sources:
-        with av.open(str(video)) as container:
-            frames += [frame.to_ndarray(format="yuv420p") for frame in container.decode(video=0)]
-        sounds.append(soundfile.read(audio, dtype="float32")[0])
-    samples = np.concatenate(sounds)
+    samples = np.concatenate([soundfile.read(audio, dtype="float32")[0] for _, audio in sources])
     media.write_wav(audio_out, samples)
-    return media.write_flv(video_out, frames, samples)
+    return media.write_flv(video_out, _frames_of(video for video, _ in sources), samples)
+
+
+def _frames_of(videos: Iterable[Path]) -> Iterator[np.ndarray]:
+    import av
+
+    for video in videos:
+        with av.open(str(video)) as container:
+            for frame in container.decode(video=0):
+                yield frame.to_ndarray(format="yuv420p")
 
 
 def length_series(corpus: Path, clips: int, factors: Sequence[int], work_dir: Path) -> dict[int, Path]:

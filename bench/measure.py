@@ -6,6 +6,7 @@ its figures; ``MEASUREMENTS`` names them for the child's command line.
 from __future__ import annotations
 
 import csv
+import functools
 import statistics
 import time
 from pathlib import Path
@@ -28,6 +29,7 @@ def measure_extraction(spec: dict) -> dict:
     folder, report = extract(config)
     return {"clips": report.clips, "failed": len(report.failures), "frames": report.frames, "steps": report.steps,
             "face_frames": report.face_frames, "seconds": report.wall, "parts": dict(report.seconds),
+            "worker_peak_mb": report.worker_peak_mb,
             "features": folder.name, "face_rate": config.face_rate, "embed_in": embed_place(config, spec["device"]),
             "gpu_peak_mb": _gpu_peak_mb(spec["device"])}
 
@@ -44,13 +46,22 @@ def measure_floor(spec: dict) -> dict:
     from pipeline.decode_floor import decode_clip, decode_clip_unconverted
 
     jobs = load_jobs(FeaturesConfig(dataset=spec["dataset"], corpus_dir=spec["corpus"]))
-    figures = {"clips": len(jobs)}
+    figures = {"clips": len(jobs), "worker_peak_mb": 0.0}
     for name, decode in (("", decode_clip), ("unconverted_", decode_clip_unconverted)):
         started = time.perf_counter()
         with process_pool(spec["workers"]) as pool:
-            figures[f"{name}frames"] = sum(pool.map(decode, jobs, chunksize=4))
+            counted = list(pool.map(functools.partial(_frames_and_peak, decode), jobs, chunksize=4))
         figures[f"{name}seconds"] = time.perf_counter() - started
+        figures[f"{name}frames"] = sum(frames for frames, _ in counted)
+        figures["worker_peak_mb"] = max([figures["worker_peak_mb"]] + [peak for _, peak in counted])
     return figures
+
+
+def _frames_and_peak(decode, job) -> tuple[int, float]:
+    """A floor worker's frames of one clip, and its own peak memory after them."""
+    from common.processes import peak_memory_mb
+
+    return decode(job), peak_memory_mb()
 
 
 def measure_boxes(spec: dict) -> dict:

@@ -36,12 +36,14 @@ def measure_in_child(kind: str, spec_json: str) -> int:
     # Imported here, in the child only: bench.measure imports this module for BenchError, and the
     # parent never needs the pipeline modules the measurements load.
     from bench.measure import MEASUREMENTS
-    from extract.engine import peak_memory_mb
+    from common.processes import largest_child_peak_mb, peak_memory_mb
 
     spec = json.loads(spec_json)
     figures = MEASUREMENTS[kind](spec)
-    main_mb, child_mb = peak_memory_mb()  # the child's processes are all reaped by now
-    figures["peak_mb"] = {"main": round(main_mb), "largest_child": round(child_mb)}
+    # Extraction's workers and the floor's measure themselves; other children (training's loader
+    # processes, all reaped by now) are bounded from above.
+    child_mb = figures.pop("worker_peak_mb", None) or largest_child_peak_mb()
+    figures["peak_mb"] = {"main": round(peak_memory_mb()), "largest_child": round(child_mb)}
     Path(spec["result"]).write_text(json.dumps(figures))
     return 0
 

@@ -1,9 +1,11 @@
-"""Child processes: pools that are safe to fork, and children that end with their parent."""
+"""Child processes: pools that are safe to fork, children that end with their parent, and peak
+resident memory that is a process's own."""
 from __future__ import annotations
 
 import ctypes
 import multiprocessing
 import os
+import resource
 import signal
 from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
@@ -43,3 +45,25 @@ def process_pool(workers: int, initializer: Callable | None = None, initargs: tu
             yield pool
     finally:
         cv2.setNumThreads(threads)
+
+
+def peak_memory_mb() -> float:
+    """This process's peak resident memory in MB, its own: from /proc/self/status where there is one.
+
+    Linux carries ru_maxrss across exec, so a process started by a larger one (every measurement
+    of make bench, and any helper such as the `uname` that importing h5py runs) would report at
+    least what its parent held when it forked."""
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports kilobytes
+
+
+def largest_child_peak_mb() -> float:
+    """The largest ru_maxrss among this process's finished children, in MB: at least what this
+    process held when it started the largest of them, so an upper bound on what they used."""
+    return resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024

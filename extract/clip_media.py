@@ -75,6 +75,7 @@ class ClipMedia:
     detection_scores: list[float] = field(default_factory=list)  # of the detections the track took
     video_note: str = ""
     seconds: dict[str, float] = field(default_factory=dict)  # time spent per part
+    worker_peak_mb: float = 0.0  # the worker's own peak resident memory once it had processed this clip
 
     @property
     def failed(self) -> bool:

@@ -15,7 +15,6 @@ import csv
 import io
 import itertools
 import os
-import resource
 import tempfile
 import time
 from collections import Counter
@@ -32,7 +31,7 @@ from common.device import resolve_device
 from common.files import remove_partials, write_csv
 from common.locks import exclusive_lock
 from common.paths import record_path
-from common.processes import die_with_parent, process_pool
+from common.processes import die_with_parent, peak_memory_mb, process_pool
 from corpora.manifest import Corpus
 from corpora.registry import DATASETS, corpus_clips
 from extract.clip_media import ClipJob, ClipMedia, TrackConfig, embed_crops, process_clip
@@ -157,6 +156,9 @@ def _work(jobs: list[ClipJob]) -> list[ClipMedia]:
     clips = [process_clip(job, _worker["detector"], _worker["track"]) for job in jobs]
     if _worker["encoder"] is not None:
         embed_crops(clips, _worker["encoder"])
+    peak = peak_memory_mb()
+    for clip in clips:
+        clip.worker_peak_mb = peak
     return clips
 
 
@@ -219,26 +221,20 @@ class RunReport:
     seconds: Counter = field(default_factory=Counter)  # time per part, summed over processes
     wall: float = 0.0
     device: str = ""
+    worker_peak_mb: float = 0.0  # the largest worker's own peak resident memory
 
     def summary(self) -> str:
         rate = self.clips / self.wall if self.wall else 0.0
         parts = ", ".join(f"{name} {seconds:.1f}" for name, seconds in sorted(self.seconds.items()))
         faces = self.face_frames / self.steps if self.steps else 0.0
-        main_mb, worker_mb = peak_memory_mb()
         return (f"{self.clips} clips extracted ({self.skipped} already done), {len(self.failures)} failed, "
                 f"{self.audio_missing} without audio, {self.video_missing} without a face, "
                 f"{len(self.length_mismatches)} with audio and video of different lengths (cut short?); "
                 f"face found in {faces:.1%} of {self.steps} video steps ({self.frames} frames decoded); "
                 f"{rate:.2f} clips/s, {self.frames / self.wall if self.wall else 0:.0f} frames/s "
                 f"in {self.wall:.1f} s on {self.device}\ntime by part (s, summed over processes): {parts}\n"
-                f"peak resident memory: main process {main_mb:.0f} MB, largest worker {worker_mb:.0f} MB")
-
-
-def peak_memory_mb() -> tuple[float, float]:
-    """Peak resident memory of this process and of its largest finished child, in MB."""
-    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    return own / 1024, children / 1024  # Linux reports kilobytes
+                f"peak resident memory: main process {peak_memory_mb():.0f} MB, largest worker "
+                f"{self.worker_peak_mb:.0f} MB")
 
 
 def _prepare_folder(folder: Path, record: ExtractionRecord) -> None:
@@ -317,6 +313,7 @@ def _extract_part(config: FeaturesConfig, folder: Path, prefix: str, jobs: list[
     for media in tqdm(run_workers(todo, workers, initargs, start_method), total=len(todo), unit="clip",
                       desc=f"features {prefix}", disable=not todo):
         report.seconds.update(media.seconds)
+        report.worker_peak_mb = max(report.worker_peak_mb, media.worker_peak_mb)
         if media.failed:
             report.failures.append((media.job.clip_id, f"{media.audio_note}; {media.video_note}"))
             continue

@@ -1,5 +1,5 @@
 """Forked pools after OpenCV has run its thread pool in the parent, as happens in one test session or
-a notebook that looked at frames before extracting."""
+a notebook that looked at frames before extracting; and peak memory that is a process's own."""
 from __future__ import annotations
 
 import subprocess
@@ -36,3 +36,17 @@ def test_a_process_pool_starts_after_the_parent_ran_opencv_threads():
     done = subprocess.run([sys.executable, "-c", SCENARIO], cwd=ROOT, capture_output=True, text=True, timeout=30)
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["224"]
+
+
+def test_a_process_started_by_a_larger_one_reports_its_own_peak_memory():
+    """make bench measures each stage in a child it starts; the child must not report the parent's memory."""
+    import numpy as np
+
+    from common.processes import peak_memory_mb
+
+    held = np.ones(400 * 2**20, np.uint8)  # touched, so resident in this process
+    child = subprocess.run([sys.executable, "-c", "from common.processes import peak_memory_mb; "
+                            "print(peak_memory_mb())"], cwd=ROOT, capture_output=True, text=True, check=True)
+    assert peak_memory_mb() > 400 + float(child.stdout)
+    assert float(child.stdout) < 100  # Python and the module alone
+    del held

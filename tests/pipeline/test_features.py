@@ -72,6 +72,7 @@ def test_demo_features_verify_with_faces_and_consistent_lengths(corpus, single_r
     folder, report = single_run
     assert report.clips == 48 and not report.failures
     assert report.face_frames / report.steps >= 0.95
+    assert 0 < report.worker_peak_mb and f"largest worker {report.worker_peak_mb:.0f} MB" in report.summary()
     # Every frame decoded, every eighth (3.75 a second of the 30 fps video: round(30 / 4)) followed and embedded.
     frames = [frames_in(path) for path in sorted((corpus / "VideoFlash").glob("*.flv"))]
     assert report.frames == sum(frames) and report.steps == sum(-(-n // 8) for n in frames)
