@@ -21,7 +21,8 @@ Measures, on demo corpora of a few sizes (generated once into --work-dir and reu
    extraction and training, peak GPU memory.
 
 Every measurement runs in a fresh child process, so that its peak memory is its own (peak
-resident memory is a high-water mark over a process's life). Timers are the standard library's.
+resident memory is a high-water mark over a process's life), read by each process itself
+(``common.processes.peak_memory_mb``). Timers are the standard library's.
 Writes bench/results/<date>-<host>.json (every figure, the machine, this config) and .md (the
 tables, each aim met or missed and by how much); a --device cuda run adds -cuda to the names.
 """

@@ -3,7 +3,8 @@ starts a child for each measurement, logs its output and reads back its figures,
 ``GpuSampler``, which samples GPU utilisation with nvidia-smi meanwhile) and the child side
 (``measure_in_child``, the entry point of every child, which adds the child's peak memory to the
 figures). A fresh process per measurement makes its peak memory its own, as peak resident memory
-is a high-water mark over a process's life.
+is a high-water mark over a process's life; each process reads its own (``VmHWM``), since the
+kernel's ``ru_maxrss`` of a child counts what its parent held when it forked.
 """
 from __future__ import annotations
 
