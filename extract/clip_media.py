@@ -153,50 +153,20 @@ def _usable_audio(source: Path, config: TrackConfig) -> tuple[np.ndarray | None,
 
 
 def _face_track(media: ClipMedia, detector, config: TrackConfig) -> None:
-    def cut(picture: tuple[np.ndarray, bool], box: np.ndarray) -> np.ndarray:
-        pixels, limited = picture
-        crop = crop_face(pixels, box, config.crop_size, config.crop_margin)
-        return stretch_luma(crop) if limited else crop
-
-    track = TrackCrops(config.max_gap_frames, cut)
-    times, previous = [], None
-    detect = convert = crop = 0.0
-    tick = time.perf_counter()
+    track = TrackCrops(config.max_gap_frames, lambda picture, box: _cut(picture, box, config))
+    seconds = dict.fromkeys(("convert", "detect", "crop"), 0.0)
+    started = time.perf_counter()
     with Video(media.job.video_path) as video:
         step = sampling_step(video.fps, config.face_rate)
-        for index, (seconds, frame) in enumerate(video.frames()):
-            media.frames += 1
-            if index % step:  # decoded (the codec needs every frame), never converted
-                continue
-            convert_start = time.perf_counter()
-            # Grey crops are cut from the luma plane as it is and stretched to grey afterwards.
-            picture = luma_of(frame) if config.grey else (video.pixels(frame), False)
-            box = None
-            if track.kept_frames % config.detect_every == 0:
-                seen = _detector_picture(video, frame, None if config.grey else picture[0], detector.pixel_format)
-                detect_start = time.perf_counter()
-                faces = large_enough(detector.detect_picture(seen), picture[0].shape, config.min_face_size)
-                face = choose_face(faces, previous)
-                detect += time.perf_counter() - detect_start
-                convert += detect_start - convert_start
-                if face is not None:
-                    box = as_array(face)
-                    media.detection_scores.append(face.score)
-            else:
-                convert += time.perf_counter() - convert_start
-            crop_start = time.perf_counter()
-            track.add(picture, box)  # crops the frames a detection settles
-            crop += time.perf_counter() - crop_start
-            times.append(seconds)
-            previous = box if box is not None else previous
-    decode = time.perf_counter() - tick - detect - convert - crop
+        times = _follow_face(media, video, step, detector, config, track, seconds)
+    seconds["decode"] = time.perf_counter() - started - sum(seconds.values())
     if not times:
         raise NoVideo("the video has no frames")
-    crop_start = time.perf_counter()
+    tick = time.perf_counter()
     boxes, valid = track.finish()
     crops = track.crops
-    crop += time.perf_counter() - crop_start
     media.crops = (np.stack(crops)[..., None] if config.grey else np.stack(crops)) if crops else None
+    seconds["crop"] += time.perf_counter() - tick
     media.valid, media.boxes, media.timestamps = valid, boxes, np.array(times)
     media.video_fps = video.fps
     # Without a container rate, the kept frames' times give it (FLV stores whole milliseconds).
@@ -207,7 +177,50 @@ def _face_track(media: ClipMedia, detector, config: TrackConfig) -> None:
     elif media.audio is not None and abs(media.duration - len(media.audio) / SAMPLE_RATE) > LENGTH_TOLERANCE_SECONDS:
         audio_seconds = len(media.audio) / SAMPLE_RATE
         media.video_note = f"video lasts {media.duration:.2f} s, audio {audio_seconds:.2f} s (truncated?)"
-    media.seconds.update(decode=decode, convert=convert, detect=detect, crop=crop)
+    media.seconds.update(seconds)
+
+
+def _follow_face(media: ClipMedia, video: Video, step: int, detector, config: TrackConfig, track: TrackCrops,
+                 seconds: dict[str, float]) -> list[float]:
+    """Decode every frame; convert every ``step``-th, look for the face on every ``detect_every``-th
+    of those, and hand each to the track. The kept frames' times; the time of each part is added
+    to ``seconds``."""
+    times, previous = [], None
+    for index, (at, frame) in enumerate(video.frames()):
+        media.frames += 1
+        if index % step:  # decoded (the codec needs every frame), never converted
+            continue
+        tick = time.perf_counter()
+        # Grey crops are cut from the luma plane as it is and stretched to grey afterwards.
+        picture = luma_of(frame) if config.grey else (video.pixels(frame), False)
+        box = None
+        if track.kept_frames % config.detect_every == 0:
+            seen = _detector_picture(video, frame, None if config.grey else picture[0], detector.pixel_format)
+            detect_start = time.perf_counter()
+            seconds["convert"] += detect_start - tick
+            faces = large_enough(detector.detect_picture(seen), picture[0].shape, config.min_face_size)
+            face = choose_face(faces, previous)
+            if face is not None:
+                box = as_array(face)
+                media.detection_scores.append(face.score)
+            tick = time.perf_counter()
+            seconds["detect"] += tick - detect_start
+        else:
+            now = time.perf_counter()
+            seconds["convert"] += now - tick
+            tick = now
+        track.add(picture, box)  # crops the frames a detection settles
+        seconds["crop"] += time.perf_counter() - tick
+        times.append(at)
+        previous = box if box is not None else previous
+    return times
+
+
+def _cut(picture: tuple[np.ndarray, bool], box: np.ndarray, config: TrackConfig) -> np.ndarray:
+    """The crop of a kept frame's picture (BGR, or luma with whether it is limited range)."""
+    pixels, limited = picture
+    crop = crop_face(pixels, box, config.crop_size, config.crop_margin)
+    return stretch_luma(crop) if limited else crop
 
 
 def _detector_picture(video: Video, frame, bgr: np.ndarray | None, pixel_format: str) -> np.ndarray:
