@@ -190,27 +190,25 @@ def _follow_face(media: ClipMedia, video: Video, step: int, detector, config: Tr
         media.frames += 1
         if index % step:  # decoded (the codec needs every frame), never converted
             continue
-        tick = time.perf_counter()
+        started = time.perf_counter()
         # Grey crops are cut from the luma plane as it is and stretched to grey afterwards.
         picture = luma_of(frame) if config.grey else (video.pixels(frame), False)
+        detecting = track.kept_frames % config.detect_every == 0
+        seen = (_detector_picture(video, frame, None if config.grey else picture[0], detector.pixel_format)
+                if detecting else None)
+        converted = time.perf_counter()
         box = None
-        if track.kept_frames % config.detect_every == 0:
-            seen = _detector_picture(video, frame, None if config.grey else picture[0], detector.pixel_format)
-            detect_start = time.perf_counter()
-            seconds["convert"] += detect_start - tick
+        if detecting:
             faces = large_enough(detector.detect_picture(seen), picture[0].shape, config.min_face_size)
             face = choose_face(faces, previous)
             if face is not None:
                 box = as_array(face)
                 media.detection_scores.append(face.score)
-            tick = time.perf_counter()
-            seconds["detect"] += tick - detect_start
-        else:
-            now = time.perf_counter()
-            seconds["convert"] += now - tick
-            tick = now
+        detected = time.perf_counter()
         track.add(picture, box)  # crops the frames a detection settles
-        seconds["crop"] += time.perf_counter() - tick
+        seconds["convert"] += converted - started
+        seconds["detect"] += detected - converted
+        seconds["crop"] += time.perf_counter() - detected
         times.append(at)
         previous = box if box is not None else previous
     return times
