@@ -26,7 +26,7 @@ DEMO_PREDICT_CLIP := 1001_DFA_HAP_XX
 ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help setup models test lint demo demo-data demo-check manifest stats features verify-features features-floor train eval predict crossval convert-reference bench gpu-check lock clean-demo
+.PHONY: help setup models test lint demo demo-data demo-check manifest stats features verify-features features-floor train eval predict crossval convert-reference convert-face-weights bench gpu-check lock clean-demo
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -98,6 +98,9 @@ crossval: $(SETUP_STAMP) ## train and score MODELS x PARTITIONS x SEEDS runs of 
 
 convert-reference: $(SETUP_STAMP) ## a reference AuxFormer checkpoint as a run folder (ARGS="--source IN.pt --out-dir DIR --classes ...")
 	$(PY) -m pipeline.convert_reference $(ARGS)
+
+convert-face-weights: $(SETUP_STAMP) ## a pickled HSEmotion model as a state dict, once, by hand (ARGS="--source FILE --face-encoder enet_b2")
+	$(PY) -m pipeline.convert_face_weights $(ARGS)
 
 bench: $(SETUP_STAMP) ## time extraction, training, evaluation, prediction on demo corpora: bench/results/<date>-<host>.md
 	$(PY) -m bench.run $(ARGS)

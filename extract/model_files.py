@@ -11,12 +11,15 @@ from __future__ import annotations
 
 import hashlib
 import os
+import pickle
 import subprocess
 import sys
 import tempfile
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
+
+import torch
 
 from common import files
 from common.errors import ProjectError
@@ -73,6 +76,41 @@ def model_path(pinned: PinnedFile, fetch: bool = True) -> Path:
         raise ModelFileError(f"{path} has sha256 {actual}, expected {pinned.sha256}: delete it and run "
                              f"`make models` ({_manual_hint(pinned)})")
     return path
+
+
+def checked_sha256(path: Path, expected: str = "") -> str:
+    """The sha256 of ``path``, computed before anything opens the file; ModelFileError when
+    ``expected`` is given and differs, so that a file the features were not made with is never loaded."""
+    actual = sha256_of(path)
+    if expected and actual != expected:
+        raise ModelFileError(f"{path} has sha256 {actual}, but the features were made with a file of sha256 "
+                             f"{expected}: put that file back, or extract and train again with this one")
+    return actual
+
+
+def load_tensors(path: Path, convert_hint: str = "") -> dict:
+    """The state dict in a PyTorch file, read with ``weights_only``: tensors and plain containers only.
+
+    A file holding pickled objects (a whole model) is refused, never unpickled: unpickling runs
+    whatever code the file names, and weights files travel with run folders between machines.
+    """
+    if not zipfile.is_zipfile(path):  # torch.save has written zip archives since torch 1.6
+        raise ModelFileError(f"{path} is not a readable PyTorch file (not the zip archive torch.save writes): fetch it "
+                             "again, or load and save it again with a current torch")
+    try:
+        loaded = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        raise ModelFileError(f"{path} holds pickled objects, not only tensors (a whole saved model); the pipeline "
+                             "never unpickles them, since that runs code from the file. "
+                             f"{convert_hint or 'Save its state_dict() and pass that file.'}") from None
+    except (RuntimeError, OSError, EOFError, ValueError) as error:
+        raise ModelFileError(f"{path} is not a readable PyTorch file ({' '.join(str(error).split())[:200]}); "
+                             "fetch it again") from None
+    if isinstance(loaded, dict) and isinstance(loaded.get("state_dict"), dict):
+        loaded = loaded["state_dict"]
+    if not isinstance(loaded, dict):
+        raise ModelFileError(f"{path} holds a {type(loaded).__name__}, not a state dict")
+    return loaded
 
 
 def sha256_of(path: Path) -> str:

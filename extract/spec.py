@@ -222,12 +222,16 @@ class Extractor:
     clips in one batch (on ``device``).
     """
 
-    def __init__(self, spec: ExtractionSpec, device: str = "cpu"):
+    def __init__(self, spec: ExtractionSpec, device: str = "cpu", recorded_models: dict | None = None):
+        """``recorded_models``: the ``models`` of the record the features were made with; a weights file of
+        another sha256 is then refused before it is opened."""
         self.spec = spec
+        recorded = recorded_models or {}
         weights = Path(spec.face_weights) if spec.face_weights else None
         # Imported video features (extract.imported) need neither a face encoder nor a detector.
-        self.encoder = None if spec.video_features_from else make_face_encoder(spec.face_encoder, device, weights)
-        self.audio_encoder = make_audio_encoder(spec.audio(), device)
+        self.encoder = None if spec.video_features_from else make_face_encoder(
+            spec.face_encoder, device, weights, recorded.get("encoder_sha256", ""))
+        self.audio_encoder = make_audio_encoder(spec.audio(), device, recorded.get("audio_sha256", ""))
         crop_size = self.encoder.input_size if self.encoder else 0
         self.track = TrackConfig(spec.detect_every, spec.max_gap_frames, crop_size, spec.crop_margin,
                                  self.audio_encoder.min_samples, spec.min_face_size, spec.face_rate,

@@ -100,7 +100,7 @@ class Predictor:
             raise PredictError(f"{run_dir} was trained on video features imported from "
                                f"{recorded.spec.video_features_from}, computed elsewhere: raw video cannot be turned "
                                "into them here; evaluate it with make eval, or retrain on extracted features")
-        self.extractor = Extractor(recorded.spec, str(self.device))
+        self.extractor = Extractor(recorded.spec, str(self.device), recorded.models)
         differing = recorded.differences(self.extractor.record())
         if differing:
             raise FeatureMismatch(f"{run_dir} was trained on features made with what this machine lacks "

@@ -1,14 +1,19 @@
 """The HSEmotion EfficientNet face encoders on randomly initialised timm models saved here, as a
-state dict and as a whole pickled model (the form HSEmotion publishes): sizes, the preprocessing
-the weights were trained with, batch invariance, and the errors for missing or wrong weights."""
+state dict and as a whole pickled model (the form HSEmotion publishes, refused until converted):
+sizes, the preprocessing the weights were trained with, batch invariance, and the errors for
+missing, wrong or code-carrying weights."""
 from __future__ import annotations
+
+import os
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
 from extract.face_encoders import ModelFileError, make_face_encoder
-from extract.model_files import MODEL_DIR_VARIABLE
+from extract.model_files import MODEL_DIR_VARIABLE, sha256_of
+from pipeline import convert_face_weights
 
 timm = pytest.importorskip("timm")
 
@@ -54,16 +59,50 @@ def test_a_crop_embeds_the_same_alone_and_among_others(b0_file):
     np.testing.assert_allclose(encoder.embed(batch)[2:3], encoder.embed(batch[2:3]), atol=TOLERANCE)
 
 
-def test_b2_reads_the_whole_pickled_model_hsemotion_publishes(tmp_path):
+class RunsCode:
+    """Unpickling this makes a folder: the stand-in for a weights file that carries code."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return os.mkdir, (str(self.marker),)
+
+
+def test_a_whole_pickled_model_is_refused_until_converted_then_embeds_as_its_state(tmp_path, monkeypatch, capsys):
     torch.manual_seed(1)
     network = timm.create_model("tf_efficientnet_b2", pretrained=False, num_classes=8)
     torch.save(network, tmp_path / "enet_b2_8_best.pt")
     torch.save(network.state_dict(), tmp_path / "state.pt")
-    whole = make_face_encoder("enet_b2", "cpu", tmp_path / "enet_b2_8_best.pt")
+    with pytest.raises(ModelFileError, match="pickled objects.*never unpickles.*make convert-face-weights"):
+        make_face_encoder("enet_b2", "cpu", tmp_path / "enet_b2_8_best.pt")
+    monkeypatch.setenv(MODEL_DIR_VARIABLE, str(tmp_path / "models"))
+    assert convert_face_weights.main(["--source", str(tmp_path / "enet_b2_8_best.pt")]) == 0
+    converted = tmp_path / "models" / "enet_b2_8_best.pt"
+    assert f"sha256 {sha256_of(converted)}" in capsys.readouterr().out
+    whole = make_face_encoder("enet_b2", "cpu")  # the converted file, at the encoder's default place
     assert (whole.input_size, whole.embedding_dim) == (260, 1408)
     batch = crops(2, size=120)
     from_state = make_face_encoder("enet_b2", "cpu", tmp_path / "state.pt")
-    np.testing.assert_allclose(whole.embed(batch), from_state.embed(batch), atol=TOLERANCE)
+    np.testing.assert_array_equal(whole.embed(batch), from_state.embed(batch))
+
+
+def test_a_weights_file_that_carries_code_is_refused_without_running_it(tmp_path):
+    marker = tmp_path / "code-ran"
+    torch.save({"conv_stem.weight": RunsCode(marker)}, tmp_path / "evil.pt")
+    for name in ("enet_b0", "resnet18"):
+        with pytest.raises(ModelFileError, match="evil.pt holds pickled objects"):
+            make_face_encoder(name, "cpu", tmp_path / "evil.pt")
+    assert not marker.exists()
+
+
+def test_weights_other_than_those_the_features_were_made_with_are_never_opened(b0_file, tmp_path):
+    marker = tmp_path / "code-ran"
+    torch.save(RunsCode(marker), tmp_path / "evil.pt")
+    with pytest.raises(ModelFileError, match=f"evil.pt has sha256 .* made with a file of sha256 {sha256_of(b0_file)}"):
+        make_face_encoder("enet_b0", "cpu", tmp_path / "evil.pt", expected_sha256=sha256_of(b0_file))
+    assert not marker.exists()
+    make_face_encoder("enet_b0", "cpu", b0_file, expected_sha256=sha256_of(b0_file))
 
 
 def test_weights_of_another_network_are_refused_naming_the_file(b0_file):

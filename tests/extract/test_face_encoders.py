@@ -353,9 +353,10 @@ def test_resnet18_refuses_files_that_are_not_its_state_dict(tmp_path):
     torch.save(torchvision.models.resnet34(weights=None).state_dict(), resnet34)
     garbage = tmp_path / "garbage.pth"
     garbage.write_bytes(b"not a checkpoint")
-    for path in (resnet34, garbage):
-        with pytest.raises(ModelFileError, match="not a ResNet-18 state dict"):
-            make_face_encoder("resnet18", weights=path)
+    with pytest.raises(ModelFileError, match="resnet34.pth is not a ResNet-18 state dict"):
+        make_face_encoder("resnet18", weights=resnet34)
+    with pytest.raises(ModelFileError, match="garbage.pth is not a readable PyTorch file"):
+        make_face_encoder("resnet18", weights=garbage)
 
 
 def test_an_unknown_encoder_name_lists_the_valid_ones():
