@@ -24,6 +24,9 @@ FORCE_FLAG := $(if $(filter 1 true yes,$(FORCE)),--force,)
 DEMO_PREDICT_CLIP := 1001_DFA_HAP_XX
 # Extra options for a stage, e.g. make demo-data ARGS="--actors 20 --seed 3"
 ARGS ?=
+# The feature options of an extraction, given once for every stage that makes or names it:
+# make features train eval FEATURES="--audio-encoder egemaps"
+FEATURES ?=
 
 .DEFAULT_GOAL := help
 .PHONY: help setup models test lint demo demo-data demo-check manifest stats features verify-features features-floor train eval predict crossval convert-reference convert-face-weights bench gpu-check lock clean-demo
@@ -73,17 +76,17 @@ manifest: $(SETUP_STAMP) ## index a corpus into data/manifests/ (DATASET=demo|cr
 stats: $(SETUP_STAMP) ## corpus report (builds the manifest if missing): table, stats.txt, class chart PNG
 	$(PY) -m pipeline.stats --dataset $(DATASET) --partition $(PARTITION) $(FORCE_FLAG) $(ARGS)
 
-features: $(SETUP_STAMP) ## extract log-mels and face embeddings into HDF5 shards (DATASET=demo|crema|improv|folder)
-	$(PY) -m pipeline.features --dataset $(DATASET) $(FORCE_FLAG) $(ARGS)
+features: $(SETUP_STAMP) ## extract audio features and face embeddings into HDF5 shards (DATASET=demo|crema|improv|folder)
+	$(PY) -m pipeline.features --dataset $(DATASET) $(FEATURES) $(FORCE_FLAG) $(ARGS)
 
-verify-features: $(SETUP_STAMP) ## check the extraction of DATASET made with the default (or ARGS) feature options
-	$(PY) -m pipeline.verify_features --dataset $(DATASET) $(ARGS)
+verify-features: $(SETUP_STAMP) ## check the extraction of DATASET made with the FEATURES options (default: the defaults)
+	$(PY) -m pipeline.verify_features --dataset $(DATASET) --features="$(FEATURES)" $(ARGS)
 
 features-floor: $(SETUP_STAMP) ## decode-only pass over the same clips: the speed floor of make features
 	$(PY) -m pipeline.decode_floor --dataset $(DATASET) $(ARGS)
 
 train: $(SETUP_STAMP) ## train on one partition into runs/<dataset>/p<k>/<model>/ (MODEL=auxformer|mult|audio|video; settings: training/presets/)
-	$(PY) -m pipeline.train --dataset $(DATASET) --partition $(PARTITION) --model $(MODEL) $(FORCE_FLAG) $(ARGS)
+	$(PY) -m pipeline.train --dataset $(DATASET) --partition $(PARTITION) --model $(MODEL) --features="$(FEATURES)" $(FORCE_FLAG) $(ARGS)
 
 eval: $(SETUP_STAMP) ## score the run of DATASET/PARTITION/MODEL on its test split: metrics.json, report.md, confusion.png
 	$(PY) -m pipeline.evaluate --dataset $(DATASET) --partition $(PARTITION) --model $(MODEL) $(ARGS)
@@ -93,8 +96,8 @@ predict: $(SETUP_STAMP) ## predict the emotion of VIDEO (a file or a folder of v
 	$(PY) -m pipeline.predict --video "$(VIDEO)" --dataset $(DATASET) --partition $(PARTITION) --model $(MODEL) $(ARGS)
 
 crossval: $(SETUP_STAMP) ## train and score MODELS x PARTITIONS x SEEDS runs of DATASET, then sum up: runs/<dataset>/crossval/<name>/
-	$(PY) -m pipeline.features --dataset $(DATASET)
-	$(PY) -m pipeline.crossval --dataset $(DATASET) --models "$(MODELS)" --partitions $(PARTITIONS) --seeds $(SEEDS) --train-options="$(TRAIN_ARGS)" $(ARGS)
+	$(PY) -m pipeline.features --dataset $(DATASET) $(FEATURES)
+	$(PY) -m pipeline.crossval --dataset $(DATASET) --models "$(MODELS)" --partitions $(PARTITIONS) --seeds $(SEEDS) --train-options="$(FEATURES) $(TRAIN_ARGS)" $(ARGS)
 
 convert-reference: $(SETUP_STAMP) ## a reference AuxFormer checkpoint as a run folder (ARGS="--source IN.pt --out-dir DIR --classes ...")
 	$(PY) -m pipeline.convert_reference $(ARGS)

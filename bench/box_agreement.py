@@ -20,13 +20,14 @@ from pathlib import Path
 import numpy as np
 
 from bench.report import box_sentence
-from common.config import option, parse_config
+from common.config import option, parse_config, part
 from extract.clip_media import ClipJob, TrackConfig, process_clip
 from extract.spec import ExtractionSpec, Extractor
 
 
 @dataclass
-class AgreementConfig(ExtractionSpec):
+class AgreementConfig:
+    spec: ExtractionSpec = part(ExtractionSpec)
     corpus_dir: str = option("data/raw/demo", "corpus folder with VideoFlash/*.flv (or a folder of videos)")
     clips: int = option(100, "clips to measure (spread over the corpus in clip-id order)")
 
@@ -90,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
     if not videos:
         print(f"box agreement: no videos in {config.corpus_dir}", file=sys.stderr)
         return 2
-    print(f"box agreement: {box_sentence(agreement(videos, ExtractionSpec.of(config)))}")
+    print(f"box agreement: {box_sentence(agreement(videos, config.spec))}")
     return 0
 
 

@@ -286,7 +286,7 @@ def clip_differences(cpu: ClipFeatures, cuda: ClipFeatures) -> tuple[float, floa
     """(log-mel max difference, embedding max difference, face track equal) of one clip's two extractions.
     The face track (boxes, validity) is found on the CPU workers either way, so it must be identical."""
     same_track = (np.array_equal(cpu.boxes, cuda.boxes, equal_nan=True) and np.array_equal(cpu.valid, cuda.valid))
-    return max_difference(cpu.mel, cuda.mel), max_difference(cpu.embedding, cuda.embedding), same_track
+    return max_difference(cpu.audio, cuda.audio), max_difference(cpu.embedding, cuda.embedding), same_track
 
 
 def compare_features(ws: Workspace) -> str:

@@ -30,7 +30,8 @@ def measure_extraction(spec: dict) -> dict:
     return {"clips": report.clips, "failed": len(report.failures), "frames": report.frames, "steps": report.steps,
             "face_frames": report.face_frames, "seconds": report.wall, "parts": dict(report.seconds),
             "worker_peak_mb": report.worker_peak_mb,
-            "features": folder.name, "face_rate": config.face_rate, "embed_in": embed_place(config, spec["device"]),
+            "features": folder.name, "face_rate": config.spec.face_rate,
+            "embed_in": embed_place(config, spec["device"]),
             "gpu_peak_mb": _gpu_peak_mb(spec["device"])}
 
 
@@ -77,12 +78,13 @@ def measure_boxes(spec: dict) -> dict:
 
 def measure_training(spec: dict) -> dict:
     """make train on one size (cwd is the size's folder, where make train builds its manifest)."""
+    from common.config import from_values
     from corpora.manifest import load_manifest
     from corpora.registry import build_manifest
     from training.run_folder import METRICS_FILE
     from training.stage import TrainStageConfig, run_training
 
-    stage = TrainStageConfig(**{**spec["stage"], "runs_root": Path(spec["stage"]["runs_root"])})
+    stage = from_values(TrainStageConfig, {**spec["stage"], "runs_root": Path(spec["stage"]["runs_root"])})
     run_dir = run_training(stage).path
     with open(run_dir / METRICS_FILE, newline="") as stream:
         epochs = [{name: float(value) for name, value in row.items()} for row in csv.DictReader(stream)]

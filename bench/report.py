@@ -21,9 +21,9 @@ from bench.fits import (
 )
 from bench.runner import GPU_SAMPLE_MS
 
-EXTRACTION_PARTS = ("decode", "convert", "audio", "detect", "crop", "embed", "mel", "write")
+EXTRACTION_PARTS = ("decode", "convert", "audio", "detect", "crop", "embed", "audio_encoding", "write")
 PART_NAMES = {"decode": "video decode", "convert": "pixel conversion", "audio": "audio read",
-              "detect": "face detection", "crop": "crop", "embed": "embedding", "mel": "log-mel",
+              "detect": "face detection", "crop": "crop", "embed": "embedding", "audio_encoding": "audio encoding",
               "write": "HDF5 write"}
 # Parts the decode-only floor does too (it converts every frame, extraction only those it keeps);
 # the others are what extraction adds.

@@ -45,8 +45,11 @@ from bench.corpora import clip_nearest, demo_corpus, length_series, long_clip
 from bench.fits import worker_counts
 from bench.report import duration, summarise, write_results
 from bench.runner import REPO_ROOT, BenchError, Runner
-from common.config import option, parse_config, to_yaml
-from training.stage import TrainStageConfig
+from common.cli import run_stage
+from common.config import option, to_yaml
+from common.device import resolve_device
+from model.options import ModelOptions
+from training.config import TrainConfig
 
 PREDICT_CLIP_SECONDS = 2.5
 
@@ -68,10 +71,10 @@ class BenchConfig:
     workers: int = option(os.cpu_count() or 1, "the all-cores worker count, measured beside 1 worker")
     device: str = option("auto", "auto (cuda when available), cpu or cuda, for every stage")
     epochs: int = option(1, "training epochs per size (the last epoch is reported)")
-    batch_size: int = option(TrainStageConfig.batch_size, "training clips per batch (built-in default)")
-    audio_pool: int = option(TrainStageConfig.audio_pool, "training --audio-pool (built-in default)")
-    video_pool: int = option(TrainStageConfig.video_pool, "training --video-pool (built-in default)")
-    num_workers: int = option(TrainStageConfig.num_workers, "training data loading processes (built-in default)")
+    batch_size: int = option(TrainConfig.batch_size, "training clips per batch (built-in default)")
+    audio_pool: str = option(ModelOptions.audio_pool, "training --audio-pool (built-in default)")
+    video_pool: str = option(ModelOptions.video_pool, "training --video-pool (built-in default)")
+    num_workers: int = option(TrainConfig.num_workers, "training data loading processes (built-in default)")
     box_clips: int = option(24, "clips of the largest corpus whose face boxes are compared with detection on "
                                 "every frame (bench.box_agreement; 0: none)")
     extraction_rounds: int = option(3, "runs of each extraction and of its floor, taken in turn; the median "
@@ -233,18 +236,6 @@ def machine_info(device: str) -> dict:
             "commit": _commit(), "load_before": os.getloadavg()[0]}
 
 
-def resolve_device(name: str) -> str:
-    import torch
-
-    if name not in ("auto", "cpu", "cuda"):
-        raise BenchError(f"--device must be auto, cpu or cuda, got {name!r}")
-    if name == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if name == "cuda" and not torch.cuda.is_available():
-        raise BenchError("--device cuda, but torch sees no CUDA device")
-    return name
-
-
 def validate(config: BenchConfig) -> None:
     actors, factors = parse_list(config.actors), parse_list(config.length_factors)
     if not actors or min(actors) < 3:
@@ -271,15 +262,10 @@ def _public(raw: dict) -> dict:
     return raw
 
 
-def main(argv: list[str] | None = None) -> int:
-    config = parse_config(BenchConfig, argv, description=__doc__)
+def bench(config: BenchConfig, argv: list[str] | None = None) -> int:
     started = time.monotonic()
-    try:
-        validate(config)
-        device = resolve_device(config.device)
-    except BenchError as error:
-        print(f"bench: {error}", file=sys.stderr)
-        return 2
+    validate(config)
+    device = resolve_device(config.device).type
     machine = machine_info(device)
     work_dir = config.work_dir.resolve()
     work_dir.mkdir(parents=True, exist_ok=True)
@@ -300,6 +286,10 @@ def main(argv: list[str] | None = None) -> int:
     print(markdown)
     print(f"bench: {json_path}, {md_path} ({duration(results['wall_seconds'])})")
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_stage("bench", BenchConfig, lambda config: bench(config, argv), argv, __doc__)
 
 
 def _config_values(config: BenchConfig) -> dict:

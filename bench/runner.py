@@ -18,6 +18,8 @@ import threading
 import time
 from pathlib import Path
 
+from common.errors import ProjectError
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 GPU_SAMPLE_MS = 200
 # What nvidia-smi prints for a figure it does not have; a GPU in MIG mode has no utilisation.
@@ -28,7 +30,7 @@ CHILD_CODE = ("import sys; from bench.runner import measure_in_child; "
               "sys.exit(measure_in_child(sys.argv[1], sys.argv[2]))")
 
 
-class BenchError(RuntimeError):
+class BenchError(ProjectError):
     """The benchmark cannot go on; the message says why."""
 
 

@@ -31,7 +31,7 @@ PARTITION_CSV = "partition.csv"
 FILE_RULE = "partition file"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class DatasetReader:
     read: Callable[[Path, str, str], Corpus]
     partition: Callable[[list[ClipRecord], int], dict[str, str]] | None
@@ -46,19 +46,25 @@ class DatasetReader:
 DATASETS = {
     # The demo's faces and voices are generated from the intended emotion; its simulated votes are
     # there to exercise the perceived-label rules, which stay one option away.
-    "demo": DatasetReader(crema_d.read_corpus, crema_d.partition, "data/raw/demo", "intended", "intended",
-                          crema_d.DEFAULT_RATINGS, "by speaker, corpora.partitions.speaker_partition",
-                          "run make demo-data first, or give --corpus-dir"),
-    "crema": DatasetReader(crema_d.read_corpus, crema_d.partition, "data/raw/crema-d", crema_d.DEFAULT_LABEL_RULE,
-                           "intended", crema_d.DEFAULT_RATINGS, "by speaker, corpora.partitions.speaker_partition",
-                           "put CREMA-D there (AudioWAV/, VideoFlash/, processedResults/, VideoDemographics.csv) "
-                           "or give --corpus-dir"),
-    "improv": DatasetReader(msp_improv.read_corpus, msp_improv.partition, "data/raw/msp-improv",
-                            msp_improv.DEFAULT_LABEL_RULE, "intended", msp_improv.RATINGS,
-                            "by session, the sessions of the VAVL partitions (corpora.msp_improv)",
-                            "put MSP-IMPROV there (its session folders and Evaluation.txt) or give --corpus-dir"),
-    "folder": DatasetReader(folder.read_corpus, None, "", "none", "none", "", "none: recordings to predict on",
-                            "give the folder that holds the videos"),
+    "demo": DatasetReader(read=crema_d.read_corpus, partition=crema_d.partition, default_dir="data/raw/demo",
+                          default_rule="intended", unlabelled_rule="intended", default_ratings=crema_d.DEFAULT_RATINGS,
+                          split_rule="by speaker, corpora.partitions.speaker_partition",
+                          missing_hint="run make demo-data first, or give --corpus-dir"),
+    "crema": DatasetReader(read=crema_d.read_corpus, partition=crema_d.partition, default_dir="data/raw/crema-d",
+                           default_rule=crema_d.DEFAULT_LABEL_RULE, unlabelled_rule="intended",
+                           default_ratings=crema_d.DEFAULT_RATINGS,
+                           split_rule="by speaker, corpora.partitions.speaker_partition",
+                           missing_hint="put CREMA-D there (AudioWAV/, VideoFlash/, processedResults/, "
+                                        "VideoDemographics.csv) or give --corpus-dir"),
+    "improv": DatasetReader(read=msp_improv.read_corpus, partition=msp_improv.partition,
+                            default_dir="data/raw/msp-improv", default_rule=msp_improv.DEFAULT_LABEL_RULE,
+                            unlabelled_rule="intended", default_ratings=msp_improv.RATINGS,
+                            split_rule="by session, the sessions of the VAVL partitions (corpora.msp_improv)",
+                            missing_hint="put MSP-IMPROV there (its session folders and Evaluation.txt) or give "
+                                         "--corpus-dir"),
+    "folder": DatasetReader(read=folder.read_corpus, partition=None, default_dir="", default_rule="none",
+                            unlabelled_rule="none", default_ratings="", split_rule="none: recordings to predict on",
+                            missing_hint="give the folder that holds the videos"),
 }
 LABELLED_DATASETS = tuple(name for name, reader in DATASETS.items() if reader.partition is not None)
 
@@ -73,7 +79,7 @@ class ManifestConfig:
     ratings: str = option("", "ratings the perceived labels use (demo, crema): audiovisual (default), voice or face")
     partition: int = option(1, "speaker-independent partition, 1-5")
     partition_file: str = option("", "take clips, labels and splits from this CSV in the reference format instead")
-    out_dir: Path = option(Path("data/manifests"), "manifests go to <out-dir>/<dataset>/<selection>/")
+    manifests_dir: Path = option(Path("data/manifests"), "manifests go to <manifests-dir>/<dataset>/<selection>/")
     force: bool = option(False, "rebuild even when a manifest with this config exists")
 
 
@@ -196,7 +202,7 @@ def _split_clips(corpus: Corpus, selection: Selection) -> list[ClipRecord]:
 def build_manifest(config: ManifestConfig) -> tuple[Path, bool]:
     """Write the manifest unless a current one exists; returns its folder and whether it was written."""
     selection = select(config)
-    out = config.out_dir / selection.dataset / selection.name
+    out = config.manifests_dir / selection.dataset / selection.name
     fingerprint = corpus_fingerprint(selection.corpus_dir)
     if is_current(out, config, fingerprint) and not config.force:
         return out, False

@@ -39,8 +39,14 @@ from common.processes import die_with_parent
 from experiments.summary import REPORT_FILE, RESULTS_FILE, write_summary
 from inference.evaluation import evaluate_run
 from model.variants import VARIANTS
-from training.config import FREE_ON_RESUME
-from training.run_folder import BEST_CHECKPOINT, CONFIG_FILE, EVAL_METRICS_FILE, METRICS_FILE, RunFolder
+from training.run_folder import (
+    BEST_CHECKPOINT,
+    CONFIG_FILE,
+    EVAL_METRICS_FILE,
+    METRICS_FILE,
+    RunFolder,
+    resume_settings,
+)
 from training.stage import TrainStageConfig, run_training
 
 CROSSVAL_FILE = "crossval.yaml"
@@ -147,12 +153,10 @@ def is_scored(task: RunTask) -> bool:
     scored, best = run / EVAL_METRICS_FILE, run / BEST_CHECKPOINT
     if not (scored.is_file() and best.is_file() and (run / CONFIG_FILE).is_file()):
         return False
-    free = set(FREE_ON_RESUME) | {"force"}
-    wanted = {name: value for name, value in config_values(config).items() if name not in free}
-    recorded = {name: value for name, value in run.record().stage.items() if name not in free}
+    wanted, recorded = resume_settings(config_values(config)), resume_settings(run.record().stage)
     with (run / METRICS_FILE).open() as stream:
         epochs = sum(1 for _ in stream) - 1
-    return recorded == wanted and epochs >= config.epochs and scored.stat().st_mtime >= best.stat().st_mtime
+    return recorded == wanted and epochs >= config.training.epochs and scored.stat().st_mtime >= best.stat().st_mtime
 
 
 def my_share(tasks: Sequence[RunTask], environ=os.environ) -> list[RunTask]:
@@ -178,7 +182,8 @@ def train_and_score(task: RunTask, eval_batch_size: int) -> str:
     try:
         config = task.config()
         run = run_training(config)
-        evaluate_run(run, eval_batch_size, config.device, {"batch_size": eval_batch_size, "device": config.device})
+        device = config.training.device
+        evaluate_run(run, eval_batch_size, device, {"batch_size": eval_batch_size, "device": device})
         return ""
     except ProjectError as error:
         return str(error)

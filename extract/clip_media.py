@@ -99,7 +99,7 @@ def process_clip(job: ClipJob, detector, config: TrackConfig) -> ClipMedia:
     """The clip's audio and face crops."""
     media = ClipMedia(job)
     started = time.perf_counter()
-    media.audio, media.audio_note = _audio(job, config)
+    media.audio, media.audio_note = clip_audio(job, config)
     media.seconds["audio"] = time.perf_counter() - started
     if job.video_path is None:
         media.video_note = "no video file"
@@ -126,7 +126,7 @@ def embed_crops(clips: list[ClipMedia], encoder) -> None:
         clip.seconds["embed"] = share
 
 
-def _audio(job: ClipJob, config: TrackConfig) -> tuple[np.ndarray | None, str]:
+def clip_audio(job: ClipJob, config: TrackConfig) -> tuple[np.ndarray | None, str]:
     """The clip's audio from its audio file; when that is unusable, the video's own sound track, with a note."""
     if job.audio_path is None and job.video_path is None:
         return None, "no audio file"

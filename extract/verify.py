@@ -37,7 +37,7 @@ def verify_checks(folder: Path, corpus_dir: str = "", manifests_dir: Path | None
                                              in record.differences(Extractor(record.spec).record())])
     rows = build_index(folder)
     corpus = corpus_dir or str(resolve_recorded(record.corpus_dir))
-    config = FeaturesConfig(**vars(record.spec), dataset=record.dataset, corpus_dir=corpus)
+    config = FeaturesConfig(spec=record.spec, dataset=record.dataset, corpus_dir=corpus)
     expected = {job.clip_id for job in load_jobs(config)}
     failed = read_failures(folder)
     counts = Counter(row["clip_id"] for row in rows)
@@ -74,8 +74,8 @@ def verify(folder: Path, strict: bool = False, corpus_dir: str = "") -> list[str
 def shape_problems(clip: ClipFeatures, audio_dim: int, boxes: bool = True) -> list[str]:
     """What is wrong with a clip's arrays; ``boxes``: valid frames must have a face box (imported ones have none)."""
     problems = []
-    if clip.has_audio and clip.mel.shape[1] != audio_dim:
-        problems.append(f"audio features have {clip.mel.shape[1]} numbers a frame, expected {audio_dim}")
+    if clip.has_audio and clip.audio.shape[1] != audio_dim:
+        problems.append(f"audio features have {clip.audio.shape[1]} numbers a frame, expected {audio_dim}")
     frames = len(clip.valid)
     if not (len(clip.embedding) == len(clip.boxes) == len(clip.timestamps) == frames):
         problems.append("per-frame arrays of different lengths")
@@ -89,7 +89,7 @@ def shape_problems(clip: ClipFeatures, audio_dim: int, boxes: bool = True) -> li
 def length_problems(clip: ClipFeatures, audio_rate: float) -> list[str]:
     if not clip.has_audio or not len(clip.valid):
         return []
-    audio_seconds = (len(clip.mel) - 1) / audio_rate
+    audio_seconds = (len(clip.audio) - 1) / audio_rate
     if abs(audio_seconds - clip.duration) <= LENGTH_TOLERANCE_SECONDS:
         return []
     return [f"audio lasts {audio_seconds:.2f} s but the video {clip.duration:.2f} s (one is cut short; check the "

@@ -66,11 +66,21 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from common.errors import ProjectError
 from model.attention import TransformerEncoder
 
 # The reference applies each auxiliary transformer (one set of weights) this many times in a row.
 AUXILIARY_PASSES = 3
 
+
+
+class ModelConfigError(ProjectError, ValueError):
+    """Model sizes or rates that make no AuxFormer; the message names the option."""
+
+
+# Far beyond any AuxFormer trained (the reference's: 50 wide, 5 layers): a typo such as --width
+# 50000 is refused before it takes a machine's memory.
+MAX_WIDTH, MAX_LAYERS = 4096, 64
 MISSING_STAND_INS = ("zero", "learned")
 DROPOUT_FIELDS = ("attn_dropout", "cross_attn_dropout", "relu_dropout", "res_dropout", "embed_dropout", "out_dropout")
 
@@ -111,19 +121,19 @@ class AuxFormerConfig:
                  "video_pool": self.video_pool}
         for name, size in sizes.items():
             if size < 1:
-                raise ValueError(f"{name} must be at least 1, got {size}")
+                raise ModelConfigError(f"{_flag(name)} must be at least 1, got {size}")
         # The sinusoid frequencies divide by width // 2 - 1.
-        if self.width < 4 or self.width % self.num_heads:
-            raise ValueError(
-                f"width must be at least 4 and divisible by num_heads, got {self.width} and {self.num_heads}"
-            )
+        if self.width < 4 or self.width % self.num_heads or self.width > MAX_WIDTH or self.num_layers > MAX_LAYERS:
+            raise ModelConfigError(f"--width must be within 4..{MAX_WIDTH} and divisible by --num-heads, and "
+                                   f"--num-layers at most {MAX_LAYERS}; got width {self.width}, {self.num_heads} "
+                                   f"heads, {self.num_layers} layers")
         if not self.aux_hidden_dims or min(self.aux_hidden_dims) < 1:
-            raise ValueError(f"aux_hidden_dims must be positive sizes, got {self.aux_hidden_dims}")
+            raise ModelConfigError(f"aux_hidden_dims must be positive sizes, got {self.aux_hidden_dims}")
         for name in DROPOUT_FIELDS:
-            if not 0.0 <= getattr(self, name) < 1.0:
-                raise ValueError(f"{name} must be in [0, 1), got {getattr(self, name)}")
+            if not 0.0 <= getattr(self, name) < 1.0:  # also false for NaN
+                raise ModelConfigError(f"{_flag(name)} must be in [0, 1), got {getattr(self, name)}")
         if self.missing_stand_in not in MISSING_STAND_INS:
-            raise ValueError(f"missing_stand_in must be one of {', '.join(MISSING_STAND_INS)}, "
+            raise ModelConfigError(f"--missing-stand-in must be one of {', '.join(MISSING_STAND_INS)}, "
                              f"got {self.missing_stand_in!r}")
 
     def to_dict(self) -> dict[str, Any]:
@@ -137,7 +147,7 @@ class AuxFormerConfig:
         """The config ``to_dict`` wrote; a missing field takes its default, an unknown one is an error."""
         unknown = sorted(set(values) - {field.name for field in fields(cls)})
         if unknown:
-            raise ValueError(f"unknown AuxFormerConfig fields: {', '.join(unknown)}")
+            raise ModelConfigError(f"unknown AuxFormerConfig fields: {', '.join(unknown)}")
         return cls(**values)
 
 
@@ -335,3 +345,7 @@ def _last_valid_step(x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
     """(B, T, width) -> (B, width); a missing modality (length 0) reads its stand-in step."""
     last = lengths.clamp(min=1) - 1
     return x[torch.arange(x.shape[0], device=x.device), last]
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")

@@ -1,6 +1,6 @@
 """Training data: the clips of one manifest split joined with an extraction's feature shards.
 
-Per clip the audio sequence is its log-mel (frames x n_mels) and the video sequence its face
+Per clip the audio sequence is its audio features (frames x audio dim) and the video sequence its face
 embeddings (frames x dim). Frames without a valid face keep the zeros the extraction wrote: the
 model sees them as data, as the reference sees its zero-filled frames. A clip without audio, or
 without a face on any frame, has that modality missing, given as length 0 (see model.auxformer).
@@ -50,7 +50,7 @@ def check_features(store: FeatureStore, model_config: AuxFormerConfig) -> None:
 
 class Example(NamedTuple):
     clip_id: str
-    audio: torch.Tensor  # (audio steps, n_mels); no steps when the audio is missing
+    audio: torch.Tensor  # (audio steps, audio dim); no steps when the audio is missing
     video: torch.Tensor  # (video steps, dim); no steps when no frame has a face
     target: torch.Tensor  # class index, or class probabilities (n_classes,)
     label: int
@@ -58,7 +58,7 @@ class Example(NamedTuple):
 
 class Batch(NamedTuple):
     clip_ids: list[str]
-    audio: torch.Tensor  # (B, Ta, n_mels), right-padded with zeros
+    audio: torch.Tensor  # (B, Ta, audio dim), right-padded with zeros
     audio_lengths: torch.Tensor  # (B,), 0 for a missing modality
     video: torch.Tensor  # (B, Tv, dim)
     video_lengths: torch.Tensor
@@ -109,8 +109,8 @@ def split_dataset(store: FeatureStore, manifest: Manifest, split: str) -> ClipDa
 
 
 def model_inputs(features: ClipFeatures) -> tuple[torch.Tensor, torch.Tensor]:
-    """A clip's (audio steps, n_mels) and (video steps, dim) inputs; a missing modality has no steps."""
-    audio = features.mel if features.has_audio else features.mel[:0]
+    """A clip's (audio steps, audio dim) and (video steps, dim) inputs; a missing modality has no steps."""
+    audio = features.audio if features.has_audio else features.audio[:0]
     video = features.embedding if features.has_video else features.embedding[:0]
     return torch.from_numpy(np.asarray(audio, np.float32)), torch.from_numpy(np.asarray(video, np.float32))
 

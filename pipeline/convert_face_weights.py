@@ -17,7 +17,8 @@ from pathlib import Path
 
 from common.cli import run_stage
 from common.config import option
-from extract.face_encoders import FACE_ENCODERS, EfficientNetEncoder, convert_pickled_model, load_efficientnet
+from extract.face_encoders import FACE_ENCODERS
+from extract.face_encoders.hsemotion import EfficientNetEncoder, convert_pickled_model, load_efficientnet
 from extract.model_files import ModelFileError, model_dir
 
 CONVERTIBLE = [name for name, encoder in FACE_ENCODERS.items() if issubclass(encoder, EfficientNetEncoder)]

@@ -17,7 +17,7 @@ from common.cli import run_stage
 from common.config import config_values, option
 from common.paths import record_path
 from corpora.manifest import load_manifest
-from extract.audio_encoders import REFERENCE_CHECKPOINT
+from extract.audio_encoders.wav2vec2 import REFERENCE_CHECKPOINT
 from extract.shards import FeatureStore
 from extract.spec import ExtractionRecord
 from model.auxformer import AuxFormerConfig

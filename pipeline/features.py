@@ -20,13 +20,12 @@ import sys
 
 from common.cli import run_stage
 from extract.engine import SKIPPED_FILE, FeaturesConfig, extract
-from extract.imported import import_features
 
 SHOWN = 10
 
 
 def features(config: FeaturesConfig) -> int:
-    folder, report = import_features(config) if config.video_features_from else extract(config)
+    folder, report = extract(config)
     print(f"features: {report.summary()}")
     for clip_id, reason in report.failures[:SHOWN]:
         print(f"features: failed {clip_id}: {reason}", file=sys.stderr)

@@ -21,7 +21,7 @@ from training.stage import TrainStageConfig, run_training
 
 
 def train(config: TrainStageConfig) -> int:
-    distributed = init_distributed(config.device)
+    distributed = init_distributed(config.training.device)
     try:
         run = run_training(config, distributed)
     finally:

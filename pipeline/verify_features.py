@@ -1,6 +1,7 @@
 """Stage: check an extraction folder (``make verify-features``); exit 1 on any problem.
 
-Reads the extraction folder made with the given feature options (or --features-dir): its shards,
+Reads the extraction folder made with the feature options --features names (or --features-dir; the
+options are also taken one by one, as make features takes them): its shards,
 extraction.yaml, failures-*.csv, the corpus it was made from and the dataset's manifests.
 Rewrites index.csv from the shards, checks every clip (extract.verify) and prints one table:
 each check, and how many problems (or warnings) it found. Writes nothing else.
@@ -12,14 +13,18 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from common.cli import run_stage
-from common.config import option
+from common.config import option, part
 from extract.spec import ExtractionSpec, find_extraction
 from extract.verify import verify_checks
 
 
 @dataclass
-class VerifyConfig(ExtractionSpec):
-    dataset: str = option("demo", "check the extraction of this dataset made with the feature options below")
+class VerifyConfig:
+    dataset: str = option("demo", "check the extraction of this dataset made with the feature options --features "
+                                  "names")
+    features: ExtractionSpec = part(ExtractionSpec, "the feature options of make features that name the "
+                                                    "extraction, as one string (default: make features' defaults)",
+                                    bundled=True)
     features_dir: str = option("", "the extraction folder itself, data/features/<dataset>/<feature-config>")
     out_root: Path = option(Path("data/features"), "where extractions are")
     corpus_dir: str = option("", "the corpus, when not where the extraction recorded it")
@@ -32,7 +37,7 @@ SHOWN = 20
 
 
 def verify_features(config: VerifyConfig) -> int:
-    folder = find_extraction(config.out_root, config.dataset, ExtractionSpec.of(config), config.features_dir)
+    folder = find_extraction(config.out_root, config.dataset, config.features, config.features_dir)
     checks = verify_checks(folder, config.corpus_dir, config.manifests_dir)
     counting = [check for check in checks if check.problems and (config.strict or not check.warning)]
     width = max(len(check.name) for check in checks)

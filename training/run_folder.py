@@ -84,9 +84,14 @@ class RunRecord:
 
     def comparable(self) -> dict:
         """What must be the same for a run to be resumed."""
-        free = set(FREE_ON_RESUME) | {"force"}
-        return {"stage": {k: v for k, v in self.stage.items() if k not in free}, "model": self.model,
-                "variant": self.variant, "classes": self.classes, "data": self.data}
+        return {"stage": resume_settings(self.stage), "model": self.model, "variant": self.variant,
+                "classes": self.classes, "data": self.data}
+
+
+def resume_settings(stage: dict) -> dict:
+    """A stage's recorded options (its parts' flattened) but those free to change on resumption."""
+    free = set(FREE_ON_RESUME) | {"force"}
+    return {name: value for name, value in _flatten(stage).items() if name.rsplit(".", 1)[-1] not in free}
 
 
 def _flatten(values: dict, prefix: str = "") -> dict:
@@ -97,6 +102,11 @@ def _flatten(values: dict, prefix: str = "") -> dict:
         else:
             flat[f"{prefix}{name}"] = value
     return flat
+
+
+def _setting_name(name: str) -> str:
+    """A stage option as the user gives it (--lr); other settings by their place in config.yaml."""
+    return "--" + name.rsplit(".", 1)[-1].replace("_", "-") if name.startswith("stage.") else name
 
 
 class RunFolder:
@@ -149,7 +159,8 @@ class RunFolder:
         if not (self / LAST_CHECKPOINT).is_file() or not (self / CONFIG_FILE).is_file():
             return
         stored, current = _flatten(self.record().comparable()), _flatten(record.comparable())
-        differing = sorted(name for name in set(stored) | set(current) if stored.get(name) != current.get(name))
+        differing = sorted(_setting_name(name) for name in set(stored) | set(current)
+                           if stored.get(name) != current.get(name))
         if differing:
             raise TrainingError(f"{self.path} holds a run with other settings ({', '.join(differing)}); "
                                 "retrain it with FORCE=1, or give another --runs-root")

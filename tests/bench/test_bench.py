@@ -34,7 +34,7 @@ def seconds(costs: dict, clips: int, frames: int) -> float:
 def extraction_record(series: str, label: str, workers: int, clips: int, frames: int) -> dict:
     full = seconds(EXTRACT, clips, frames) * (1.6 if workers == 1 else 1.0)
     parts = {"decode": 0.3 * full, "audio": 0.01, "detect": 0.2 * full, "crop": 0.02 * full, "embed": 0.45 * full,
-             "mel": 0.03 * full, "write": 0.001}
+             "audio_encoding": 0.03 * full, "write": 0.001}
     return {"series": series, "label": label, "workers": workers,
             "full": {"clips": clips, "frames": frames, "seconds": full, "parts": parts, "failed": 0,
                      "face_frames": frames, "features": "fer-x", "gpu_peak_mb": None,

@@ -76,7 +76,7 @@ def test_a_failed_check_is_reported_and_the_others_still_run(tmp_path, capsys):
 
 def clip(mel_shift: float = 0.0, embedding_shift: float = 0.0, box_shift: float = 0.0) -> ClipFeatures:
     boxes = np.array([[10, 20, 100, 100], [np.nan] * 4, [11, 20, 100, 100]], np.float32)
-    return ClipFeatures("c", mel=np.full((5, 80), -30.0, np.float32) + mel_shift,
+    return ClipFeatures("c", audio=np.full((5, 80), -30.0, np.float32) + mel_shift,
                         embedding=np.ones((3, 135), np.float32) + embedding_shift,
                         valid=np.array([True, False, True]), boxes=boxes + box_shift, timestamps=np.arange(3) / 30,
                         duration=0.1, fps=30.0)

@@ -140,7 +140,8 @@ def test_reference_partition_loads_exactly(corpus_root, tmp_path, k):
     for row in rows:
         scores = [float(row[c]) for c in classes]
         expected[row["FileName"][: -len(".wav")]] = (classes[scores.index(max(scores))], row["Split_Set"].lower())
-    config = ManifestConfig(dataset="crema", corpus_dir=str(corpus_root), partition_file=str(path), out_dir=tmp_path)
+    config = ManifestConfig(dataset="crema", corpus_dir=str(corpus_root), partition_file=str(path),
+                            manifests_dir=tmp_path)
     folder, _ = build_manifest(config)
     manifest = load_manifest(folder)
     got = {clip.clip_id: (clip.label, clip.split) for clip in manifest.clips if clip.split}
@@ -151,9 +152,9 @@ def test_reference_partition_loads_exactly(corpus_root, tmp_path, k):
 
 def test_saved_partition_loads_back_identically(corpus_root, tmp_path):
     ours, _ = build_manifest(ManifestConfig(dataset="crema", corpus_dir=str(corpus_root), label_rule="majority",
-                                            partition=2, out_dir=tmp_path))
+                                            partition=2, manifests_dir=tmp_path))
     loaded, _ = build_manifest(ManifestConfig(dataset="crema", corpus_dir=str(corpus_root),
-                                              partition_file=str(ours / PARTITION_CSV), out_dir=tmp_path))
+                                              partition_file=str(ours / PARTITION_CSV), manifests_dir=tmp_path))
     def in_split(folder):
         return {c.clip_id: (c.label, c.soft_label, c.split, c.speaker, c.sex)
                 for c in load_manifest(folder).clips if c.split}

@@ -41,7 +41,8 @@ def run_stage(stage, argv: list[str], capsys) -> tuple[int, str, str]:
 
 
 def test_stats_prints_the_report_and_writes_the_chart(demo_root, tmp_path, capsys):
-    argv = ["--dataset", "demo", "--corpus-dir", str(demo_root), "--out-dir", str(tmp_path), "--label-rule", "majority"]
+    argv = ["--dataset", "demo", "--corpus-dir", str(demo_root), "--manifests-dir", str(tmp_path),
+            "--label-rule", "majority"]
     code, out, err = run_stage(stats_stage, argv, capsys)
     assert code == 0, err
     folder = tmp_path / "demo" / "majority-audiovisual-p1"
@@ -61,7 +62,8 @@ def test_stats_prints_the_report_and_writes_the_chart(demo_root, tmp_path, capsy
 
 
 def test_manifest_rerun_is_skipped_and_force_rebuilds(demo_root, tmp_path, capsys):
-    argv = ["--dataset", "demo", "--corpus-dir", str(demo_root), "--out-dir", str(tmp_path), "--label-rule", "intended"]
+    argv = ["--dataset", "demo", "--corpus-dir", str(demo_root), "--manifests-dir", str(tmp_path),
+            "--label-rule", "intended"]
     assert run_stage(manifest_stage, argv, capsys)[0] == 0
     code, out, _ = run_stage(manifest_stage, argv, capsys)
     assert code == 0 and "is current" in out
@@ -70,7 +72,7 @@ def test_manifest_rerun_is_skipped_and_force_rebuilds(demo_root, tmp_path, capsy
 
 
 def test_moved_corpus_is_found_through_a_new_root(demo_root, tmp_path, capsys):
-    argv = ["--dataset", "demo", "--corpus-dir", str(demo_root), "--out-dir", str(tmp_path / "m"),
+    argv = ["--dataset", "demo", "--corpus-dir", str(demo_root), "--manifests-dir", str(tmp_path / "m"),
             "--label-rule", "majority"]
     assert run_stage(manifest_stage, argv, capsys)[0] == 0
     moved = tmp_path / "moved"
@@ -91,7 +93,7 @@ def test_moved_corpus_is_found_through_a_new_root(demo_root, tmp_path, capsys):
 def test_bad_input_stops_with_one_line_and_exit_code_2(demo_root, tmp_path, capsys, argv, message):
     if "--corpus-dir" not in argv and argv[1] == "demo":
         argv = [*argv, "--corpus-dir", str(demo_root)]
-    code, out, err = run_stage(manifest_stage, [*argv, "--out-dir", str(tmp_path)], capsys)
+    code, out, err = run_stage(manifest_stage, [*argv, "--manifests-dir", str(tmp_path)], capsys)
     assert code == 2
     assert err.count("\n") == 1 and message in err
 
@@ -100,8 +102,8 @@ def test_a_vote_table_in_another_format_names_the_file(demo_root, tmp_path, caps
     broken = tmp_path / "broken"
     shutil.copytree(demo_root, broken)
     (broken / crema_d.TABULATED_VOTES).write_text("clip,votes\n1001_IEO_NEU_XX,3\n")
-    code, _, err = run_stage(manifest_stage, ["--dataset", "demo", "--corpus-dir", str(broken),
-                                              "--out-dir", str(tmp_path / "out"), "--label-rule", "majority"], capsys)
+    code, _, err = run_stage(manifest_stage, ["--dataset", "demo", "--corpus-dir", str(broken), "--manifests-dir",
+                                              str(tmp_path / "out"), "--label-rule", "majority"], capsys)
     assert code == 2
     assert "tabulatedVotes.csv: expected the columns A,D,F,H,N,S,fileName" in err
 

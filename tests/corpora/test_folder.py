@@ -62,7 +62,7 @@ def test_clips_and_their_audio_sources(recordings):
 
 
 def test_folder_manifest_has_no_splits(recordings, tmp_path):
-    out, _ = build_manifest(ManifestConfig(dataset="folder", corpus_dir=str(recordings), out_dir=tmp_path / "m"))
+    out, _ = build_manifest(ManifestConfig(dataset="folder", corpus_dir=str(recordings), manifests_dir=tmp_path / "m"))
     assert out == tmp_path / "m" / "folder" / "recordings"
     manifest = load_manifest(out)
     assert manifest.meta.partition == 0 and manifest.meta.classes == ()

@@ -153,7 +153,7 @@ def test_unparseable_and_unmatched_files_are_reported(corpus_root):
 @pytest.mark.parametrize("k", [1, 2, 3, 4, 5])
 def test_partitions_hold_out_whole_sessions(corpus_root, tmp_path, k):
     folder, _ = build_manifest(ManifestConfig(dataset="improv", corpus_dir=str(corpus_root), label_rule="intended",
-                                              partition=k, out_dir=tmp_path))
+                                              partition=k, manifests_dir=tmp_path))
     clips = load_manifest(folder).clips
     sessions = {split: {c.session for c in clips if c.split == split} for split in ("train", "development", "test")}
     development, test = msp_improv.HELD_OUT_SESSIONS[k]

@@ -4,16 +4,16 @@ take (a folder given as --audio-weights): sizes, frame rate, batch invariance, c
 layer cut, the weights' identity in extraction.yaml, and the errors for missing or wrong weights."""
 from __future__ import annotations
 
-import dataclasses
-
 import huggingface_hub
 import numpy as np
 import pytest
 import soundfile
 import torch
 
+from common.config import from_values
 from extract.audio import SAMPLE_RATE, read_audio
-from extract.audio_encoders import AudioEncoderConfig, AudioEncoderError, make_audio_encoder
+from extract.audio_encoders import AudioEncoderError, make_audio_encoder
+from extract.audio_encoders.wav2vec2 import Wav2Vec2Options
 from extract.spec import ExtractionSpec, Extractor
 
 transformers = pytest.importorskip("transformers")
@@ -57,15 +57,17 @@ def speech_like(seconds: float, seed: int = 0) -> np.ndarray:
     return (0.2 * voice * envelope + 0.01 * rng.normal(size=len(t))).astype(np.float32)
 
 
-def encoder(folder, **options):
-    return make_audio_encoder(AudioEncoderConfig(name="wav2vec2", weights=str(folder), **{"layer": 4, **options}))
+def encoder(folder, device="cpu", **options):
+    """The wav2vec2 encoder of the model in ``folder``, its options named without their audio_ prefix."""
+    values = {f"audio_{name}": value for name, value in {"layer": 4, **options}.items()}
+    return make_audio_encoder("wav2vec2", Wav2Vec2Options(audio_weights=str(folder), **values), device)
 
 
 def test_egemaps_are_what_opensmile_computes_from_the_wav(tmp_path):
     wav = tmp_path / "clip.wav"
     soundfile.write(wav, speech_like(1.5), SAMPLE_RATE, subtype="PCM_16")
     samples, rate = read_audio(wav)
-    [ours] = make_audio_encoder(AudioEncoderConfig(name="egemaps"))([samples])
+    [ours] = make_audio_encoder("egemaps")([samples])
     smile = opensmile.Smile(feature_set=opensmile.FeatureSet.eGeMAPSv02,
                             feature_level=opensmile.FeatureLevel.LowLevelDescriptors)
     theirs = smile.process_file(str(wav)).to_numpy(np.float32)
@@ -75,7 +77,7 @@ def test_egemaps_are_what_opensmile_computes_from_the_wav(tmp_path):
 
 
 def test_egemaps_size_and_rate_are_recorded_for_the_loaders():
-    egemaps = make_audio_encoder(AudioEncoderConfig(name="egemaps"))
+    egemaps = make_audio_encoder("egemaps")
     assert (egemaps.dim, egemaps.rate) == (25, 100.0)
     [frames] = egemaps([speech_like(2.0)])
     assert abs(len(frames) / egemaps.rate - 2.0) < 0.1
@@ -143,7 +145,8 @@ def test_chunks_with_a_short_context_stay_within_the_stated_tolerance(tiny):
 
 def test_the_extraction_records_the_encoders_size_rate_and_weights(tiny, tmp_path):
     folder, _ = tiny
-    spec = ExtractionSpec(audio_encoder="wav2vec2", audio_weights=str(folder), audio_layer=3, detector="haar")
+    options = {"audio_encoder": "wav2vec2", "audio_layer": 3, "detector": "haar"}
+    spec = from_values(ExtractionSpec, {**options, "audio_weights": str(folder)})
     record = Extractor(spec).record()
     assert (record.models["audio_dim"], record.models["audio_rate"]) == (32, 50.0)
     assert len(record.models["audio_sha256"]) == 64 and "cut after layer 3" in record.packages["audio_encoder"]
@@ -153,7 +156,8 @@ def test_the_extraction_records_the_encoders_size_rate_and_weights(tiny, tmp_pat
     with torch.no_grad():
         model.feature_projection.projection.weight.add_(0.1)
     model.save_pretrained(other)
-    differing = record.differences(Extractor(dataclasses.replace(spec, audio_weights=str(other))).record())
+    differing = record.differences(Extractor(from_values(ExtractionSpec, {**options, "audio_weights": str(other)}))
+                                   .record())
     assert len(differing) == 1 and differing[0].startswith("audio_sha256")
 
 
@@ -188,7 +192,7 @@ def test_wav2vec2_on_cuda_matches_cpu(tiny):
     folder, _ = tiny
     clips = [speech_like(1.3, 1), speech_like(0.6, 2)]
     on_cpu = encoder(folder)(clips)
-    on_gpu = make_audio_encoder(AudioEncoderConfig(name="wav2vec2", weights=str(folder), layer=4), "cuda")(clips)
+    on_gpu = encoder(folder, "cuda")(clips)
     for cpu, gpu in zip(on_cpu, on_gpu):
         np.testing.assert_allclose(gpu, cpu, atol=1e-4)
 

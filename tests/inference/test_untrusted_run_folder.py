@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from common.config import config_values
+from common.config import config_values, from_values
 from corpora.crema_d import CLASSES
 from extract.model_files import FACE_DETECTOR_SHORT_RANGE, FER_EXPRESSION_MODEL, ModelFileError, model_path, sha256_of
 from extract.spec import ExtractionSpec, Extractor
@@ -46,7 +46,8 @@ def shared_run(tmp_path) -> tuple[Path, Path]:
     extraction = Extractor(ExtractionSpec()).record()
     extraction.spec = replace(extraction.spec, face_encoder="enet_b0", face_weights=str(weights))
     extraction.models.update(encoder_sha256=sha256_of(weights), embedding_dim=1280, crop_size=224)
-    record = RunRecord(stage=config_values(TrainStageConfig(width=8, num_heads=2, num_layers=1)),
+    stage = from_values(TrainStageConfig, {"width": 8, "num_heads": 2, "num_layers": 1})
+    record = RunRecord(stage=config_values(stage),
                        model=config.to_dict(), variant="auxformer", classes=list(CLASSES), data={"dataset": "demo"},
                        environment=environment("cpu"))
     run.write_record(record, extraction)

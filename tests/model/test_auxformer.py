@@ -91,7 +91,7 @@ def test_a_learned_stand_in_gives_a_missing_modality_its_own_vector_and_old_conf
     torch.testing.assert_close(learned, other_content)  # the missing clip's content is still ignored
     assert not torch.allclose(learned.audio[0], zeroed.audio[0])  # the stand-in is what it attends
     torch.testing.assert_close(learned.audio[1], zeroed.audio[1])  # a clip with audio is untouched
-    with pytest.raises(ValueError, match="missing_stand_in"):
+    with pytest.raises(ValueError, match="--missing-stand-in"):
         AuxFormerConfig(missing_stand_in="mean")
 
 
@@ -232,7 +232,7 @@ def test_config_refuses_unknown_fields_and_impossible_sizes():
         AuxFormerConfig.from_dict({"heads": 4})
     with pytest.raises(ValueError, match="divisible"):
         AuxFormerConfig(width=50, num_heads=4)
-    with pytest.raises(ValueError, match="out_dropout"):
+    with pytest.raises(ValueError, match="--out-dropout"):
         AuxFormerConfig(out_dropout=1.0)
 
 

@@ -394,7 +394,7 @@ def test_stage_trains_resumes_skips_and_never_loads_the_test_split(setup, monkey
 
     record = yaml.safe_load((run_dir / "config.yaml").read_text())
     assert Path(record["data"]["features"]).resolve() == setup.features.resolve()
-    assert ExtractionRecord.load(run_dir).spec.n_mels == N_MELS
+    assert ExtractionRecord.load(run_dir).spec.logmel.n_mels == N_MELS
     assert record["model"]["audio_dim"] == N_MELS and record["model"]["video_dim"] == EMBEDDING_DIM
     assert "1 of" in (run_dir / "train.log").read_text()
 
@@ -404,7 +404,7 @@ def test_stage_trains_resumes_skips_and_never_loads_the_test_split(setup, monkey
     assert "is finished" in capsys.readouterr().out
     assert (run_dir / "last.pt").stat().st_mtime_ns == modified
     assert train_stage.main([*args, "--epochs", "2", "--lr", "0.02"]) == 2
-    assert "other settings (stage.lr)" in capsys.readouterr().err
+    assert "other settings (--lr)" in capsys.readouterr().err
 
 
 def test_torchrun_trains_in_two_processes_where_only_rank_0_writes_and_resumes(setup, tmp_path):

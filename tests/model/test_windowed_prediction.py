@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from common.config import config_values
+from common.config import config_values, from_values
 from corpora.crema_d import CLASSES
 from extract.model_files import FACE_DETECTOR_SHORT_RANGE, FER_EXPRESSION_MODEL, ModelFileError, model_path
 from extract.shards import ClipFeatures
@@ -38,7 +38,8 @@ def run_dir(tmp_path_factory) -> Path:
     config = AuxFormerConfig(audio_dim=80, video_dim=135, n_classes=6, width=8, num_heads=2, num_layers=1,
                              aux_hidden_dims=(16,), audio_pool=4)
     run = RunFolder(tmp_path_factory.mktemp("runs") / "demo" / "p1" / "auxformer")
-    record = RunRecord(stage=config_values(TrainStageConfig(width=8, num_heads=2, num_layers=1)),
+    stage = from_values(TrainStageConfig, {"width": 8, "num_heads": 2, "num_layers": 1})
+    record = RunRecord(stage=config_values(stage),
                        model=config.to_dict(), variant="auxformer", classes=list(CLASSES), data={"dataset": "demo"},
                        environment=environment("cpu"))
     run.write_record(record, Extractor(ExtractionSpec()).record())
@@ -56,7 +57,7 @@ def clip(seconds: float, seed: int = 0) -> ClipFeatures:
 
 
 def repeated(features: ClipFeatures, times: int) -> ClipFeatures:
-    return replace(features, mel=np.concatenate([features.mel] * times),
+    return replace(features, audio=np.concatenate([features.audio] * times),
                    embedding=np.concatenate([features.embedding] * times),
                    valid=np.concatenate([features.valid] * times), boxes=np.concatenate([features.boxes] * times),
                    timestamps=np.arange(len(features.valid) * times) / FPS, duration=features.duration * times)

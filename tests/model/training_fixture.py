@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from common.config import from_values
 from corpora.manifest import load_manifest
 from corpora.registry import ManifestConfig, build_manifest
 from extract.engine import write_failures
@@ -85,7 +86,7 @@ def write_features(folder: Path, manifest, skip: set[str], n_mels: int = N_MELS)
     # The clips left out are those the extraction could not use, as a real one lists them.
     write_failures(folder / "failures-part0of1.csv", [(clip_id, "no audio file; no video file") for clip_id in skip])
     models = {"encoder_sha256": "synthetic", "face_detector_sha256": "", "crop_size": 0, "embedding_dim": EMBEDDING_DIM}
-    ExtractionRecord(ExtractionSpec(n_mels=n_mels), models, dataset="demo").save(folder)
+    ExtractionRecord(from_values(ExtractionSpec, {"n_mels": n_mels}), models, dataset="demo").save(folder)
 
 
 class Setup:
@@ -96,7 +97,7 @@ class Setup:
         self.corpus = workspace / "corpus"
         write_corpus(self.corpus)
         self.manifest_dir, _ = build_manifest(ManifestConfig(dataset="demo", corpus_dir=str(self.corpus),
-                                                             out_dir=workspace / "data" / "manifests"))
+                                                             manifests_dir=workspace / "data" / "manifests"))
         self.manifest = load_manifest(self.manifest_dir)
         self.skipped = self.manifest.in_split("train")[0].clip_id
         self.features = workspace / "data" / "features" / "demo" / FEATURES_NAME

@@ -57,8 +57,9 @@ def trained_run(workspace) -> Path:
 
 def test_every_stage_runs_from_the_files_the_previous_one_wrote(workspace, trained_run):
     config = yaml.safe_load((trained_run / "config.yaml").read_text())
-    assert config["stage"]["lr"] == 3e-4 and config["stage"]["lr_schedule"] == "cosine"  # the demo preset
-    assert config["stage"]["epochs"] == 2  # overridden on the command line
+    training = config["stage"]["training"]  # the stage's config, recorded in its parts
+    assert training["lr"] == 3e-4 and training["lr_schedule"] == "cosine"  # the demo preset
+    assert training["epochs"] == 2  # overridden on the command line
     assert config["environment"]["packages"]["torch"] and "device" in config["environment"]
     assert (trained_run / "extraction.yaml").is_file()
     for name in ("best.pt", "last.pt", "train.log", "metrics.csv", "curve.png"):

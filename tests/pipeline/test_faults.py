@@ -83,7 +83,8 @@ def copied_folder(workspace: Path, extraction: Path) -> Path:
 
 def train_clip(corpus: Path, workspace: Path) -> str:
     """A clip of partition 1's train split."""
-    folder, _ = build_manifest(ManifestConfig(dataset="demo", corpus_dir=str(corpus), out_dir=workspace / "scratch"))
+    folder, _ = build_manifest(ManifestConfig(dataset="demo", corpus_dir=str(corpus),
+                                              manifests_dir=workspace / "scratch"))
     return next(line.split(",")[0] for line in (folder / "manifest.csv").read_text().splitlines() if ",train," in line)
 
 
@@ -96,12 +97,12 @@ def rewrite_clip(folder: Path, clip_id: str, change, keep_checksum: bool = False
         table = h5["clips"]
         a0, na = int(table["audio_offset"][row]), int(table["audio_frames"][row])
         v0, nv = int(table["video_offset"][row]), int(table["video_frames"][row])
-        values = h5["mel"][a0:a0 + na]
+        values = h5["audio"][a0:a0 + na]
         change(values)
-        h5["mel"][a0:a0 + na] = values
+        h5["audio"][a0:a0 + na] = values
         if keep_checksum:  # as if the extraction itself had written the values
-            arrays = {name: h5[name][a0:a0 + na] if name == "mel" else h5[name][v0:v0 + nv]
-                      for name in ("mel", "embedding", "valid", "boxes", "timestamps")}
+            arrays = {name: h5[name][a0:a0 + na] if name == "audio" else h5[name][v0:v0 + nv]
+                      for name in ("audio", "embedding", "valid", "boxes", "timestamps")}
             table["crc32"][row] = checksum(arrays)
     return path
 
@@ -197,7 +198,7 @@ def test_4_a_rerun_repairs_clips_written_twice(workspace, extraction, corpus):
     # and one whose clips are partly: half of the first shard's, and the second's (now only there)
     mixed = read_shard(first)[:4] + read_shard(second)
     with h5py.File(second, "r") as h5:
-        writer = ShardWriter(folder, "part0of1", len(mixed), h5["mel"].shape[1], h5["embedding"].shape[1], 100.0)
+        writer = ShardWriter(folder, "part0of1", len(mixed), h5["audio"].shape[1], h5["embedding"].shape[1], 100.0)
     for clip in mixed:
         writer.add(clip)
     second.unlink()
@@ -238,7 +239,7 @@ def test_4_two_parts_extract_into_one_folder_at_once(corpus, tmp_path):
 def test_5_a_manifest_notices_clips_added_to_the_corpus(corpus, tmp_path):
     copy = tmp_path / "corpus"
     shutil.copytree(corpus, copy)
-    config = ManifestConfig(dataset="demo", corpus_dir=str(copy), out_dir=tmp_path / "manifests")
+    config = ManifestConfig(dataset="demo", corpus_dir=str(copy), manifests_dir=tmp_path / "manifests")
     folder, written = build_manifest(config)
     assert written and not build_manifest(config)[1]
     for kind, suffix in (("AudioWAV", "wav"), ("VideoFlash", "flv")):
@@ -422,3 +423,30 @@ def test_15_option_prefixes_are_not_taken_for_options(tmp_path, monkeypatch, cap
 
 
 # 16: tests/pipeline/test_predict.py, test_links_that_leave_the_folder_are_skipped_unless_asked.
+
+
+# 16 ---------------------------------------------------------------------------------------------
+
+def test_16_force_after_a_multi_part_extraction_redoes_every_clip(corpus, tmp_path, capsys):
+    out = ["--out-root", str(tmp_path / "features")]
+    for index in (0, 1):
+        assert features_stage.main(features_args(corpus, *out, "--num-shards", "2", "--shard-index", str(index))) == 0
+    capsys.readouterr()
+    assert features_stage.main(features_args(corpus, *out, "--force")) == 0
+    assert "48 clips extracted (0 already done)" in capsys.readouterr().out
+    (folder,) = (tmp_path / "features" / "demo").iterdir()
+    assert {path.name.split("-")[0] for path in shard_files(folder)} == {"part0of1"}
+    assert verify(folder) == []
+
+
+def test_16_shards_of_the_layout_before_the_audio_rename_are_refused_with_the_fix(workspace, extraction, corpus,
+                                                                                  capsys):
+    folder = copied_folder(workspace, extraction)
+    with FeatureStore(folder) as store:
+        shard = folder / store.index[train_clip(corpus, workspace)]["shard"]
+    with h5py.File(shard, "r+") as h5:  # what layout 2 wrote: the audio features under "mel"
+        h5.attrs["layout_version"] = 2
+        h5.move("audio", "mel")
+    assert train_stage.main(train_args(corpus)) == 2
+    error = capsys.readouterr().err
+    assert shard.name in error and "layout 2" in error and "make features FORCE=1" in error

@@ -56,7 +56,7 @@ def same_features(folder_a: Path, folder_b: Path) -> None:
     assert sorted(a.clip_ids()) == sorted(b.clip_ids())
     for clip_id in a.clip_ids():
         x, y = a.load(clip_id), b.load(clip_id)
-        np.testing.assert_allclose(x.mel, y.mel, atol=1e-4)
+        np.testing.assert_allclose(x.audio, y.audio, atol=1e-4)
         np.testing.assert_allclose(x.embedding, y.embedding, atol=1e-4)
         assert np.array_equal(x.valid, y.valid) and np.allclose(x.boxes, y.boxes, equal_nan=True)
     a.close()
@@ -79,8 +79,8 @@ def test_demo_features_verify_with_faces_and_consistent_lengths(corpus, single_r
     assert verify(folder) == []
     store = FeatureStore(folder)
     clip = store.load("1001_IEO_ANG_HI")
-    assert clip.mel.shape[1] == 80 and clip.embedding.shape == (len(clip.valid), 135)
-    assert abs((len(clip.mel) - 1) / 100 - clip.duration) < 0.05  # 10 ms log-mel hop
+    assert clip.audio.shape[1] == 80 and clip.embedding.shape == (len(clip.valid), 135)
+    assert abs((len(clip.audio) - 1) / 100 - clip.duration) < 0.05  # 10 ms log-mel hop
     assert clip.fps == 3.75 and 0 < clip.duration - (len(clip.valid) - 1) / 3.75 <= 8 / 30 + 1e-6  # every 8th
     np.testing.assert_allclose(clip.timestamps, np.arange(len(clip.valid)) / 3.75, atol=1e-3)
     assert (folder / "extraction.yaml").read_text().count("sha256") >= 2
@@ -203,7 +203,7 @@ def test_bad_input_costs_only_what_is_broken(corpus, tmp_path, capsys):
     faceless = store.load("1002_IEO_FEA_HI")
     assert faceless.has_audio and not faceless.has_video and faceless.video_note == "no face found"
     resampled = store.load("1003_IEO_NEU_XX")
-    assert resampled.has_audio and abs((len(resampled.mel) - 1) / 100 - resampled.duration) < 0.05
+    assert resampled.has_audio and abs((len(resampled.audio) - 1) / 100 - resampled.duration) < 0.05
     # An unusable WAV: the video's own sound track is used instead, and the note says why.
     short = store.load("1003_IEO_DIS_HI")
     assert short.has_audio and short.has_video

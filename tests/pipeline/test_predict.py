@@ -14,7 +14,7 @@ import pytest
 import soundfile
 import torch
 
-from common.config import config_values
+from common.config import config_values, from_values
 from corpora.crema_d import CLASSES
 from corpora.demo.media import write_flv
 from extract.engine import FeaturesConfig, extract
@@ -62,10 +62,10 @@ def trained(extraction, tmp_path_factory) -> tuple[Path, AuxFormer]:
     with FeatureStore(extraction) as store:
         features = store.load(CLIP)
     # The clip's own statistics (+1 keeps constant features finite), so that standardisation matters.
-    mel, embedding = torch.from_numpy(features.mel), torch.from_numpy(features.embedding)
+    mel, embedding = torch.from_numpy(features.audio), torch.from_numpy(features.embedding)
     model.set_input_statistics(mel.mean(0), mel.std(0) + 1, embedding.mean(0), embedding.std(0) + 1)
     run = RunFolder(tmp_path_factory.mktemp("runs") / "demo" / "p1" / "auxformer")
-    stage = TrainStageConfig(width=8, num_heads=2, num_layers=1)
+    stage = from_values(TrainStageConfig, {"width": 8, "num_heads": 2, "num_layers": 1})
     record = RunRecord(stage=config_values(stage), model=config.to_dict(), variant="auxformer", classes=list(CLASSES),
                        data={"dataset": "demo", "features": str(extraction)}, environment=environment("cpu"))
     run.write_record(record, ExtractionRecord.load(extraction))

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -15,10 +16,14 @@ import numpy as np
 import pytest
 import torch
 
+from common.config import from_values
+from common.files import PARTIAL_SUFFIX
+from common.locks import exclusive_lock
 from corpora.demo.generate import DemoConfig, generate
 from extract.clip_media import ClipJob
 from extract.imported import clip_arrays, length_problem, media_seconds
-from extract.shards import FeatureError
+from extract.shards import FeatureError, FeatureStore, shard_files
+from extract.spec import ExtractionSpec
 
 transformers = pytest.importorskip("transformers")
 
@@ -127,3 +132,22 @@ def test_a_frame_count_that_does_not_fit_the_clip_is_named_with_both_durations()
     assert length_problem(75, 30.0, 2.5) == ""
     assert length_problem(75, 25.0, 2.5) == ("75 frames at 25 a second last 3.00 s, the clip 2.50 s (another "
                                              "--video-rate? arrays of another clip?)")
+
+
+def test_an_import_goes_through_the_extraction_engine_its_lock_and_its_repair(workspace):
+    spec = from_values(ExtractionSpec, {"audio_encoder": "egemaps", "video_features_from": "frames",
+                                        "video_rate": VIDEO_RATE})
+    folder = workspace / "data" / "features" / "demo" / spec.folder_name()
+    stage(workspace, "features", "--dataset", "demo", "--device", "cpu", "--audio-encoder", "egemaps", *IMPORT)
+    with exclusive_lock(folder / "part0of1.lock", "a test holding the lock"):
+        refused = stage(workspace, "features", "--dataset", "demo", "--audio-encoder", "egemaps", *IMPORT, ok=False)
+    assert refused.returncode == 2 and "part0of1.lock" in refused.stderr
+    [shard] = shard_files(folder)[:1]
+    shutil.copy(shard, folder / "part0of1-twice.h5")  # clips written twice, as two runs at once would
+    (folder / f"part0of1-cut.h5.1-0badcafe{PARTIAL_SUFFIX}").write_bytes(b"half a shard")
+    again = stage(workspace, "features", "--dataset", "demo", "--audio-encoder", "egemaps", *IMPORT)
+    assert "0 clips extracted" in again.stdout
+    assert not list(folder.glob(f"*{PARTIAL_SUFFIX}"))
+    with FeatureStore(folder) as store:
+        ids = store.clip_ids()
+    assert len(ids) == len(set(ids)) == 48

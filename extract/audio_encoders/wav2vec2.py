@@ -1,12 +1,6 @@
-"""Audio encoders behind one interface: 16 kHz mono clips in, one (frames x dim) array per clip out.
-
-- ``logmel`` (the default, offline): extract.audio's log-mel, ``n_mels`` numbers every ``hop_ms``.
-- ``egemaps``: openSMILE's eGeMAPSv02 low-level descriptors through the ``opensmile`` package
-  (25 numbers at 100 frames a second; the package's wheel carries its library and configs, so it
-  runs offline). Computed on the CPU, one clip at a time, whatever the device.
-- ``wav2vec2``: a wav2vec2, HuBERT or WavLM checkpoint in the Hugging Face format, loaded with
-  ``transformers`` from a local folder or the user's Hugging Face cache (never downloaded: the
-  loader runs with ``local_files_only``), cut after transformer layer ``layer``.
+"""``wav2vec2``: a wav2vec2, HuBERT or WavLM checkpoint in the Hugging Face format, loaded with
+``transformers`` from a local folder or the user's Hugging Face cache (never downloaded: the
+loader runs with ``local_files_only``), cut after transformer layer ``audio_layer``.
 
 What the reference does, and how it is reproduced (ilucasgoncalves/AuxFormer): ``net/modelWrapper.py``
 loads ``facebook/wav2vec2-large-robust``, deletes its encoder layers from index 12 on and feeds
@@ -40,7 +34,6 @@ from __future__ import annotations
 
 import hashlib
 import math
-from abc import ABC, abstractmethod
 from contextlib import nullcontext
 from dataclasses import dataclass
 from importlib import metadata
@@ -49,11 +42,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from extract.audio import SAMPLE_RATE, LogMel, MelConfig
-from extract.face_encoders import full_float32
-from extract.model_files import ModelFileError, sha256_of
+from common.config import option
+from extract.audio import SAMPLE_RATE
+from extract.audio_encoders.base import AUDIO_ENCODERS, AudioEncoder, AudioEncoderError
+from extract.face_encoders.base import full_float32
+from extract.model_files import EncoderFile, sha256_of
 
-AUDIO_ENCODERS = ("logmel", "egemaps", "wav2vec2")
 AUDIO_NORMS = ("utterance", "fixed", "none")
 PRECISIONS = ("float32", "float16", "bfloat16")
 # wav2vec2-family model types transformers' AutoModel builds with the same front end and output.
@@ -61,88 +55,51 @@ WAV2VEC2_FAMILY = ("wav2vec2", "hubert", "wavlm")
 REFERENCE_CHECKPOINT = "facebook/wav2vec2-large-robust"
 # Padded samples per wav2vec2 batch: about a minute of audio, a few GB for a large model.
 BATCH_SAMPLES = 60 * SAMPLE_RATE
-EGEMAPS_RATE = 100.0  # the eGeMAPS configuration's frame step is 10 ms
 NORM_EPSILON = 1e-6  # the reference adds 1e-6 to the deviation it divides by
-
-
-class AudioEncoderError(ModelFileError):
-    """An audio encoder that cannot be built: unknown name, options out of range, missing or wrong weights."""
+# Chunks of at most an hour's audio: attention over a chunk grows with the square of its length.
+MAX_CHUNK_SECONDS = 3600.0
 
 
 @dataclass(frozen=True)
-class AudioEncoderConfig:
-    """What selects an audio encoder and decides its output (extract.spec.ExtractionSpec holds the options)."""
+class Wav2Vec2Options:
+    audio_weights: str = option("", "wav2vec2: a Hugging Face checkpoint folder, or a model name in the Hugging "
+                                    "Face cache (never downloaded), e.g. facebook/wav2vec2-large-robust")
+    audio_layer: int = option(12, "wav2vec2: take the output of this transformer layer (the reference's 12)")
+    audio_norm: str = option("utterance", f"wav2vec2 input standardisation: {', '.join(AUDIO_NORMS)} (fixed: by "
+                                          "--audio-norm-mean and --audio-norm-std, as the reference does with its "
+                                          "training set's)")
+    audio_norm_mean: float = option(0.0, "wav2vec2 with --audio-norm fixed: the samples' mean")
+    audio_norm_std: float = option(1.0, "wav2vec2 with --audio-norm fixed: the samples' standard deviation")
+    audio_precision: str = option("float32", f"wav2vec2 arithmetic: {', '.join(PRECISIONS)} (the half precisions "
+                                             "are meant for the GPU)")
+    audio_chunk_seconds: float = option(30.0, "wav2vec2: encode longer clips in chunks of this many seconds")
+    audio_context_seconds: float = option(2.0, "wav2vec2: audio added on each side of a chunk, seconds")
 
-    name: str = "logmel"
-    mel: MelConfig = MelConfig()
-    weights: str = ""  # wav2vec2: a folder, or a model name in the Hugging Face cache
-    layer: int = 12
-    norm: str = "utterance"
-    norm_mean: float = 0.0
-    norm_std: float = 1.0
-    precision: str = "float32"
-    chunk_seconds: float = 30.0
-    context_seconds: float = 2.0
-
-
-class AudioEncoder(ABC):
-    """Encodes whole clips; subclasses set the attributes."""
-
-    name: str
-    dim: int  # numbers per frame
-    rate: float  # frames a second
-    min_samples: int  # shorter audio gives no frame
-    weights_sha256: str = ""
-    identity: str = ""  # what made the features beyond the options: package versions, model name
-
-    @abstractmethod
-    def __call__(self, clips: list[np.ndarray]) -> list[np.ndarray]:
-        """(frames, dim) float32 of each 16 kHz mono float32 clip."""
+    def __post_init__(self) -> None:
+        if self.audio_norm not in AUDIO_NORMS or self.audio_precision not in PRECISIONS:
+            raise AudioEncoderError(f"--audio-norm must be one of {', '.join(AUDIO_NORMS)} and --audio-precision "
+                                    f"one of {', '.join(PRECISIONS)}")
+        finite = all(math.isfinite(value) for value in (self.audio_norm_mean, self.audio_norm_std,
+                                                         self.audio_chunk_seconds, self.audio_context_seconds))
+        if (not finite or self.audio_layer < 1 or self.audio_norm_std <= 0
+                or not 0 < self.audio_chunk_seconds <= MAX_CHUNK_SECONDS
+                or not 0 <= self.audio_context_seconds <= MAX_CHUNK_SECONDS):
+            raise AudioEncoderError(f"--audio-layer must be at least 1, --audio-norm-std positive, "
+                                    f"--audio-chunk-seconds and --audio-context-seconds within 0..{MAX_CHUNK_SECONDS:g}"
+                                    " (a chunk positive), all finite")
 
 
-class LogMelEncoder(AudioEncoder):
-    name = "logmel"
-
-    def __init__(self, config: MelConfig, device: str = "cpu"):
-        self.log_mel = LogMel(config, device)
-        self.dim, self.rate = config.n_mels, 1000.0 / config.hop_ms
-        self.min_samples = config.win_length
-        self.identity = f"torchaudio {metadata.version('torchaudio')}"
-
-    def __call__(self, clips: list[np.ndarray]) -> list[np.ndarray]:
-        return self.log_mel(clips)
-
-
-class EGeMAPSEncoder(AudioEncoder):
-    """openSMILE eGeMAPSv02 low-level descriptors (F. Eyben et al., IEEE Trans. Affective Computing
-    7(2), 2016): 25 per frame (loudness, pitch, jitter, shimmer, formants, spectral slopes...), in
-    the column order of ``opensmile.Smile.feature_names``."""
-
-    name = "egemaps"
-    rate = EGEMAPS_RATE
-    # The descriptors' longest window is 60 ms; shorter audio gives openSMILE nothing to frame.
-    min_samples = int(0.06 * SAMPLE_RATE)
-
-    def __init__(self):
-        import opensmile
-
-        self.smile = opensmile.Smile(feature_set=opensmile.FeatureSet.eGeMAPSv02,
-                                     feature_level=opensmile.FeatureLevel.LowLevelDescriptors)
-        self.dim = len(self.smile.feature_names)
-        self.identity = f"opensmile {metadata.version('opensmile')} eGeMAPSv02 LowLevelDescriptors"
-
-    def __call__(self, clips: list[np.ndarray]) -> list[np.ndarray]:
-        return [self.smile.process_signal(clip, SAMPLE_RATE).to_numpy(np.float32) for clip in clips]
-
-
+@AUDIO_ENCODERS.register
 class Wav2Vec2Encoder(AudioEncoder):
     name = "wav2vec2"
+    Options = Wav2Vec2Options
+    machine_paths = ("audio_weights",)
 
-    def __init__(self, config: AudioEncoderConfig, device: str = "cpu", expected_sha256: str = ""):
-        self.config = config
+    def __init__(self, options: Wav2Vec2Options, device: str = "cpu", expected_sha256: str = ""):
+        self.options = options
         self.device = torch.device(device)
-        folder = wav2vec2_folder(config.weights)
-        self.model, model_config, self.weights_sha256 = load_wav2vec2(folder, config.layer, expected_sha256)
+        folder = wav2vec2_folder(options.audio_weights)
+        self.model, model_config, self.weights_sha256 = load_wav2vec2(folder, options.audio_layer, expected_sha256)
         self.model.to(self.device)
         self.dim = model_config.hidden_size
         self.stride = math.prod(model_config.conv_stride)
@@ -153,7 +110,22 @@ class Wav2Vec2Encoder(AudioEncoder):
                                    for index, kernel in enumerate(model_config.conv_kernel))
         self.masked = model_config.feat_extract_norm == "layer"
         self.identity = (f"transformers {metadata.version('transformers')} {model_config.model_type} "
-                         f"{model_config.num_hidden_layers} layers, cut after layer {config.layer}")
+                         f"{model_config.num_hidden_layers} layers, cut after layer {options.audio_layer}")
+
+    @classmethod
+    def folder_part(cls, options: Wav2Vec2Options) -> str:
+        return f"wav2vec2L{options.audio_layer}"
+
+    @classmethod
+    def weights_files(cls, checkpoint: str = REFERENCE_CHECKPOINT) -> list[EncoderFile]:
+        try:
+            folder = wav2vec2_folder(checkpoint)
+        except AudioEncoderError:
+            return [EncoderFile(cls.name, "audio", f"{checkpoint} in the Hugging Face cache", "", False,
+                                f"on a machine with internet: hf download {checkpoint}, then copy the Hugging "
+                                "Face cache here, or pass --audio-weights FOLDER (a save_pretrained folder)")]
+        return [EncoderFile(cls.name, "audio", str(folder), weights_digest(folder), True,
+                            f"--audio-weights {checkpoint} (layer 12 is the reference's)")]
 
     def frames(self, samples: int) -> int:
         """Output frames for a clip of ``samples`` samples (no padding in the front end)."""
@@ -175,19 +147,19 @@ class Wav2Vec2Encoder(AudioEncoder):
                 if parts else np.zeros((0, self.dim), np.float32) for parts in outputs]
 
     def _normalised(self, samples: np.ndarray) -> np.ndarray:
-        if self.config.norm == "utterance":
+        if self.options.audio_norm == "utterance":
             return (samples - samples.mean()) / (samples.std() + NORM_EPSILON)
-        if self.config.norm == "fixed":
-            return (samples - self.config.norm_mean) / (self.config.norm_std + NORM_EPSILON)
+        if self.options.audio_norm == "fixed":
+            return (samples - self.options.audio_norm_mean) / (self.options.audio_norm_std + NORM_EPSILON)
         return samples
 
     def _chunks(self, samples: np.ndarray) -> list[tuple[int, slice, np.ndarray]]:
         """(first frame it gives, the slice of its output to keep, its samples) for each chunk of a clip."""
         total = self.frames(len(samples))
-        core = max(1, int(self.config.chunk_seconds * self.rate))
+        core = max(1, int(self.options.audio_chunk_seconds * self.rate))
         if total <= core:
             return [(0, slice(0, total), samples)]
-        context = int(self.config.context_seconds * self.rate)
+        context = int(self.options.audio_context_seconds * self.rate)
         chunks = []
         for start in range(0, total, core):
             stop = min(start + core, total)
@@ -228,9 +200,9 @@ class Wav2Vec2Encoder(AudioEncoder):
         return [hidden[row, :self.frames(length)] for row, length in enumerate(lengths)]
 
     def _precision(self):
-        if self.config.precision == "float32":
+        if self.options.audio_precision == "float32":
             return full_float32() if self.device.type == "cuda" else nullcontext()
-        return torch.autocast(self.device.type, dtype=getattr(torch, self.config.precision))
+        return torch.autocast(self.device.type, dtype=getattr(torch, self.options.audio_precision))
 
 
 def wav2vec2_folder(weights: str) -> Path:
@@ -281,11 +253,18 @@ def load_wav2vec2(folder: Path, layer: int, expected_sha256: str = ""):
         raise AudioEncoderError(f"{folder}: its weights have sha256 {digest}, but the features were made with "
                                 f"{expected_sha256}: put that checkpoint back, or extract and train again with it")
     try:
-        model = AutoModel.from_pretrained(folder, local_files_only=True)
+        model, loading = AutoModel.from_pretrained(folder, local_files_only=True, output_loading_info=True)
     except (OSError, ValueError, RuntimeError) as error:
         raise AudioEncoderError(f"{folder}: the weights do not load ({str(error).splitlines()[0]}); fetch the "
                                 "checkpoint again") from None
     del model.encoder.layers[layer:]
+    # transformers fills weights missing from the file with random ones and only warns; the
+    # features of such a model would be noise. The mask embedding is used only in pre-training.
+    used = {name for name, _ in model.named_parameters()} | {name for name, _ in model.named_buffers()}
+    missing = sorted(name for name in loading["missing_keys"] if name in used and name != "masked_spec_embed")
+    if missing:
+        raise AudioEncoderError(f"{folder}: the weights file lacks {len(missing)} of the model's tensors (e.g. "
+                                f"{missing[0]}); fetch the checkpoint again, whole")
     return model.eval(), model_config, digest
 
 
@@ -298,14 +277,3 @@ def weights_digest(folder: Path) -> str:
     if len(hashes) == 1:
         return hashes[0]
     return hashlib.sha256("".join(f"{p.name} {h}\n" for p, h in zip(weight_files, hashes)).encode()).hexdigest()
-
-
-def make_audio_encoder(config: AudioEncoderConfig, device: str = "cpu", expected_sha256: str = "") -> AudioEncoder:
-    """The encoder ``config`` names; with ``expected_sha256``, only weights of that digest are opened."""
-    if config.name == "logmel":
-        return LogMelEncoder(config.mel, device)
-    if config.name == "egemaps":
-        return EGeMAPSEncoder()
-    if config.name == "wav2vec2":
-        return Wav2Vec2Encoder(config, device, expected_sha256)
-    raise AudioEncoderError(f"unknown audio encoder {config.name!r}; choose one of {', '.join(AUDIO_ENCODERS)}")
