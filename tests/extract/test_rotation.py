@@ -1,17 +1,23 @@
 """Video stored turned, with a display rotation in its container, as phones store portrait video:
 its frames are read upright, as a player shows them, wherever they are converted (colour, grey,
 the luma plane); the face is found as in the same clip stored upright, at the same place in the
-upright picture, with the same embeddings; and the rotation applied is recorded with the clip's
-media. The clips are the conftest's ``turned_clips``."""
+upright picture, with the same embeddings; and the rotation applied is recorded with the features.
+The clips are the conftest's ``turned_clips``."""
 from __future__ import annotations
 
+import csv
+import shutil
+
 import cv2
+import h5py
 import numpy as np
 import pytest
 
 from bench.box_agreement import iou
 from extract.clip_media import ClipJob, TrackConfig, process_clip
+from extract.engine import FeaturesConfig, extract
 from extract.face_track import Video, luma_of, rotation_of, stretch_luma
+from extract.shards import INDEX_FILE, FeatureStore, shard_files
 from extract.spec import ExtractionSpec, Extractor
 
 TURNED = (90, -90, 180)
@@ -110,3 +116,45 @@ def test_a_clip_stored_turned_gives_the_upright_clips_faces(turned_clips, face_m
 def test_colour_crops_of_a_clip_stored_turned_are_the_upright_clips(turned_clips, face_model):
     spec = ExtractionSpec()  # the defaults: detections settle the boxes of the kept frames between them
     assert_same_faces(faces(turned_clips[0], spec, grey=False), faces(turned_clips[90], spec, grey=False))
+
+
+@pytest.fixture(scope="module")
+def extraction(turned_clips, tmp_path_factory):
+    corpus = tmp_path_factory.mktemp("turned-corpus")
+    for path in turned_clips.values():
+        shutil.copy(path, corpus)
+    folder, report = extract(FeaturesConfig(dataset="folder", corpus_dir=str(corpus),
+                                            out_root=tmp_path_factory.mktemp("features"), workers=1, device="cpu"))
+    assert report.clips == len(turned_clips) and not report.failures
+    return folder
+
+
+def test_the_index_and_the_shards_record_each_clips_rotation(extraction, turned_clips):
+    with FeatureStore(extraction) as store:
+        assert {clip: row["rotation"] for clip, row in store.index.items()} == {
+            f"rotation{rotation}": str(rotation) for rotation in turned_clips}
+        upright = store.load("rotation0")
+        for rotation in turned_clips:
+            clip = store.load(f"rotation{rotation}")
+            assert clip.rotation == rotation and clip.has_video
+            # Boxes in the upright picture's coordinates, the upright clip's.
+            assert np.abs(clip.boxes[clip.valid] - upright.boxes[clip.valid]).max() < 4.0
+
+
+def test_an_index_and_shards_from_before_rotations_were_recorded_read_as_rotation_0(extraction, tmp_path):
+    old = tmp_path / "old"
+    shutil.copytree(extraction, old)
+    for path in shard_files(old):
+        with h5py.File(path, "r+") as h5:
+            del h5["clips/rotation"]
+    with open(old / INDEX_FILE, newline="") as stream:
+        rows = list(csv.DictReader(stream))
+    columns = [name for name in rows[0] if name != "rotation"]
+    with open(old / INDEX_FILE, "w", newline="") as stream:
+        writer = csv.DictWriter(stream, columns, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+    with FeatureStore(old) as store:
+        assert {row["rotation"] for row in store.index.values()} == {"0"}
+        clip = store.load("rotation90")
+        assert clip.rotation == 0 and clip.has_video
