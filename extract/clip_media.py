@@ -26,6 +26,7 @@ from extract.face_track import (
     grey_of,
     large_enough,
     luma_of,
+    rotation_of,
     sampling_step,
     stretch_luma,
 )
@@ -67,11 +68,12 @@ class ClipMedia:
     crops: np.ndarray | None = None  # (valid steps, size, size, 3) uint8 BGR, or (..., 1) grey
     embedding: np.ndarray | None = None  # (valid steps, dim) float32 when the worker embedded the crops
     valid: np.ndarray = field(default_factory=lambda: np.zeros(0, bool))  # per kept frame (video step)
-    boxes: np.ndarray = field(default_factory=lambda: np.zeros((0, 4), np.float32))
+    boxes: np.ndarray = field(default_factory=lambda: np.zeros((0, 4), np.float32))  # in the upright picture
     timestamps: np.ndarray = field(default_factory=lambda: np.zeros(0))  # of the kept frames, in the video's time
     fps: float = 0.0  # video steps a second: the video's frame rate over the sampling step
     frames: int = 0  # video frames decoded
     video_fps: float = 0.0  # the container's frame rate (0 when it gives none)
+    rotation: int = 0  # counter-clockwise degrees the stored frames were turned to be upright (a display rotation)
     detection_scores: list[float] = field(default_factory=list)  # of the detections the track took
     video_note: str = ""
     seconds: dict[str, float] = field(default_factory=dict)  # time spent per part
@@ -190,6 +192,8 @@ def _follow_face(media: ClipMedia, video: Video, step: int, detector, config: Tr
         media.frames += 1
         if index % step:  # decoded (the codec needs every frame), never converted
             continue
+        if not times:  # the stream's display rotation comes with every frame: the first kept one's is the clip's
+            media.rotation = rotation_of(frame)
         started = time.perf_counter()
         # Grey crops are cut from the luma plane as it is and stretched to grey afterwards.
         picture = luma_of(frame) if config.grey else (video.pixels(frame), False)

@@ -6,10 +6,13 @@ clip is one contiguous slice, not a handful of tiny datasets) and a ``clips`` ta
     audio       (audio frames, dim) float32         audio features (the audio encoder's: log-mel, eGeMAPS...)
     embedding   (video frames, dim) float32         face embedding; zeros where no valid face
     valid       (video frames,) bool                a usable face on that frame
-    boxes       (video frames, 4) float32           face box x, y, w, h in pixels; NaN if none
+    boxes       (video frames, 4) float32           face box x, y, w, h in pixels of the upright
+                                                    picture (as a player shows it); NaN if none
     timestamps  (video frames,) float64             frame time in seconds
     clips/...   one row per clip: id, offsets and lengths into the arrays above, why a modality
-                is missing, duration, fps, and a CRC-32 of the clip's arrays
+                is missing, duration, fps, the rotation that turned the stored frames upright
+                (counter-clockwise degrees; shards written before it lack it: 0), and a CRC-32 of
+                the clip's arrays
     attrs       layout_version, audio_rate (audio frames a second)
 
 Layout 3 named the audio dataset ``audio`` (layout 2: ``mel``, whatever encoder made it); a shard
@@ -22,8 +25,9 @@ flushed. The checksum is written with the arrays, and every read checks it: a da
 never trained on.
 
 ``index.csv`` lists every clip of every shard with what a loader needs without opening the
-shards or reading extraction.yaml (INDEX_COLUMNS: frame counts, feature sizes and frame
-rates); it is rebuilt from the shards at the end of each run (and by ``make verify-features``).
+shards or reading extraction.yaml (INDEX_COLUMNS: frame counts, feature sizes, frame rates and
+the rotation); it is rebuilt from the shards at the end of each run (and by ``make
+verify-features``). An index written before the rotation was recorded reads as rotation 0.
 """
 from __future__ import annotations
 
@@ -47,7 +51,9 @@ INDEX_FILE = "index.csv"
 INDEX_LOCK = "index.lock"
 LAYOUT_VERSION = 3
 INDEX_COLUMNS = ("clip_id", "shard", "row", "audio_frames", "video_frames", "has_audio", "has_video",
-                 "audio_dim", "video_dim", "audio_rate", "video_rate")
+                 "audio_dim", "video_dim", "audio_rate", "video_rate", "rotation")
+# Columns added since the first index, with what an index written before them means.
+LATER_COLUMNS = {"rotation": "0"}
 
 
 class FeatureError(ProjectError):
@@ -66,6 +72,7 @@ class ClipFeatures:
     fps: float
     audio_note: str = ""  # why there is no audio, or that it came from the video's track; else empty
     video_note: str = ""  # why there is no video (or no face), empty when there is
+    rotation: int = 0  # counter-clockwise degrees the stored frames were turned to be upright
 
     @property
     def has_audio(self) -> bool:
@@ -150,6 +157,7 @@ def _write_shard(h5: h5py.File, clips: list[ClipFeatures], audio_dim: int, dim: 
     table.create_dataset("video_frames", data=video_frames)
     table.create_dataset("duration", data=[c.duration for c in clips])
     table.create_dataset("fps", data=[c.fps for c in clips])
+    table.create_dataset("rotation", data=np.array([c.rotation for c in clips], dtype=np.int16))
     table.create_dataset("crc32", data=np.array([checksum(t) for t in typed], dtype=np.uint32))
 
 
@@ -175,7 +183,13 @@ def _clip_from(h5: h5py.File, row: int, clip_id: str, path: Path) -> ClipFeature
         raise FeatureError(f"{path}: clip {clip_id} has non-finite features (NaN or infinity); delete the shard and "
                            "rerun make features (its clips are extracted again)")
     return ClipFeatures(clip_id=clip_id, **arrays, duration=float(table["duration"][row]), fps=float(table["fps"][row]),
-                        audio_note=table["audio_note"][row].decode(), video_note=table["video_note"][row].decode())
+                        audio_note=table["audio_note"][row].decode(), video_note=table["video_note"][row].decode(),
+                        rotation=_rotation(table, row))
+
+
+def _rotation(table: h5py.Group, row: int) -> int:
+    """The clip's rotation; 0 in a shard written before rotations were recorded (and applied)."""
+    return int(table["rotation"][row]) if "rotation" in table else 0
 
 
 def shard_files(folder: Path) -> list[Path]:
@@ -239,7 +253,8 @@ def _index_rows(path: Path) -> list[dict]:
                          "video_frames": frames, "has_audio": int(audio_frames > 0),
                          "has_video": int(bool(valid[start:start + frames].any())),
                          "audio_dim": audio_dim, "video_dim": video_dim,
-                         "audio_rate": float(h5.attrs["audio_rate"]), "video_rate": float(table["fps"][row])})
+                         "audio_rate": float(h5.attrs["audio_rate"]), "video_rate": float(table["fps"][row]),
+                         "rotation": _rotation(table, row)})
         return rows
 
 
@@ -296,13 +311,13 @@ class FeatureStore:
                                "shards), or make features for this dataset")
         with open(index, newline="") as f:
             rows = list(csv.DictReader(f))
-        if rows and set(INDEX_COLUMNS) - set(rows[0]):
+        if rows and set(INDEX_COLUMNS) - set(LATER_COLUMNS) - set(rows[0]):
             raise FeatureError(f"{index} was written by another version of the extraction; run "
                                "make verify-features (it rebuilds the index) or make features FORCE=1")
         if any(None in row.values() or None in row for row in rows):
             raise FeatureError(f"{index} is damaged (a row of the wrong length); run make verify-features, which "
                                "rebuilds it from the shards")
-        self.index = {row["clip_id"]: row for row in rows}
+        self.index = {row["clip_id"]: {**LATER_COLUMNS, **row} for row in rows}
         self._open: dict[str, h5py.File] = {}
 
     def __contains__(self, clip_id: str) -> bool:

@@ -299,4 +299,5 @@ class Extractor:
         return ClipFeatures(
             clip_id=media.job.clip_id, audio=audio if audio is not None else np.zeros((0, self.audio_dim), np.float32),
             embedding=embedding, valid=media.valid, boxes=media.boxes, timestamps=media.timestamps,
-            duration=media.duration, fps=media.fps, audio_note=media.audio_note, video_note=media.video_note)
+            duration=media.duration, fps=media.fps, audio_note=media.audio_note, video_note=media.video_note,
+            rotation=media.rotation)

@@ -59,6 +59,7 @@ class Prediction:
     face_score: float = 0.0  # mean confidence of the face detections the track took (0: none)
     audio_seconds: float = 0.0
     video_seconds: float = 0.0
+    rotation: int = 0  # counter-clockwise degrees the video's frames were turned to be upright (its rotation tag)
     note: str = ""  # what the extraction noted: a missing modality and why, a truncated track
     error: str = ""  # why the file was not predicted
     seconds: dict[str, float] = field(default_factory=dict)  # time per part of the prediction
@@ -68,7 +69,8 @@ class Prediction:
                 **{f"p_{name}": self.probabilities.get(name, "") for name in classes},
                 "modalities": self.modalities, "face_share": round(self.face_share, 4),
                 "face_score": round(self.face_score, 4), "audio_seconds": round(self.audio_seconds, 3),
-                "video_seconds": round(self.video_seconds, 3), "note": self.note, "error": self.error}
+                "video_seconds": round(self.video_seconds, 3), "rotation": self.rotation, "note": self.note,
+                "error": self.error}
 
 
 def _evidence(media: ClipMedia) -> dict:
@@ -77,7 +79,7 @@ def _evidence(media: ClipMedia) -> dict:
     return {"face_share": float(media.valid.sum() / frames) if frames else 0.0,
             "face_score": float(np.mean(media.detection_scores)) if media.detection_scores else 0.0,
             "audio_seconds": len(media.audio) / SAMPLE_RATE if media.audio is not None else 0.0,
-            "video_seconds": media.duration if frames else 0.0}
+            "video_seconds": media.duration if frames else 0.0, "rotation": media.rotation}
 
 
 class Predictor:

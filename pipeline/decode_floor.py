@@ -2,9 +2,10 @@
 
 Reads the same clips as ``make features`` (the corpus's clip list) with the same number of worker
 processes, and only decodes every video frame and reads the audio. Every frame is converted to a
-BGR array, as extraction did before it converted only the frames it follows the face on
-(``--face-rate``); ``--no-convert`` decodes without the conversion, the floor of any extraction
-that decodes every frame. Prints clips/s and frames/s; writes nothing.
+BGR array, and turned upright when it is stored turned (a rotation tag), as extraction did before
+it converted only the frames it follows the face on (``--face-rate``); ``--no-convert`` decodes
+without the conversion, the floor of any extraction that decodes every frame. Prints clips/s and
+frames/s; writes nothing.
 """
 from __future__ import annotations
 
@@ -33,8 +34,8 @@ class FloorConfig:
 
 
 def decode_clip(job: ClipJob, convert: bool = True) -> int:
-    """Frames decoded (each converted to a BGR array unless ``convert`` is false); the audio is
-    read too, as extraction reads it."""
+    """Frames decoded (each converted to an upright BGR array unless ``convert`` is false); the audio
+    is read too, as extraction reads it."""
     import cv2
 
     cv2.setNumThreads(1)

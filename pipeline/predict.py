@@ -8,8 +8,9 @@ run's copy of extraction.yaml).
 
 Prints a table and writes <out-dir>/<name>.csv (a row per clip: the predicted emotion, the
 probability of each class, the modalities used, the share of frames with a face and the mean
-face detection confidence, the audio and video durations, a note on a missing modality or the
-error); a run trained on the synthetic demo corpus says so once
+face detection confidence, the audio and video durations, the rotation that turned the video's
+frames upright (its rotation tag, counter-clockwise degrees; 0 for none), a note on a missing
+modality or the error); a run trained on the synthetic demo corpus says so once
 and <name>.json (the same, with the run folder, its kept epoch and this config), where <name>
 is the video's or the folder's name and <out-dir> is <run-dir>/predictions/ by default. Exit
 status: 0 when every file was predicted, 1 when some file failed (after predicting the others),

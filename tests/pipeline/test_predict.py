@@ -194,3 +194,18 @@ def test_links_that_leave_the_folder_are_skipped_unless_asked(trained, clips, tm
     code, record = predict(folder, trained[0], tmp_path)
     assert code == 0 and [row["file"] for row in record["predictions"]] == [f"{CLIP}.flv"]
     assert "secret.mp4" in capsys.readouterr().err
+
+
+def test_a_video_stored_turned_is_predicted_upright_and_says_so(trained, turned_clips, tmp_path):
+    folder = tmp_path / "phone"
+    folder.mkdir()
+    for rotation in (0, 90):
+        shutil.copy(turned_clips[rotation], folder)
+    code, record = predict(folder, trained[0], tmp_path)
+    assert code == 0
+    upright, turned = record["predictions"]  # in name order: rotation0.mp4, rotation90.mp4
+    assert (upright["rotation"], turned["rotation"]) == (0, 90)
+    assert turned["face_share"] == upright["face_share"] > 0.9 and turned["modalities"] == "video"
+    assert turned["probabilities"] == pytest.approx(upright["probabilities"], abs=1e-4)
+    with open(tmp_path / "phone.csv", newline="") as f:
+        assert [row["rotation"] for row in csv.DictReader(f)] == ["0", "90"]
