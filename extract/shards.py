@@ -11,12 +11,11 @@ clip is one contiguous slice, not a handful of tiny datasets) and a ``clips`` ta
     timestamps  (video frames,) float64             frame time in seconds
     clips/...   one row per clip: id, offsets and lengths into the arrays above, why a modality
                 is missing, duration, fps, the rotation that turned the stored frames upright
-                (counter-clockwise degrees; shards written before it lack it: 0), and a CRC-32 of
-                the clip's arrays
+                (counter-clockwise degrees), and a CRC-32 of the clip's arrays
     attrs       layout_version, audio_rate (audio frames a second)
 
-Layout 3 named the audio dataset ``audio`` (layout 2: ``mel``, whatever encoder made it); a shard
-of layout 2 is refused with the command that rewrites it.
+Layout 3 named the audio dataset ``audio`` (layout 2: ``mel``, whatever encoder made it) and added
+each clip's rotation; a shard of layout 2 is refused with the command that rewrites it.
 
 A shard is written whole under a temporary name and renamed into place, so readers (and a rerun
 after ``kill -9``) see only complete shards; a run loses at most the clips it had not yet
@@ -27,7 +26,7 @@ never trained on.
 ``index.csv`` lists every clip of every shard with what a loader needs without opening the
 shards or reading extraction.yaml (INDEX_COLUMNS: frame counts, feature sizes, frame rates and
 the rotation); it is rebuilt from the shards at the end of each run (and by ``make
-verify-features``). An index written before the rotation was recorded reads as rotation 0.
+verify-features``).
 """
 from __future__ import annotations
 
@@ -52,8 +51,6 @@ INDEX_LOCK = "index.lock"
 LAYOUT_VERSION = 3
 INDEX_COLUMNS = ("clip_id", "shard", "row", "audio_frames", "video_frames", "has_audio", "has_video",
                  "audio_dim", "video_dim", "audio_rate", "video_rate", "rotation")
-# Columns added since the first index, with what an index written before them means.
-LATER_COLUMNS = {"rotation": "0"}
 
 
 class FeatureError(ProjectError):
@@ -184,12 +181,7 @@ def _clip_from(h5: h5py.File, row: int, clip_id: str, path: Path) -> ClipFeature
                            "rerun make features (its clips are extracted again)")
     return ClipFeatures(clip_id=clip_id, **arrays, duration=float(table["duration"][row]), fps=float(table["fps"][row]),
                         audio_note=table["audio_note"][row].decode(), video_note=table["video_note"][row].decode(),
-                        rotation=_rotation(table, row))
-
-
-def _rotation(table: h5py.Group, row: int) -> int:
-    """The clip's rotation; 0 in a shard written before rotations were recorded (and applied)."""
-    return int(table["rotation"][row]) if "rotation" in table else 0
+                        rotation=int(table["rotation"][row]))
 
 
 def shard_files(folder: Path) -> list[Path]:
@@ -254,7 +246,7 @@ def _index_rows(path: Path) -> list[dict]:
                          "has_video": int(bool(valid[start:start + frames].any())),
                          "audio_dim": audio_dim, "video_dim": video_dim,
                          "audio_rate": float(h5.attrs["audio_rate"]), "video_rate": float(table["fps"][row]),
-                         "rotation": _rotation(table, row)})
+                         "rotation": int(table["rotation"][row])})
         return rows
 
 
@@ -311,13 +303,13 @@ class FeatureStore:
                                "shards), or make features for this dataset")
         with open(index, newline="") as f:
             rows = list(csv.DictReader(f))
-        if rows and set(INDEX_COLUMNS) - set(LATER_COLUMNS) - set(rows[0]):
+        if rows and set(INDEX_COLUMNS) - set(rows[0]):
             raise FeatureError(f"{index} was written by another version of the extraction; run "
                                "make verify-features (it rebuilds the index) or make features FORCE=1")
         if any(None in row.values() or None in row for row in rows):
             raise FeatureError(f"{index} is damaged (a row of the wrong length); run make verify-features, which "
                                "rebuilds it from the shards")
-        self.index = {row["clip_id"]: {**LATER_COLUMNS, **row} for row in rows}
+        self.index = {row["clip_id"]: row for row in rows}
         self._open: dict[str, h5py.File] = {}
 
     def __contains__(self, clip_id: str) -> bool:

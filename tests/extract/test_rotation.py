@@ -139,22 +139,3 @@ def test_the_index_and_the_shards_record_each_clips_rotation(extraction, turned_
             assert clip.rotation == rotation and clip.has_video
             # Boxes in the upright picture's coordinates, the upright clip's.
             assert np.abs(clip.boxes[clip.valid] - upright.boxes[clip.valid]).max() < 4.0
-
-
-def test_an_index_and_shards_from_before_rotations_were_recorded_read_as_rotation_0(extraction, tmp_path):
-    old = tmp_path / "old"
-    shutil.copytree(extraction, old)
-    for path in shard_files(old):
-        with h5py.File(path, "r+") as h5:
-            del h5["clips/rotation"]
-    with open(old / INDEX_FILE, newline="") as stream:
-        rows = list(csv.DictReader(stream))
-    columns = [name for name in rows[0] if name != "rotation"]
-    with open(old / INDEX_FILE, "w", newline="") as stream:
-        writer = csv.DictWriter(stream, columns, extrasaction="ignore")
-        writer.writeheader()
-        writer.writerows(rows)
-    with FeatureStore(old) as store:
-        assert {row["rotation"] for row in store.index.values()} == {"0"}
-        clip = store.load("rotation90")
-        assert clip.rotation == 0 and clip.has_video
