@@ -9,6 +9,7 @@ A run folder (``runs/<dataset>/<split>/<model>/``, named by ``run_path``) is sel
                     prediction rebuilds the same extractor from the run folder alone
     best.pt         the kept epoch: model config, weights, classes, epoch, best metric
     last.pt         the last epoch, with optimizer and random state, for an exact resume
+                    (both carry a sha256 of all they hold, checked on every load)
     train.log, metrics.csv, curve.png
     metrics.json, report.md, confusion.png   written by evaluation
     predictions/    written by prediction
@@ -16,11 +17,17 @@ A run folder (``runs/<dataset>/<split>/<model>/``, named by ``run_path``) is sel
 Copied to another machine that has the pinned model files, the folder predicts on its own.
 Paths inside it are fixed names; the manifest and extraction paths in config.yaml follow the
 project's path rule (common.paths) and are needed only to evaluate on the recorded test split.
+
+torch.load does not check the CRCs of the zip it reads, so each checkpoint carries a checksum of its
+own: one flipped bit is refused, never scored or resumed. A checkpoint from before checksums is
+loaded unchecked, with a one-line warning (last.pt gets one at its next save).
 """
 from __future__ import annotations
 
+import hashlib
 import platform
 import subprocess
+import sys
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -54,6 +61,10 @@ PREDICTIONS_DIR = "predictions"
 METRIC_COLUMNS = ("epoch", "train_loss", "dev_loss", "dev_accuracy", "dev_macro_f1", "seconds",
                   "train_clips_per_second", "data_wait_share")
 RECORDED_PACKAGES = ("torch", "numpy", "h5py", "scikit-learn")
+CHECKSUM_KEY = "sha256"
+# What to do about a damaged checkpoint: best.pt is the kept epoch, last.pt what a resume goes on from.
+CHECKPOINT_FIXES = {BEST_CHECKPOINT: "copy it back from a backup, or retrain with make train FORCE=1",
+                    LAST_CHECKPOINT: "the run cannot go on from it: retrain with make train FORCE=1"}
 
 
 def run_path(runs_root: Path, dataset: str, split_name: str, model: str) -> Path:
@@ -171,21 +182,26 @@ class RunFolder:
     # --- checkpoints -----------------------------------------------------------------------------
 
     def save_checkpoint(self, state: dict, name: str) -> None:
-        """torch.save through a temporary file, so an interruption leaves the previous file whole."""
+        """torch.save, with the state's checksum, through a temporary file, so an interruption leaves the
+        previous file whole."""
         if self.writer:
             with files.atomic_path(self / name) as temporary:
-                torch.save(state, temporary)
+                torch.save({**state, CHECKSUM_KEY: checkpoint_checksum(state)}, temporary)
 
     def load_checkpoint(self, name: str = BEST_CHECKPOINT) -> dict:
+        """The checkpoint, its checksum checked; TrainingError naming the file and the fix when it is missing,
+        unreadable or changed since it was written."""
         path = self / name
         if not path.is_file():
             raise TrainingError(f"{path} not found: the run is not trained yet; run make train (same DATASET, "
                                 "PARTITION and MODEL), or give --run-dir")
         try:
-            return torch.load(path, map_location="cpu", weights_only=True)
+            checkpoint = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as error:  # torch raises many types for a damaged file; all mean the same here
-            raise TrainingError(f"{path} cannot be read ({type(error).__name__}); it is damaged: retrain with "
-                                "make train FORCE=1 (or, for best.pt, copy it back from a backup)") from None
+            raise TrainingError(f"{path} cannot be read ({type(error).__name__}); it is damaged: "
+                                f"{CHECKPOINT_FIXES[name]}") from None
+        _check_checksum(checkpoint, path)
+        return checkpoint
 
     def completed_epochs(self) -> int:
         """Epochs finished by the run (0 when it has no last.pt)."""
@@ -227,6 +243,46 @@ class RunFolder:
         figure.tight_layout()
         with files.atomic_path(self / CURVE_FILE) as temporary:
             figure.savefig(temporary, dpi=100, format="png")
+
+
+def checkpoint_checksum(state: dict) -> str:
+    """sha256 over all that a checkpoint holds but its checksum: every name, value and tensor's bytes, dicts in
+    the order of their sorted keys."""
+    digest = hashlib.sha256()
+    _digest(digest, {name: value for name, value in state.items() if name != CHECKSUM_KEY})
+    return digest.hexdigest()
+
+
+def _digest(digest, value) -> None:
+    if isinstance(value, torch.Tensor):
+        digest.update(f"tensor {value.dtype} {tuple(value.shape)}:".encode())
+        digest.update(value.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    elif isinstance(value, dict):
+        digest.update(f"dict {len(value)}:".encode())
+        for key in sorted(value, key=repr):
+            digest.update(f"{key!r}=".encode())
+            _digest(digest, value[key])
+    elif isinstance(value, (list, tuple)):  # the same items either way: the container is no part of the value
+        digest.update(f"list {len(value)}:".encode())
+        for item in value:
+            _digest(digest, item)
+    elif value is None or isinstance(value, (str, int, float)):
+        digest.update(f"{type(value).__name__} {value!r};".encode())
+    else:
+        raise TypeError(f"a checkpoint value of type {type(value).__name__} has no checksum")
+
+
+def _check_checksum(checkpoint, path: Path) -> None:
+    fix = CHECKPOINT_FIXES[path.name]
+    if not isinstance(checkpoint, dict):
+        raise TrainingError(f"{path} holds a {type(checkpoint).__name__}, not a checkpoint of a run; {fix}")
+    if CHECKSUM_KEY not in checkpoint:
+        print(f"warning: {path} has no checksum (written before checkpoints carried one), so damage to it would "
+              "go unnoticed; it is loaded unchecked", file=sys.stderr)
+        return
+    if checkpoint[CHECKSUM_KEY] != checkpoint_checksum(checkpoint):
+        raise TrainingError(f"{path} does not match its checksum: it changed after it was written (a flipped bit, "
+                            f"a damaged copy); {fix}")
 
 
 @dataclass

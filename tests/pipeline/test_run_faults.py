@@ -1,0 +1,116 @@
+"""Fault injection on run folders and the stages that read and write them, one test per finding of an
+audit of run folders. Each asserts the exit status, the one line on stderr and that nothing already
+written is lost.
+
+The setup is the training tests' (tests/model/training_fixture.py): a 4-actor manifest and HDF5
+shards of synthetic features; runs are a tiny model trained for 1 epoch. Every path given to a stage
+is absolute, so a test may run from any folder.
+"""
+from __future__ import annotations
+
+import shutil
+import struct
+import zipfile
+from pathlib import Path
+
+import pytest
+import torch
+
+import pipeline.evaluate as evaluate_stage
+import pipeline.train as train_stage
+from tests.model.training_fixture import TINY_STAGE_ARGS, Setup
+
+ROOT = Path(__file__).resolve().parents[2]
+RUN = Path("demo/p1/auxformer")
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory) -> Setup:
+    return Setup(tmp_path_factory.mktemp("run-faults"))
+
+
+def paths(setup: Setup) -> list[str]:
+    return ["--corpus-dir", str(setup.corpus), "--features-dir", str(setup.features),
+            "--manifests-dir", str(setup.workspace / "data" / "manifests")]
+
+
+def train_args(setup: Setup, runs_root: Path, *extra: str) -> list[str]:
+    return [*TINY_STAGE_ARGS, *paths(setup), "--runs-root", str(runs_root), "--epochs", "1", *extra]
+
+
+@pytest.fixture(scope="module")
+def pristine(setup, tmp_path_factory) -> Path:
+    """A trained and evaluated run, copied by the tests that damage it."""
+    runs_root = tmp_path_factory.mktemp("pristine")
+    assert train_stage.main(train_args(setup, runs_root)) == 0
+    assert evaluate_stage.main(["--run-dir", str(runs_root / RUN)]) == 0
+    return runs_root / RUN
+
+
+@pytest.fixture
+def run(pristine, tmp_path) -> Path:
+    copy = tmp_path / "runs" / RUN
+    shutil.copytree(pristine, copy)
+    return copy
+
+
+@pytest.fixture
+def own_run(setup, tmp_path) -> Path:
+    """A run trained in this test's runs folder, for the tests that resume it."""
+    assert train_stage.main(train_args(setup, tmp_path / "runs")) == 0
+    return tmp_path / "runs" / RUN
+
+
+def error_line(capsys, stage: str) -> str:
+    """The one line the stage wrote on stderr."""
+    error = capsys.readouterr().err
+    lines = error.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"{stage}: ") and "Traceback" not in error, error
+    return lines[0]
+
+
+def contents(folder: Path) -> dict[str, bytes]:
+    return {str(path.relative_to(folder)): path.read_bytes() for path in sorted(folder.rglob("*")) if path.is_file()}
+
+
+def flip_a_bit(checkpoint: Path) -> None:
+    """Flip one bit in the largest tensor's bytes, which torch.load reads without checking the zip's CRC."""
+    with zipfile.ZipFile(checkpoint) as archive:
+        entry = max((info for info in archive.infolist() if "/data/" in info.filename), key=lambda info: info.file_size)
+    data = bytearray(checkpoint.read_bytes())
+    name_length, extra_length = struct.unpack("<HH", data[entry.header_offset + 26:entry.header_offset + 30])
+    data[entry.header_offset + 30 + name_length + extra_length + entry.file_size // 2] ^= 0x10
+    checkpoint.write_bytes(bytes(data))
+    torch.load(checkpoint, weights_only=True)  # still loads: only a checksum of our own can tell
+
+
+# 1 ---------------------------------------------------------------------------------------------
+
+def test_1_a_flipped_bit_in_best_pt_is_refused_with_the_file_named(run, capsys):
+    flip_a_bit(run / "best.pt")
+    before = contents(run)
+    capsys.readouterr()
+    assert evaluate_stage.main(["--run-dir", str(run)]) == 2
+    error = error_line(capsys, "eval")
+    assert str(run / "best.pt") in error and "checksum" in error and "FORCE=1" in error
+    assert contents(run) == before
+
+
+def test_1_a_flipped_bit_in_last_pt_is_never_resumed(setup, own_run, tmp_path, capsys):
+    flip_a_bit(own_run / "last.pt")
+    before = contents(own_run)
+    capsys.readouterr()
+    assert train_stage.main(train_args(setup, tmp_path / "runs", "--epochs", "2")) == 2
+    error = error_line(capsys, "train")
+    assert str(own_run / "last.pt") in error and "checksum" in error and "FORCE=1" in error
+    assert contents(own_run) == before
+
+
+def test_1_a_checkpoint_from_before_checksums_loads_with_a_warning(run, capsys):
+    checkpoint = torch.load(run / "best.pt", weights_only=True)
+    del checkpoint["sha256"]
+    torch.save(checkpoint, run / "best.pt")
+    capsys.readouterr()
+    assert evaluate_stage.main(["--run-dir", str(run)]) == 0
+    warning = capsys.readouterr().err.strip().splitlines()
+    assert len(warning) == 1 and str(run / "best.pt") in warning[0] and "no checksum" in warning[0]
