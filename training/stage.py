@@ -27,7 +27,7 @@ from extract.engine import read_failures
 from extract.shards import FeatureStore
 from extract.spec import ExtractionRecord, ExtractionSpec, find_extraction
 from model.auxformer import MISSING_STAND_INS, AuxFormerConfig
-from model.data import ClipDataset, split_dataset
+from model.data import ClipDataset, is_incomplete, split_dataset, unlisted_missing
 from training.config import TrainConfig, TrainingError
 from training.distributed import Distributed
 from training.loop import train
@@ -35,9 +35,6 @@ from training.run_folder import RunFolder, RunRecord, environment, run_path, spl
 
 PRESETS_DIR = Path(__file__).parent / "presets"
 TRAINED_SPLITS = ("train", "development")
-# A split may lack features for this share of its clips (those the extraction could not use,
-# listed in its failures files, do not count); beyond it the extraction is taken as incomplete.
-MAX_MISSING_SHARE = 0.02
 
 
 @dataclass
@@ -144,9 +141,9 @@ def pool_for(frame_rate: float, pooled_rate: float) -> int:
 def _split_data(store: FeatureStore, manifest: Manifest, split: str, failed: set[str], run: RunFolder,
                 config: TrainStageConfig) -> ClipDataset:
     data = split_dataset(store, manifest, split)
-    unexplained = [clip for clip in data.missing if clip not in failed]
+    unexplained = unlisted_missing(data, failed)
     total = len(data) + len(data.missing)
-    if len(unexplained) > MAX_MISSING_SHARE * total:
+    if is_incomplete(data, failed):
         raise TrainingError(f"{store.folder} lacks {len(unexplained)} of the {total} {split} clips (e.g. "
                             f"{unexplained[0]}): the extraction is incomplete; finish it with make features "
                             f"DATASET={config.dataset} (same feature options), then check it with make verify-features")

@@ -8,6 +8,7 @@ is absolute, so a test may run from any folder.
 """
 from __future__ import annotations
 
+import json
 import shutil
 import struct
 import zipfile
@@ -18,7 +19,8 @@ import torch
 
 import pipeline.evaluate as evaluate_stage
 import pipeline.train as train_stage
-from tests.model.training_fixture import TINY_STAGE_ARGS, Setup
+from extract.engine import write_failures
+from tests.model.training_fixture import TINY_STAGE_ARGS, Setup, write_features
 
 ROOT = Path(__file__).resolve().parents[2]
 RUN = Path("demo/p1/auxformer")
@@ -114,3 +116,29 @@ def test_1_a_checkpoint_from_before_checksums_loads_with_a_warning(run, capsys):
     assert evaluate_stage.main(["--run-dir", str(run)]) == 0
     warning = capsys.readouterr().err.strip().splitlines()
     assert len(warning) == 1 and str(run / "best.pt") in warning[0] and "no checksum" in warning[0]
+
+
+# 2 ---------------------------------------------------------------------------------------------
+
+def test_2_a_partial_test_split_is_scored_only_when_asked(tmp_path, capsys):
+    setup = Setup(tmp_path)
+    run = tmp_path / "runs" / RUN
+    assert train_stage.main(train_args(setup, tmp_path / "runs")) == 0
+    assert evaluate_stage.main(["--run-dir", str(run)]) == 0
+    lost = [clip.clip_id for clip in setup.manifest.in_split("test")[:8]]
+    shutil.rmtree(setup.features)  # an extraction that lost 8 of the 24 test clips, without saying why
+    write_features(setup.features, setup.manifest, skip={setup.skipped, *lost})
+    write_failures(setup.features / "failures-part0of1.csv", [(setup.skipped, "no audio file; no video file")])
+    before = contents(run)
+    capsys.readouterr()
+    assert evaluate_stage.main(["--run-dir", str(run)]) == 2
+    error = error_line(capsys, "eval")
+    assert "8 of the 24 test clips" in error and "make features" in error and "--allow-missing" in error
+    assert contents(run) == before
+
+    assert evaluate_stage.main(["--run-dir", str(run), "--allow-missing"]) == 0
+    printed = capsys.readouterr().out
+    assert "partial test split: 8 of its 24 clips lack features" in printed
+    assert "partial test split: 8 of its 24 clips lack features" in (run / "report.md").read_text()
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["clips"] == 16 and metrics["partial"]
