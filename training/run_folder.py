@@ -166,12 +166,14 @@ class RunFolder:
                                 "retrain it with FORCE=1, or give another --runs-root")
 
     def training_lock(self):
-        """Held by the writer while it trains: a second training of the same run is refused. The lock file
-        lies beside the folder, which FORCE=1 deletes."""
+        """Held by the writer while it trains: a second training of the same run is refused, also one that
+        reaches the folder through a link, as the lock is the folder's the path leads to. The lock file lies
+        beside the folder, which FORCE=1 deletes."""
         if not self.writer:
             return nullcontext()
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        return exclusive_lock(self.path.with_name(self.path.name + ".lock"), f"training {self.path}")
+        folder = self.path.resolve()
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        return exclusive_lock(folder.with_name(folder.name + ".lock"), f"training {self.path}")
 
     def remove_leftovers(self) -> int:
         """Delete what a killed run left half-written (temporary files of its atomic writes)."""

@@ -19,6 +19,7 @@ import torch
 
 import pipeline.evaluate as evaluate_stage
 import pipeline.train as train_stage
+from common.locks import exclusive_lock
 from extract.engine import write_failures
 from tests.model.training_fixture import TINY_STAGE_ARGS, Setup, write_features
 
@@ -142,3 +143,15 @@ def test_2_a_partial_test_split_is_scored_only_when_asked(tmp_path, capsys):
     assert "partial test split: 8 of its 24 clips lack features" in (run / "report.md").read_text()
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["clips"] == 16 and metrics["partial"]
+
+
+# 3 ---------------------------------------------------------------------------------------------
+
+def test_3_a_training_through_a_link_takes_the_lock_of_the_folder_it_leads_to(setup, run, tmp_path, capsys):
+    link = tmp_path / "link-to-the-run"
+    link.symlink_to(run)
+    before = contents(run)
+    with exclusive_lock(run.with_name("auxformer.lock"), "a test holding the lock"):
+        assert train_stage.main(train_args(setup, tmp_path / "runs", "--run-dir", str(link), "--epochs", "2")) == 2
+    assert "auxformer.lock" in error_line(capsys, "train")
+    assert contents(run) == before
