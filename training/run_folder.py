@@ -43,7 +43,7 @@ from matplotlib.ticker import MaxNLocator
 from common import files
 from common.config import option
 from common.locks import exclusive_lock
-from common.paths import REPO_ROOT
+from common.paths import REPO_ROOT, record_path
 from corpora.registry import ManifestConfig, select
 from extract.spec import EXTRACTION_FILE, ExtractionRecord
 from training.config import FREE_ON_RESUME, TrainingError
@@ -61,6 +61,13 @@ PREDICTIONS_DIR = "predictions"
 METRIC_COLUMNS = ("epoch", "train_loss", "dev_loss", "dev_accuracy", "dev_macro_f1", "seconds",
                   "train_clips_per_second", "data_wait_share")
 RECORDED_PACKAGES = ("torch", "numpy", "h5py", "scikit-learn")
+# Stage options a resume may change: those free on resume, FORCE, and where the run folder lies (a moved
+# folder holds the same run).
+NOT_COMPARED = (*FREE_ON_RESUME, "force", "runs_root", "run_dir")
+# Stage options that name files or folders: compared as the path rule records them (common.paths), so that
+# one path spelled relative or absolute is one setting.
+PATH_OPTIONS = ("corpus_dir", "partition_file", "manifests_dir", "features_dir", "features_root", "face_weights",
+                "audio_weights", "video_features_from")
 CHECKSUM_KEY = "sha256"
 # What to do about a damaged checkpoint: best.pt is the kept epoch, last.pt what a resume goes on from.
 CHECKPOINT_FIXES = {BEST_CHECKPOINT: "copy it back from a backup, or retrain with make train FORCE=1",
@@ -95,9 +102,14 @@ class RunRecord:
 
     def comparable(self) -> dict:
         """What must be the same for a run to be resumed."""
-        free = set(FREE_ON_RESUME) | {"force"}
-        return {"stage": {k: v for k, v in self.stage.items() if k not in free}, "model": self.model,
-                "variant": self.variant, "classes": self.classes, "data": self.data}
+        return {"stage": comparable_options(self.stage), "model": self.model, "variant": self.variant,
+                "classes": self.classes, "data": self.data}
+
+
+def comparable_options(stage: dict) -> dict:
+    """The options of the stage that trained a run that must be the same to resume it, paths by the path rule."""
+    return {name: record_path(Path(value)) if name in PATH_OPTIONS and value else value
+            for name, value in stage.items() if name not in NOT_COMPARED}
 
 
 def _flatten(values: dict, prefix: str = "") -> dict:
@@ -195,6 +207,8 @@ class RunFolder:
         unreadable or changed since it was written."""
         path = self / name
         if not path.is_file():
+            if name == BEST_CHECKPOINT and (self / LAST_CHECKPOINT).is_file():
+                raise self._lost_best()
             raise TrainingError(f"{path} not found: the run is not trained yet; run make train (same DATASET, "
                                 "PARTITION and MODEL), or give --run-dir")
         try:
@@ -206,8 +220,17 @@ class RunFolder:
         return checkpoint
 
     def completed_epochs(self) -> int:
-        """Epochs finished by the run (0 when it has no last.pt)."""
-        return self.load_checkpoint(LAST_CHECKPOINT)["epoch"] if (self / LAST_CHECKPOINT).is_file() else 0
+        """Epochs finished by the run (0 when it has no last.pt). Every last.pt is written after a best.pt,
+        so one without it has lost its kept epoch: TrainingError, as the run can be neither finished nor scored."""
+        if not (self / LAST_CHECKPOINT).is_file():
+            return 0
+        if not (self / BEST_CHECKPOINT).is_file():
+            raise self._lost_best()
+        return self.load_checkpoint(LAST_CHECKPOINT)["epoch"]
+
+    def _lost_best(self) -> TrainingError:
+        return TrainingError(f"{self / BEST_CHECKPOINT} is missing, while {LAST_CHECKPOINT} holds a trained run: the "
+                             f"kept epoch's weights are gone; {CHECKPOINT_FIXES[BEST_CHECKPOINT]}")
 
     # --- log, metrics, curve ---------------------------------------------------------------------
 

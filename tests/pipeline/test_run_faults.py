@@ -155,3 +155,37 @@ def test_3_a_training_through_a_link_takes_the_lock_of_the_folder_it_leads_to(se
         assert train_stage.main(train_args(setup, tmp_path / "runs", "--run-dir", str(link), "--epochs", "2")) == 2
     assert "auxformer.lock" in error_line(capsys, "train")
     assert contents(run) == before
+
+
+# 4 ---------------------------------------------------------------------------------------------
+
+def test_4_a_run_resumes_with_its_paths_spelled_absolute_instead_of_relative(setup, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(setup.workspace)
+    runs = f"runs-{tmp_path.name}"
+    relative = [*TINY_STAGE_ARGS, "--corpus-dir", "corpus", "--runs-root", runs]
+    assert train_stage.main([*relative, "--epochs", "1"]) == 0
+    absolute = [*train_args(setup, setup.workspace / runs), "--epochs", "2"]
+    assert train_stage.main(absolute) == 0
+    log = (setup.workspace / runs / RUN / "train.log").read_text()
+    assert "resuming" in log and "epoch 2/2" in log
+
+
+def test_4_a_moved_run_resumes_where_it_now_is(setup, own_run, tmp_path):
+    moved = tmp_path / "moved"
+    (tmp_path / "runs").rename(moved)
+    assert train_stage.main(train_args(setup, moved, "--epochs", "2")) == 0
+    log = (moved / RUN / "train.log").read_text()
+    assert "resuming" in log and "epoch 2/2" in log
+
+
+def test_4_a_finished_run_that_lost_best_pt_says_so_in_train_and_eval(setup, own_run, tmp_path, capsys):
+    (own_run / "best.pt").unlink()
+    before = contents(own_run)
+    capsys.readouterr()
+    assert train_stage.main(train_args(setup, tmp_path / "runs")) == 2
+    error = error_line(capsys, "train")
+    assert str(own_run / "best.pt") in error and "missing" in error and "FORCE=1" in error
+    assert evaluate_stage.main(["--run-dir", str(own_run)]) == 2
+    error = error_line(capsys, "eval")
+    assert str(own_run / "best.pt") in error and "FORCE=1" in error and "not trained yet" not in error
+    assert contents(own_run) == before
