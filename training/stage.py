@@ -30,7 +30,7 @@ from model.auxformer import MISSING_STAND_INS, AuxFormerConfig
 from model.data import ClipDataset, is_incomplete, split_dataset, unlisted_missing
 from training.config import TrainConfig, TrainingError
 from training.distributed import Distributed
-from training.loop import train
+from training.loop import check_trainable, train
 from training.run_folder import RunFolder, RunRecord, environment, run_path, split_name
 
 PRESETS_DIR = Path(__file__).parent / "presets"
@@ -86,6 +86,17 @@ class TrainStageConfig(TrainConfig, ExtractionSpec):
         if self.dataset not in LABELLED_DATASETS:
             raise TrainingError(f"dataset {self.dataset} has no labels to train on; choose one of "
                                 f"{', '.join(LABELLED_DATASETS)}")
+        self._check_model_options()
+
+    def _check_model_options(self) -> None:
+        """Refuse the model and device options training would refuse, before anything is read or created: the
+        model for features of any size, and the device."""
+        try:
+            model_config = self.model_config(1, 1, 2, self.audio_pooled_rate, self.video_pooled_rate)
+        except ValueError as error:  # AuxFormerConfig's own checks
+            raise TrainingError(f"{error}: choose other model options (--width, --num-heads, ...)") from None
+        check_trainable(model_config, self)
+        resolve_device(self.device)
 
     @staticmethod
     def preset_values(namespace) -> dict:

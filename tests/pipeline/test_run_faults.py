@@ -189,3 +189,20 @@ def test_4_a_finished_run_that_lost_best_pt_says_so_in_train_and_eval(setup, own
     error = error_line(capsys, "eval")
     assert str(own_run / "best.pt") in error and "FORCE=1" in error and "not trained yet" not in error
     assert contents(own_run) == before
+
+
+BAD_TRAINING_OPTIONS = [
+    (["--width", "10", "--num-heads", "3"], "divisible by num_heads"),
+    (["--missing-head-loss", "--missing-stand-in", "zero"], "--missing-head-loss needs --missing-stand-in learned"),
+]
+if not torch.cuda.is_available():
+    BAD_TRAINING_OPTIONS.append((["--device", "cuda"], "no CUDA device"))
+
+
+@pytest.mark.parametrize("options, message", BAD_TRAINING_OPTIONS)
+def test_4_bad_training_options_leave_no_folder_or_lock(setup, tmp_path, monkeypatch, capsys, options, message):
+    monkeypatch.chdir(tmp_path)
+    args = [*train_args(setup, tmp_path / "runs"), "--manifests-dir", str(tmp_path / "manifests"), *options]
+    assert train_stage.main(args) == 2
+    assert message in error_line(capsys, "train")
+    assert list(tmp_path.iterdir()) == []
