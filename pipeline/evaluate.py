@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 from common.cli import run_stage
 from common.config import config_values, option
+from common.errors import ProjectError
 from inference.evaluation import evaluate_run, partial_note
 from model.data import MAX_MISSING_SHARE
 from model.evaluation import results_table
@@ -28,6 +29,10 @@ class EvalConfig(RunSelection):
     device: str = option("auto", "auto (cuda when available), cpu or cuda")
     allow_missing: bool = option(False, f"score the clips the extraction has even when it lacks more than "
                                         f"{MAX_MISSING_SHARE:.0%} of the test split (the table and report say so)")
+
+    def __post_init__(self) -> None:
+        if self.batch_size < 1:
+            raise ProjectError(f"--batch-size must be at least 1, got {self.batch_size}")
 
 
 def evaluate(config: EvalConfig) -> int:

@@ -9,6 +9,7 @@ is absolute, so a test may run from any folder.
 from __future__ import annotations
 
 import json
+import shlex
 import shutil
 import struct
 import zipfile
@@ -17,6 +18,7 @@ from pathlib import Path
 import pytest
 import torch
 
+import pipeline.crossval as crossval_stage
 import pipeline.evaluate as evaluate_stage
 import pipeline.train as train_stage
 from common.locks import exclusive_lock
@@ -206,3 +208,66 @@ def test_4_bad_training_options_leave_no_folder_or_lock(setup, tmp_path, monkeyp
     assert train_stage.main(args) == 2
     assert message in error_line(capsys, "train")
     assert list(tmp_path.iterdir()) == []
+
+
+# 5 ---------------------------------------------------------------------------------------------
+
+def crossval_args(setup: Setup, runs_root: Path, *extra: str, train_extra: tuple[str, ...] = ()) -> list[str]:
+    options = shlex.join([*TINY_STAGE_ARGS, *paths(setup), "--epochs", "1", *train_extra])
+    return ["--dataset", "demo", "--models", "auxformer", "--partitions", "1", "--seeds", "1",
+            "--train-options", options, "--name", "test", "--jobs", "1", "--runs-root", str(runs_root), *extra]
+
+
+@pytest.fixture(scope="module")
+def crossval_root(setup, tmp_path_factory) -> Path:
+    """The runs folder of a finished crossval of one run, copied by the tests that move or damage it."""
+    root = tmp_path_factory.mktemp("crossval")
+    assert crossval_stage.main(crossval_args(setup, root)) == 0
+    return root
+
+
+@pytest.mark.parametrize("name", ["../../../escape", "..", "a/b"])
+def test_5_a_crossval_name_is_one_folder_name(setup, tmp_path, capsys, name):
+    assert crossval_stage.main([*crossval_args(setup, tmp_path / "runs"), "--name", name]) == 2
+    assert "--name" in error_line(capsys, "crossval")
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("options, train_options, message", [
+    (["--eval-batch-size", "0"], (), "--eval-batch-size must be at least 1"),
+    ([], ("--width", "10", "--num-heads", "3"), "divisible by num_heads"),
+])
+def test_5_bad_crossval_options_are_refused_before_any_training(setup, tmp_path, capsys, options, train_options,
+                                                                message):
+    assert crossval_stage.main(crossval_args(setup, tmp_path / "runs", *options, train_extra=train_options)) == 2
+    assert message in error_line(capsys, "crossval")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_5_an_eval_batch_size_of_0_is_refused_before_scoring(run, capsys):
+    before = contents(run)
+    assert evaluate_stage.main(["--run-dir", str(run), "--batch-size", "0"]) == 2
+    assert "--batch-size must be at least 1" in error_line(capsys, "eval")
+    assert contents(run) == before
+
+
+def test_4_and_5_a_moved_crossval_finds_its_runs_scored(setup, crossval_root, tmp_path, capsys):
+    shutil.copytree(crossval_root, tmp_path / "moved")
+    run = next((tmp_path / "moved").rglob("best.pt")).parent
+    before = contents(run)
+    capsys.readouterr()
+    assert crossval_stage.main(crossval_args(setup, tmp_path / "moved")) == 0
+    assert "1 runs, 1 of this share scored already, 0 to train and score" in capsys.readouterr().out
+    assert contents(run) == before
+
+
+def test_5_a_crossval_whose_run_lost_metrics_csv_goes_on_from_last_pt(setup, crossval_root, tmp_path, capsys):
+    shutil.copytree(crossval_root, tmp_path / "runs")
+    run = next((tmp_path / "runs").rglob("best.pt")).parent
+    (run / "metrics.csv").unlink()
+    before = contents(run)
+    capsys.readouterr()
+    assert crossval_stage.main(crossval_args(setup, tmp_path / "runs")) == 0
+    out = capsys.readouterr()
+    assert "0 to train and score" in out.out and "Traceback" not in out.err
+    assert contents(run) == before
