@@ -12,6 +12,7 @@ import json
 import shlex
 import shutil
 import struct
+import subprocess
 import zipfile
 from pathlib import Path
 
@@ -20,6 +21,7 @@ import torch
 
 import pipeline.crossval as crossval_stage
 import pipeline.evaluate as evaluate_stage
+import pipeline.predict as predict_stage
 import pipeline.train as train_stage
 from common.locks import exclusive_lock
 from extract.engine import write_failures
@@ -271,3 +273,15 @@ def test_5_a_crossval_whose_run_lost_metrics_csv_goes_on_from_last_pt(setup, cro
     out = capsys.readouterr()
     assert "0 to train and score" in out.out and "Traceback" not in out.err
     assert contents(run) == before
+
+
+# 6 ---------------------------------------------------------------------------------------------
+
+def test_6_make_predict_takes_a_video_whose_name_starts_with_a_dash(tmp_path, monkeypatch, capsys):
+    printed = subprocess.run(["make", "-n", "predict", "VIDEO=-x.mp4"], cwd=ROOT, capture_output=True, text=True,
+                             check=True).stdout
+    (command,) = [line for line in printed.splitlines() if "-m pipeline.predict" in line]
+    words = shlex.split(command)
+    monkeypatch.chdir(tmp_path)
+    assert predict_stage.main(words[words.index("pipeline.predict") + 1:]) == 2
+    assert error_line(capsys, "predict") == "predict: -x.mp4: no such file or folder"
