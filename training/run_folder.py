@@ -29,6 +29,7 @@ import platform
 import subprocess
 import sys
 import time
+import typing
 from contextlib import nullcontext
 from dataclasses import dataclass
 from importlib import metadata
@@ -46,6 +47,7 @@ from common.locks import exclusive_lock
 from common.paths import REPO_ROOT, record_path
 from corpora.registry import ManifestConfig, select
 from extract.spec import EXTRACTION_FILE, ExtractionRecord
+from model.variants import VARIANTS
 from training.config import FREE_ON_RESUME, TrainingError
 
 CONFIG_FILE = "config.yaml"
@@ -106,6 +108,25 @@ class RunRecord:
                 "classes": self.classes, "data": self.data}
 
 
+def _record_problem(values) -> str:
+    """What keeps the values read from config.yaml from being a RunRecord that evaluation can use, or ''."""
+    if not isinstance(values, dict):
+        return f"a YAML {type(values).__name__}, not a mapping"
+    for field, kind in typing.get_type_hints(RunRecord).items():
+        kind = typing.get_origin(kind) or kind
+        if not isinstance(values.get(field), kind):
+            found = f"a {type(values[field]).__name__}" if field in values else "missing"
+            return f"{field} is {found}, not a {kind.__name__}"
+    if values["variant"] not in VARIANTS:
+        return f"unknown variant {values['variant']!r}"
+    if not all(isinstance(name, str) for name in values["classes"]):
+        return f"classes {values['classes']} are not all names"
+    data = values["data"]
+    if "dataset" not in data or not all(isinstance(value, str) for value in data.values()):
+        return "data is not the names of what the run was trained on (dataset, manifest, features...)"
+    return ""
+
+
 def comparable_options(stage: dict) -> dict:
     """The options of the stage that trained a run that must be the same to resume it, paths by the path rule."""
     return {name: record_path(Path(value)) if name in PATH_OPTIONS and value else value
@@ -155,10 +176,13 @@ class RunFolder:
                                 "make train (same DATASET, PARTITION and MODEL), or give --run-dir")
         try:
             values = yaml.safe_load(path.read_text())
-            return RunRecord(**{name: values[name] for name in RunRecord.__dataclass_fields__})
-        except (yaml.YAMLError, KeyError, TypeError) as error:
-            raise TrainingError(f"{path} is damaged or from another version ({type(error).__name__}); "
-                                "retrain the run with make train FORCE=1") from None
+            problem = _record_problem(values)
+        except (UnicodeDecodeError, yaml.YAMLError) as error:
+            problem = f"not YAML text: {type(error).__name__}"
+        if problem:
+            raise TrainingError(f"{path} is damaged or from another version ({problem}); copy it back from a "
+                                "backup, or retrain the run with make train FORCE=1")
+        return RunRecord(**{name: values[name] for name in RunRecord.__dataclass_fields__})
 
     def extraction(self) -> ExtractionRecord:
         """The extraction the run was trained on, from the run folder's own copy."""

@@ -114,10 +114,10 @@ class TrainStageConfig(TrainConfig, ExtractionSpec):
             if not path.is_file():
                 known = ", ".join(sorted(p.stem for p in PRESETS_DIR.glob("*.yaml")))
                 raise TrainingError(f"--preset {name}: neither a preset ({known}) nor a YAML file")
-        values = yaml.safe_load(path.read_text()) or {}
+        values = _read_preset(path)
         unknown = set(values) - {f.name for f in fields(TrainStageConfig)}
         if unknown:
-            raise TrainingError(f"{path}: unknown training options {', '.join(sorted(unknown))}")
+            raise TrainingError(f"{path}: unknown training options {', '.join(sorted(map(str, unknown)))}")
         return values
 
     def train_config(self) -> TrainConfig:
@@ -142,6 +142,22 @@ class TrainStageConfig(TrainConfig, ExtractionSpec):
         if self.run_dir:
             return Path(self.run_dir)
         return run_path(self.runs_root, self.dataset, split_name(self), self.model)
+
+
+PRESET_FORM = "a preset is a YAML mapping of training options (name: value), as training/presets/demo.yaml is"
+
+
+def _read_preset(path: Path) -> dict:
+    """The options a preset file sets; TrainingError when the file holds no mapping of options."""
+    try:
+        values = yaml.safe_load(path.read_text())
+    except (UnicodeDecodeError, yaml.YAMLError) as error:
+        raise TrainingError(f"{path} is not a preset (no YAML text: {type(error).__name__}); {PRESET_FORM}") from None
+    if values is None:  # an empty preset sets nothing
+        return {}
+    if not isinstance(values, dict):
+        raise TrainingError(f"{path} is not a preset (it holds a YAML {type(values).__name__}); {PRESET_FORM}")
+    return values
 
 
 def pool_for(frame_rate: float, pooled_rate: float) -> int:

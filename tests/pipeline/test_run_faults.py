@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 
 import pipeline.crossval as crossval_stage
 import pipeline.evaluate as evaluate_stage
@@ -285,3 +286,37 @@ def test_6_make_predict_takes_a_video_whose_name_starts_with_a_dash(tmp_path, mo
     monkeypatch.chdir(tmp_path)
     assert predict_stage.main(words[words.index("pipeline.predict") + 1:]) == 2
     assert error_line(capsys, "predict") == "predict: -x.mp4: no such file or folder"
+
+
+# 7 ---------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("damage", [
+    lambda values: b"stage: \xff\xfe not UTF-8\n",
+    lambda values: yaml.safe_dump({**values, "stage": ["a", "list"]}).encode(),
+    lambda values: yaml.safe_dump({**values, "variant": "transformer"}).encode(),
+    lambda values: yaml.safe_dump({**values, "classes": "ANG"}).encode(),
+    lambda values: yaml.safe_dump({**values, "data": {**values["data"], "manifest": 3}}).encode(),
+], ids=["not-utf8", "stage-a-list", "unknown-variant", "classes-a-string", "manifest-a-number"])
+def test_7_a_damaged_config_yaml_is_named_with_the_fix(setup, run, tmp_path, capsys, damage):
+    config = run / "config.yaml"
+    config.write_bytes(damage(yaml.safe_load(config.read_text())))
+    before = contents(run)
+    capsys.readouterr()
+    for stage, main, args in (("eval", evaluate_stage.main, ["--run-dir", str(run)]),
+                              ("train", train_stage.main, train_args(setup, tmp_path / "runs"))):
+        assert main(args) == 2
+        error = error_line(capsys, stage)
+        assert str(config) in error and "FORCE=1" in error
+    assert contents(run) == before
+
+
+@pytest.mark.parametrize("text", [b"some notes about training\n", b"- epochs\n- 3\n", b"epochs: \xff\n",
+                                  b"epochs: [unbalanced\n"], ids=["text", "yaml-list", "not-utf8", "not-yaml"])
+def test_7_a_preset_file_that_is_no_preset_is_named(setup, tmp_path, monkeypatch, capsys, text):
+    preset = tmp_path / "notes.txt"
+    preset.write_bytes(text)
+    monkeypatch.chdir(tmp_path)
+    assert train_stage.main([*train_args(setup, tmp_path / "runs"), "--preset", str(preset)]) == 2
+    error = error_line(capsys, "train")
+    assert f"{preset} is not a preset" in error
+    assert list(tmp_path.iterdir()) == [preset]
