@@ -91,9 +91,10 @@ train: $(SETUP_STAMP) ## train on one partition into runs/<dataset>/p<k>/<model>
 eval: $(SETUP_STAMP) ## score the run of DATASET/PARTITION/MODEL on its test split: metrics.json, report.md, confusion.png
 	$(PY) -m pipeline.evaluate --dataset $(DATASET) --partition $(PARTITION) --model $(MODEL) $(ARGS)
 
+# --video=VALUE in one word: a file name that starts with a dash is still the option's value.
 predict: $(SETUP_STAMP) ## predict the emotion of VIDEO (a file or a folder of videos) with the run of DATASET/PARTITION/MODEL
 	@test -n "$(VIDEO)" || { echo "usage: make predict VIDEO=path/to/clip.mp4-or-folder [DATASET=demo PARTITION=1 MODEL=auxformer]"; exit 2; }
-	$(PY) -m pipeline.predict --video "$(VIDEO)" --dataset $(DATASET) --partition $(PARTITION) --model $(MODEL) $(ARGS)
+	$(PY) -m pipeline.predict --video="$(VIDEO)" --dataset $(DATASET) --partition $(PARTITION) --model $(MODEL) $(ARGS)
 
 crossval: $(SETUP_STAMP) ## train and score MODELS x PARTITIONS x SEEDS runs of DATASET, then sum up: runs/<dataset>/crossval/<name>/
 	$(PY) -m pipeline.features --dataset $(DATASET) $(FEATURES)

@@ -39,17 +39,13 @@ from common.processes import die_with_parent
 from experiments.summary import REPORT_FILE, RESULTS_FILE, write_summary
 from inference.evaluation import evaluate_run
 from model.variants import VARIANTS
-from training.run_folder import (
-    BEST_CHECKPOINT,
-    CONFIG_FILE,
-    EVAL_METRICS_FILE,
-    METRICS_FILE,
-    RunFolder,
-    resume_settings,
-)
+from training.run_folder import BEST_CHECKPOINT, CONFIG_FILE, EVAL_METRICS_FILE, RunFolder, comparable_options
 from training.stage import TrainStageConfig, run_training
 
 CROSSVAL_FILE = "crossval.yaml"
+# A crossval's name is one folder name of these characters, so that it stays inside the runs folder.
+FOLDER_CHARACTERS = "A-Za-z0-9.=_-"
+FOLDER_NAME = f"[{FOLDER_CHARACTERS}]+"
 # Training options the crossval sets for each run itself.
 SET_PER_RUN = ("dataset", "model", "partition", "seed", "run_dir", "runs_root", "force")
 
@@ -77,6 +73,12 @@ class CrossvalConfig:
             raise CrossvalError(f"--models {self.models!r}: choose among {', '.join(VARIANTS)}")
         if self.seeds < 1 or self.jobs < 0:
             raise CrossvalError("--seeds must be at least 1 and --jobs at least 0")
+        if self.eval_batch_size < 1:
+            raise CrossvalError(f"--eval-batch-size must be at least 1, got {self.eval_batch_size}")
+        name = self.name or default_name(self.train_options)
+        if name in (".", "..") or not re.fullmatch(FOLDER_NAME, name):
+            raise CrossvalError(f"--name {name!r}: a crossval's name is one folder name (letters, digits and . = _ -), "
+                                "not a path; its folder is <runs-root>/<dataset>/crossval/<name>/")
         self.partition_list()
         given = {re.sub(r"=.*", "", word).lstrip("-").replace("-", "_") for word in shlex.split(self.train_options)
                  if word.startswith("--")}
@@ -112,7 +114,7 @@ class CrossvalConfig:
 def default_name(train_options: str) -> str:
     """A folder name that says what differs from the preset: the options' words joined."""
     words = [word.lstrip("-") for word in shlex.split(train_options)]
-    return re.sub(r"[^A-Za-z0-9.=_-]+", "-", "_".join(words)) or "default"
+    return re.sub(f"[^{FOLDER_CHARACTERS}]+", "-", "_".join(words)) or "default"
 
 
 @dataclass(frozen=True)
@@ -147,16 +149,15 @@ def plan(config: CrossvalConfig) -> list[RunTask]:
 
 
 def is_scored(task: RunTask) -> bool:
-    """Whether the run is trained to its epochs with the task's settings and scored since it last changed."""
+    """Whether the run is trained to its epochs (its last.pt says) with the task's settings, as a resume compares
+    them, and scored since it last changed."""
     config = task.config()
     run = RunFolder(config.run_folder())
     scored, best = run / EVAL_METRICS_FILE, run / BEST_CHECKPOINT
     if not (scored.is_file() and best.is_file() and (run / CONFIG_FILE).is_file()):
         return False
-    wanted, recorded = resume_settings(config_values(config)), resume_settings(run.record().stage)
-    with (run / METRICS_FILE).open() as stream:
-        epochs = sum(1 for _ in stream) - 1
-    return recorded == wanted and epochs >= config.training.epochs and scored.stat().st_mtime >= best.stat().st_mtime
+    same = comparable_options(run.record().stage) == comparable_options(config_values(config))
+    return same and scored.stat().st_mtime >= best.stat().st_mtime and run.completed_epochs() >= config.training.epochs
 
 
 def my_share(tasks: Sequence[RunTask], environ=os.environ) -> list[RunTask]:
@@ -202,10 +203,10 @@ class CrossvalOutcome:
 def run_crossval(config: CrossvalConfig, environ=os.environ) -> CrossvalOutcome:
     """Train and score this process's share of the runs, then write the summary when every run is scored."""
     folder = config.folder()
+    tasks = plan(config)  # which checks every run's training options, before anything is written
     _check_same_crossval(config, folder)
     folder.mkdir(parents=True, exist_ok=True)
     save_config(config, folder / CROSSVAL_FILE)
-    tasks = plan(config)
     todo = [task for task in my_share(tasks, environ) if not is_scored(task)]
     print(f"crossval: {folder}: {len(tasks)} runs, {len(tasks) - len(todo)} of this share scored already, "
           f"{len(todo)} to train and score", flush=True)

@@ -2,7 +2,10 @@
 
 The run folder's config.yaml names the manifest and the extraction it was trained on (read by the
 project's path rule, common.paths); best.pt holds the kept weights. The test split is scored
-under the variant's conditions and heads (model.evaluation), in float32.
+under the variant's conditions and heads (model.evaluation), in float32. An extraction that lacks
+more of the test split than training allows of its splits (model.data.is_incomplete) is refused,
+unless ``allow_missing``: then the clips it has are scored, and the printed table and report.md
+say the split is partial.
 """
 from __future__ import annotations
 
@@ -13,9 +16,10 @@ from common import files
 from common.device import resolve_device
 from common.paths import resolve_recorded
 from corpora.manifest import load_manifest
+from extract.engine import read_failures
 from extract.shards import FeatureStore
 from model.auxformer import AuxFormer
-from model.data import FeatureMismatch, split_dataset
+from model.data import ClipDataset, FeatureMismatch, is_incomplete, split_dataset, unlisted_missing
 from model.evaluation import evaluate_model, plot_confusions, results_table
 from model.variants import VARIANTS
 from training.run_folder import BEST_CHECKPOINT, CONFUSION_FILE, EVAL_METRICS_FILE, EVAL_REPORT_FILE, RunFolder
@@ -23,7 +27,8 @@ from training.run_folder import BEST_CHECKPOINT, CONFUSION_FILE, EVAL_METRICS_FI
 EVALUATED_SPLIT = "test"
 
 
-def evaluate_run(run: RunFolder, batch_size: int, device_name: str, config_values: dict) -> dict:
+def evaluate_run(run: RunFolder, batch_size: int, device_name: str, config_values: dict,
+                 allow_missing: bool = False) -> dict:
     """Score the run's test split, write metrics.json, report.md and confusion.png; returns the metrics."""
     record = run.record()
     checkpoint = run.load_checkpoint(BEST_CHECKPOINT)
@@ -40,10 +45,15 @@ def evaluate_run(run: RunFolder, batch_size: int, device_name: str, config_value
     model = AuxFormer.from_checkpoint(checkpoint).to(device)
     with FeatureStore(features) as store:
         data = split_dataset(store, manifest, EVALUATED_SPLIT)
+        failed = set(read_failures(features))
+        partial = is_incomplete(data, failed)
+        if partial and not allow_missing:
+            raise FeatureMismatch(_incomplete_text(data, failed, features, record.data["dataset"]))
         results = evaluate_model(model, data, variant.name, record.classes, batch_size, device)
     metrics = {"dataset": record.data["dataset"], "model": variant.name, "split": EVALUATED_SPLIT,
                "run_dir": str(run), "checkpoint_epoch": checkpoint["epoch"], "classes": list(record.classes),
-               "clips": len(data), "missing_clips": len(data.missing), "predicting_head": variant.predicting_head,
+               "clips": len(data), "missing_clips": len(data.missing), "partial": partial,
+               "predicting_head": variant.predicting_head,
                "written": time.strftime("%Y-%m-%d %H:%M:%S"), "eval_config": config_values,
                "results": results, "head_comparison": head_comparison(results)}
     files.write_text(run / EVAL_METRICS_FILE, json.dumps(metrics, indent=1))
@@ -51,6 +61,23 @@ def evaluate_run(run: RunFolder, batch_size: int, device_name: str, config_value
     plot_confusions(results, variant.predicting_head, record.classes, run / CONFUSION_FILE,
                     f"{variant.name} on {record.data['dataset']} {EVALUATED_SPLIT} ({variant.predicting_head} head)")
     return metrics
+
+
+def _incomplete_text(data: ClipDataset, failed: set[str], features, dataset: str) -> str:
+    unlisted = unlisted_missing(data, failed)
+    return (f"{features} lacks {len(unlisted)} of the {len(data) + len(data.missing)} {EVALUATED_SPLIT} clips (e.g. "
+            f"{unlisted[0]}) without listing them as failed: the rest's scores would pass for the whole split's; "
+            f"finish the extraction with make features DATASET={dataset} (same feature options), or score the clips "
+            "it has with --allow-missing (make eval ARGS=--allow-missing)")
+
+
+def partial_note(metrics: dict) -> str:
+    """What the table and report say of a split scored without some of its clips (--allow-missing), or ''."""
+    if not metrics.get("partial"):
+        return ""
+    total = metrics["clips"] + metrics["missing_clips"]
+    return (f"partial test split: {metrics['missing_clips']} of its {total} clips lack features (--allow-missing); "
+            "these scores are not those of the whole split")
 
 
 def head_comparison(results: dict) -> list[dict]:
@@ -66,6 +93,8 @@ def report_text(metrics: dict) -> str:
              "", f"Run `{metrics['run_dir']}`, kept epoch {metrics['checkpoint_epoch']}; "
              f"{metrics['clips']} clips ({metrics['missing_clips']} of the split had no features).",
              f"Written {metrics['written']} by `python -m pipeline.evaluate`.", ""]
+    if partial_note(metrics):
+        lines += [f"**Note: {partial_note(metrics)}.**", ""]
     for metric in ("f1_macro", "f1_micro", "precision_macro", "recall_macro", "accuracy"):
         lines += [f"## {metric}", "", results_table(results, metric), ""]
     comparison = head_comparison(results)

@@ -8,7 +8,9 @@ without a face on any frame, has that modality missing, given as length 0 (see m
 The target is the class index of the clip's label, or its class probabilities under the
 ``distributional`` rule; accuracy and F1 use the label (the top class when the distributional
 rule leaves no unique one). Clips of the split that the extraction lacks are counted in
-``ClipDataset.missing`` and left out, so the caller can report them.
+``ClipDataset.missing`` and left out, so the caller can report them; a split that lacks more than
+``MAX_MISSING_SHARE`` of its clips, beyond those the extraction lists as failed, is incomplete
+(``is_incomplete``): training refuses it, and so does evaluation unless asked.
 
 Batches are right-padded to their longest sequence. Training batches come from
 ``BucketBatchSampler`` (clips of similar length together, batches in shuffled order, the same
@@ -29,6 +31,9 @@ from extract.shards import ClipFeatures, FeatureError, FeatureStore
 from model.auxformer import AuxFormerConfig
 
 SOFT_LABEL_RULE = "distributional"
+# A split may lack features for this share of its clips (those the extraction could not use,
+# listed in its failures files, do not count); beyond it the extraction is taken as incomplete.
+MAX_MISSING_SHARE = 0.02
 # Clips are sorted by length within pools of this many batches: batches of similar lengths,
 # while a clip still meets different neighbours from one epoch to the next.
 POOL_BATCHES = 8
@@ -106,6 +111,16 @@ def split_dataset(store: FeatureStore, manifest: Manifest, split: str) -> ClipDa
         raise FeatureMismatch(f"none of the {len(data.missing)} {split} clips are in {store.folder}: features of "
                               f"another corpus? run make features DATASET={manifest.meta.dataset}")
     return data
+
+
+def unlisted_missing(data: ClipDataset, failed: set[str]) -> list[str]:
+    """The clips of the split without features that the extraction does not list as failed."""
+    return [clip for clip in data.missing if clip not in failed]
+
+
+def is_incomplete(data: ClipDataset, failed: set[str]) -> bool:
+    """Whether more of the split's clips lack features than MAX_MISSING_SHARE allows, the failed ones not counted."""
+    return len(unlisted_missing(data, failed)) > MAX_MISSING_SHARE * (len(data) + len(data.missing))
 
 
 def model_inputs(features: ClipFeatures) -> tuple[torch.Tensor, torch.Tensor]:

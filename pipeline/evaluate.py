@@ -6,6 +6,8 @@ best.pt holds the kept weights. Scores the test split under three conditions (bo
 modalities, audio only, video only) for each head, and writes, in the run folder: metrics.json
 (every score, and what was evaluated), report.md (the tables, the per-class scores and the
 comparison of the two ways to average the heads) and confusion.png (inference.evaluation).
+An extraction that lacks more of the test split than training allows of its splits is refused;
+--allow-missing scores the clips it has, and the table and report say the split is partial.
 """
 from __future__ import annotations
 
@@ -14,7 +16,9 @@ from dataclasses import dataclass
 
 from common.cli import run_stage
 from common.config import config_values, option
-from inference.evaluation import evaluate_run
+from common.errors import ProjectError
+from inference.evaluation import evaluate_run, partial_note
+from model.data import MAX_MISSING_SHARE
 from model.evaluation import results_table
 from training.run_folder import CONFUSION_FILE, EVAL_METRICS_FILE, EVAL_REPORT_FILE, RunFolder, RunSelection
 
@@ -23,11 +27,19 @@ from training.run_folder import CONFUSION_FILE, EVAL_METRICS_FILE, EVAL_REPORT_F
 class EvalConfig(RunSelection):
     batch_size: int = option(32, "clips per batch")
     device: str = option("auto", "auto (cuda when available), cpu or cuda")
+    allow_missing: bool = option(False, f"score the clips the extraction has even when it lacks more than "
+                                        f"{MAX_MISSING_SHARE:.0%} of the test split (the table and report say so)")
+
+    def __post_init__(self) -> None:
+        if self.batch_size < 1:
+            raise ProjectError(f"--batch-size must be at least 1, got {self.batch_size}")
 
 
 def evaluate(config: EvalConfig) -> int:
     run = RunFolder(config.folder())
-    metrics = evaluate_run(run, config.batch_size, config.device, config_values(config))
+    metrics = evaluate_run(run, config.batch_size, config.device, config_values(config), config.allow_missing)
+    if partial_note(metrics):
+        print(f"eval: {partial_note(metrics)}")
     print(f"{metrics['model']} on {metrics['dataset']} {metrics['split']} ({metrics['clips']} clips), macro-F1:")
     print(results_table(metrics["results"]))
     print(f"eval: {run / EVAL_METRICS_FILE}, {run / EVAL_REPORT_FILE}, {run / CONFUSION_FILE}")

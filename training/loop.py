@@ -223,14 +223,19 @@ def _is_better(value: float, best: dict | None, select_by: str) -> bool:
     return value < best["value"] if select_by == "loss" else value > best["value"]
 
 
+def check_trainable(model_config: AuxFormerConfig, config: TrainConfig) -> None:
+    """TrainingError for options that cannot train together."""
+    if config.missing_head_loss and model_config.missing_stand_in != "learned":
+        raise TrainingError("--missing-head-loss needs --missing-stand-in learned: the zero stand-in puts the "
+                            "auxiliary encoders' LayerNorms at zero variance, and their gradients at NaN")
+
+
 def train(model_config: AuxFormerConfig, config: TrainConfig, train_data: ClipDataset, dev_data: ClipDataset,
           run: RunFolder, classes: tuple[str, ...] = (), distributed: Distributed = Distributed()) -> TrainResult:
     """Train into the run folder, resuming from its last.pt when there is one; returns metrics and kept epoch."""
     if not len(train_data) or not len(dev_data):
         raise TrainingError(f"nothing to train on: {len(train_data)} train and {len(dev_data)} development clips")
-    if config.missing_head_loss and model_config.missing_stand_in != "learned":
-        raise TrainingError("--missing-head-loss needs --missing-stand-in learned: the zero stand-in puts the "
-                            "auxiliary encoders' LayerNorms at zero variance, and their gradients at NaN")
+    check_trainable(model_config, config)
     device = resolve_device(config.device, distributed.local_rank)
     budget = config.batch_step_budget(device)
     torch.manual_seed(config.seed)  # the same initial weights in every process

@@ -9,6 +9,7 @@ A run folder (``runs/<dataset>/<split>/<model>/``, named by ``run_path``) is sel
                     prediction rebuilds the same extractor from the run folder alone
     best.pt         the kept epoch: model config, weights, classes, epoch, best metric
     last.pt         the last epoch, with optimizer and random state, for an exact resume
+                    (both carry a sha256 of all they hold, checked on every load)
     train.log, metrics.csv, curve.png
     metrics.json, report.md, confusion.png   written by evaluation
     predictions/    written by prediction
@@ -16,12 +17,19 @@ A run folder (``runs/<dataset>/<split>/<model>/``, named by ``run_path``) is sel
 Copied to another machine that has the pinned model files, the folder predicts on its own.
 Paths inside it are fixed names; the manifest and extraction paths in config.yaml follow the
 project's path rule (common.paths) and are needed only to evaluate on the recorded test split.
+
+torch.load does not check the CRCs of the zip it reads, so each checkpoint carries a checksum of its
+own: one flipped bit is refused, never scored or resumed. A checkpoint from before checksums is
+loaded unchecked, with a one-line warning (last.pt gets one at its next save).
 """
 from __future__ import annotations
 
+import hashlib
 import platform
 import subprocess
+import sys
 import time
+import typing
 from contextlib import nullcontext
 from dataclasses import dataclass
 from importlib import metadata
@@ -36,9 +44,10 @@ from matplotlib.ticker import MaxNLocator
 from common import files
 from common.config import option
 from common.locks import exclusive_lock
-from common.paths import REPO_ROOT
+from common.paths import REPO_ROOT, record_path
 from corpora.registry import ManifestConfig, select
 from extract.spec import EXTRACTION_FILE, ExtractionRecord
+from model.variants import VARIANTS
 from training.config import FREE_ON_RESUME, TrainingError
 
 CONFIG_FILE = "config.yaml"
@@ -54,6 +63,17 @@ PREDICTIONS_DIR = "predictions"
 METRIC_COLUMNS = ("epoch", "train_loss", "dev_loss", "dev_accuracy", "dev_macro_f1", "seconds",
                   "train_clips_per_second", "data_wait_share")
 RECORDED_PACKAGES = ("torch", "numpy", "h5py", "scikit-learn")
+# Stage options a resume may change: those free on resume, FORCE, and where the run folder lies (a moved
+# folder holds the same run).
+NOT_COMPARED = (*FREE_ON_RESUME, "force", "runs_root", "run_dir")
+# Stage options that name files or folders: compared as the path rule records them (common.paths), so that
+# one path spelled relative or absolute is one setting.
+PATH_OPTIONS = ("corpus_dir", "partition_file", "manifests_dir", "features_dir", "features_root", "face_weights",
+                "audio_weights", "video_features_from")
+CHECKSUM_KEY = "sha256"
+# What to do about a damaged checkpoint: best.pt is the kept epoch, last.pt what a resume goes on from.
+CHECKPOINT_FIXES = {BEST_CHECKPOINT: "copy it back from a backup, or retrain with make train FORCE=1",
+                    LAST_CHECKPOINT: "the run cannot go on from it: retrain with make train FORCE=1"}
 
 
 def run_path(runs_root: Path, dataset: str, split_name: str, model: str) -> Path:
@@ -84,14 +104,38 @@ class RunRecord:
 
     def comparable(self) -> dict:
         """What must be the same for a run to be resumed."""
-        return {"stage": resume_settings(self.stage), "model": self.model, "variant": self.variant,
+        return {"stage": comparable_options(self.stage), "model": self.model, "variant": self.variant,
                 "classes": self.classes, "data": self.data}
 
 
-def resume_settings(stage: dict) -> dict:
-    """A stage's recorded options (its parts' flattened) but those free to change on resumption."""
-    free = set(FREE_ON_RESUME) | {"force"}
-    return {name: value for name, value in _flatten(stage).items() if name.rsplit(".", 1)[-1] not in free}
+def _record_problem(values) -> str:
+    """What keeps the values read from config.yaml from being a RunRecord that evaluation can use, or ''."""
+    if not isinstance(values, dict):
+        return f"a YAML {type(values).__name__}, not a mapping"
+    for field, kind in typing.get_type_hints(RunRecord).items():
+        kind = typing.get_origin(kind) or kind
+        if not isinstance(values.get(field), kind):
+            found = f"a {type(values[field]).__name__}" if field in values else "missing"
+            return f"{field} is {found}, not a {kind.__name__}"
+    if values["variant"] not in VARIANTS:
+        return f"unknown variant {values['variant']!r}"
+    if not all(isinstance(name, str) for name in values["classes"]):
+        return f"classes {values['classes']} are not all names"
+    data = values["data"]
+    if "dataset" not in data or not all(isinstance(value, str) for value in data.values()):
+        return "data is not the names of what the run was trained on (dataset, manifest, features...)"
+    return ""
+
+
+def comparable_options(stage: dict) -> dict:
+    """The options of the stage that trained a run that must be the same to resume it (its parts' flattened),
+    paths by the path rule."""
+    compared = {}
+    for name, value in _flatten(stage).items():
+        option = name.rsplit(".", 1)[-1]
+        if option not in NOT_COMPARED:
+            compared[name] = record_path(Path(value)) if option in PATH_OPTIONS and value else value
+    return compared
 
 
 def _flatten(values: dict, prefix: str = "") -> dict:
@@ -142,10 +186,13 @@ class RunFolder:
                                 "make train (same DATASET, PARTITION and MODEL), or give --run-dir")
         try:
             values = yaml.safe_load(path.read_text())
-            return RunRecord(**{name: values[name] for name in RunRecord.__dataclass_fields__})
-        except (yaml.YAMLError, KeyError, TypeError) as error:
-            raise TrainingError(f"{path} is damaged or from another version ({type(error).__name__}); "
-                                "retrain the run with make train FORCE=1") from None
+            problem = _record_problem(values)
+        except (UnicodeDecodeError, yaml.YAMLError) as error:
+            problem = f"not YAML text: {type(error).__name__}"
+        if problem:
+            raise TrainingError(f"{path} is damaged or from another version ({problem}); copy it back from a "
+                                "backup, or retrain the run with make train FORCE=1")
+        return RunRecord(**{name: values[name] for name in RunRecord.__dataclass_fields__})
 
     def extraction(self) -> ExtractionRecord:
         """The extraction the run was trained on, from the run folder's own copy."""
@@ -166,12 +213,14 @@ class RunFolder:
                                 "retrain it with FORCE=1, or give another --runs-root")
 
     def training_lock(self):
-        """Held by the writer while it trains: a second training of the same run is refused. The lock file
-        lies beside the folder, which FORCE=1 deletes."""
+        """Held by the writer while it trains: a second training of the same run is refused, also one that
+        reaches the folder through a link, as the lock is the folder's the path leads to. The lock file lies
+        beside the folder, which FORCE=1 deletes."""
         if not self.writer:
             return nullcontext()
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        return exclusive_lock(self.path.with_name(self.path.name + ".lock"), f"training {self.path}")
+        folder = self.path.resolve()
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        return exclusive_lock(folder.with_name(folder.name + ".lock"), f"training {self.path}")
 
     def remove_leftovers(self) -> int:
         """Delete what a killed run left half-written (temporary files of its atomic writes)."""
@@ -182,25 +231,41 @@ class RunFolder:
     # --- checkpoints -----------------------------------------------------------------------------
 
     def save_checkpoint(self, state: dict, name: str) -> None:
-        """torch.save through a temporary file, so an interruption leaves the previous file whole."""
+        """torch.save, with the state's checksum, through a temporary file, so an interruption leaves the
+        previous file whole."""
         if self.writer:
             with files.atomic_path(self / name) as temporary:
-                torch.save(state, temporary)
+                torch.save({**state, CHECKSUM_KEY: checkpoint_checksum(state)}, temporary)
 
     def load_checkpoint(self, name: str = BEST_CHECKPOINT) -> dict:
+        """The checkpoint, its checksum checked; TrainingError naming the file and the fix when it is missing,
+        unreadable or changed since it was written."""
         path = self / name
         if not path.is_file():
+            if name == BEST_CHECKPOINT and (self / LAST_CHECKPOINT).is_file():
+                raise self._lost_best()
             raise TrainingError(f"{path} not found: the run is not trained yet; run make train (same DATASET, "
                                 "PARTITION and MODEL), or give --run-dir")
         try:
-            return torch.load(path, map_location="cpu", weights_only=True)
+            checkpoint = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as error:  # torch raises many types for a damaged file; all mean the same here
-            raise TrainingError(f"{path} cannot be read ({type(error).__name__}); it is damaged: retrain with "
-                                "make train FORCE=1 (or, for best.pt, copy it back from a backup)") from None
+            raise TrainingError(f"{path} cannot be read ({type(error).__name__}); it is damaged: "
+                                f"{CHECKPOINT_FIXES[name]}") from None
+        _check_checksum(checkpoint, path)
+        return checkpoint
 
     def completed_epochs(self) -> int:
-        """Epochs finished by the run (0 when it has no last.pt)."""
-        return self.load_checkpoint(LAST_CHECKPOINT)["epoch"] if (self / LAST_CHECKPOINT).is_file() else 0
+        """Epochs finished by the run (0 when it has no last.pt). Every last.pt is written after a best.pt,
+        so one without it has lost its kept epoch: TrainingError, as the run can be neither finished nor scored."""
+        if not (self / LAST_CHECKPOINT).is_file():
+            return 0
+        if not (self / BEST_CHECKPOINT).is_file():
+            raise self._lost_best()
+        return self.load_checkpoint(LAST_CHECKPOINT)["epoch"]
+
+    def _lost_best(self) -> TrainingError:
+        return TrainingError(f"{self / BEST_CHECKPOINT} is missing, while {LAST_CHECKPOINT} holds a trained run: the "
+                             f"kept epoch's weights are gone; {CHECKPOINT_FIXES[BEST_CHECKPOINT]}")
 
     # --- log, metrics, curve ---------------------------------------------------------------------
 
@@ -238,6 +303,46 @@ class RunFolder:
         figure.tight_layout()
         with files.atomic_path(self / CURVE_FILE) as temporary:
             figure.savefig(temporary, dpi=100, format="png")
+
+
+def checkpoint_checksum(state: dict) -> str:
+    """sha256 over all that a checkpoint holds but its checksum: every name, value and tensor's bytes, dicts in
+    the order of their sorted keys."""
+    digest = hashlib.sha256()
+    _digest(digest, {name: value for name, value in state.items() if name != CHECKSUM_KEY})
+    return digest.hexdigest()
+
+
+def _digest(digest, value) -> None:
+    if isinstance(value, torch.Tensor):
+        digest.update(f"tensor {value.dtype} {tuple(value.shape)}:".encode())
+        digest.update(value.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    elif isinstance(value, dict):
+        digest.update(f"dict {len(value)}:".encode())
+        for key in sorted(value, key=repr):
+            digest.update(f"{key!r}=".encode())
+            _digest(digest, value[key])
+    elif isinstance(value, (list, tuple)):  # the same items either way: the container is no part of the value
+        digest.update(f"list {len(value)}:".encode())
+        for item in value:
+            _digest(digest, item)
+    elif value is None or isinstance(value, (str, int, float)):
+        digest.update(f"{type(value).__name__} {value!r};".encode())
+    else:
+        raise TypeError(f"a checkpoint value of type {type(value).__name__} has no checksum")
+
+
+def _check_checksum(checkpoint, path: Path) -> None:
+    fix = CHECKPOINT_FIXES[path.name]
+    if not isinstance(checkpoint, dict):
+        raise TrainingError(f"{path} holds a {type(checkpoint).__name__}, not a checkpoint of a run; {fix}")
+    if CHECKSUM_KEY not in checkpoint:
+        print(f"warning: {path} has no checksum (written before checkpoints carried one), so damage to it would "
+              "go unnoticed; it is loaded unchecked", file=sys.stderr)
+        return
+    if checkpoint[CHECKSUM_KEY] != checkpoint_checksum(checkpoint):
+        raise TrainingError(f"{path} does not match its checksum: it changed after it was written (a flipped bit, "
+                            f"a damaged copy); {fix}")
 
 
 @dataclass

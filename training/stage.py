@@ -26,18 +26,15 @@ from corpora.registry import LABELLED_DATASETS, ManifestConfig, build_manifest, 
 from extract.engine import read_failures
 from extract.shards import FeatureStore
 from extract.spec import ExtractionRecord, ExtractionSpec, find_extraction
-from model.data import ClipDataset, split_dataset
+from model.data import ClipDataset, is_incomplete, split_dataset, unlisted_missing
 from model.options import ModelOptions
 from training.config import TrainConfig, TrainingError
 from training.distributed import Distributed
-from training.loop import train
+from training.loop import check_trainable, train
 from training.run_folder import RunFolder, RunRecord, environment, run_path, split_name
 
 PRESETS_DIR = Path(__file__).parent / "presets"
 TRAINED_SPLITS = ("train", "development")
-# A split may lack features for this share of its clips (those the extraction could not use,
-# listed in its failures files, do not count); beyond it the extraction is taken as incomplete.
-MAX_MISSING_SHARE = 0.02
 
 
 @dataclass
@@ -70,6 +67,13 @@ class TrainStageConfig:
         if self.dataset not in LABELLED_DATASETS:
             raise TrainingError(f"dataset {self.dataset} has no labels to train on; choose one of "
                                 f"{', '.join(LABELLED_DATASETS)}")
+        self._check_model_options()
+
+    def _check_model_options(self) -> None:
+        """Refuse the model and device options training would refuse, before anything is read or created (the
+        model options check their sizes themselves)."""
+        check_trainable(self.model_options.model_config(1, 1, 2, 1.0, 1.0), self.training)
+        resolve_device(self.training.device)
 
     @staticmethod
     def preset_values(given) -> dict:
@@ -87,14 +91,7 @@ class TrainStageConfig:
             if not path.is_file():
                 known = ", ".join(sorted(p.stem for p in PRESETS_DIR.glob("*.yaml")))
                 raise TrainingError(f"--preset {name}: neither a preset ({known}) nor a YAML file")
-        try:
-            values = yaml.safe_load(path.read_text()) or {}
-        except (yaml.YAMLError, UnicodeDecodeError) as error:
-            raise TrainingError(f"{path}: not a readable YAML file ({type(error).__name__}); a preset holds "
-                                "option: value lines (training/presets/demo.yaml)") from None
-        if not isinstance(values, dict):
-            raise TrainingError(f"{path}: not a preset (a YAML mapping of option: value lines, as "
-                                f"training/presets/demo.yaml); it holds a {type(values).__name__}")
+        values = _read_preset(path)
         unknown = set(values) - option_names(TrainStageConfig)
         if unknown:
             raise TrainingError(f"{path}: unknown training options {', '.join(sorted(map(str, unknown)))}")
@@ -109,12 +106,29 @@ class TrainStageConfig:
         return run_path(self.runs_root, self.dataset, split_name(self.manifest), self.training.model)
 
 
+PRESET_FORM = "a preset is a YAML mapping of training options (name: value), as training/presets/demo.yaml is"
+
+
+def _read_preset(path: Path) -> dict:
+    """The options a preset file sets; TrainingError when the file holds no mapping of options."""
+    try:
+        values = yaml.safe_load(path.read_text())
+    except (UnicodeDecodeError, yaml.YAMLError) as error:
+        raise TrainingError(f"{path} is not a preset (no YAML text: {type(error).__name__}); {PRESET_FORM}") from None
+    if values is None:  # an empty preset sets nothing
+        return {}
+    if not isinstance(values, dict):
+        raise TrainingError(f"{path} is not a preset (it holds a YAML {type(values).__name__}); {PRESET_FORM}")
+    return values
+
+
+
 def _split_data(store: FeatureStore, manifest: Manifest, split: str, failed: set[str], run: RunFolder,
                 config: TrainStageConfig) -> ClipDataset:
     data = split_dataset(store, manifest, split)
-    unexplained = [clip for clip in data.missing if clip not in failed]
+    unexplained = unlisted_missing(data, failed)
     total = len(data) + len(data.missing)
-    if len(unexplained) > MAX_MISSING_SHARE * total:
+    if is_incomplete(data, failed):
         raise TrainingError(f"{store.folder} lacks {len(unexplained)} of the {total} {split} clips (e.g. "
                             f"{unexplained[0]}): the extraction is incomplete; finish it with make features "
                             f"DATASET={config.dataset} (same feature options), then check it with make verify-features")

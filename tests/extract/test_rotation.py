@@ -5,11 +5,9 @@ upright picture, with the same embeddings; and the rotation applied is recorded 
 The clips are the conftest's ``turned_clips``."""
 from __future__ import annotations
 
-import csv
 import shutil
 
 import cv2
-import h5py
 import numpy as np
 import pytest
 
@@ -17,7 +15,7 @@ from bench.box_agreement import iou
 from extract.clip_media import ClipJob, TrackConfig, process_clip
 from extract.engine import FeaturesConfig, extract
 from extract.face_track import Video, luma_of, rotation_of, stretch_luma
-from extract.shards import INDEX_FILE, FeatureStore, shard_files
+from extract.shards import FeatureStore
 from extract.spec import ExtractionSpec, Extractor
 
 TURNED = (90, -90, 180)

@@ -15,6 +15,7 @@ import torch
 from model.auxformer import AuxFormer, AuxFormerConfig
 from model.convert_reference import mapping_table
 from pipeline.convert_reference import main
+from training.run_folder import CHECKSUM_KEY, RunFolder, checkpoint_checksum
 
 REFERENCE_SHAPES = json.loads((Path(__file__).parent / "fixtures" / "reference_state_shapes.json").read_text())
 REFERENCE_CONFIG = AuxFormerConfig()  # the reference's sizes: audio 1024, video and width 50, 5 layers, 6 classes
@@ -76,6 +77,14 @@ def test_a_reference_state_dict_converts_into_a_loadable_checkpoint(tmp_path, ca
     assert torch.equal(state["auxiliary_head.layers.2.weight"], reference_state["proj_aux3.weight"])
     assert torch.equal(state["audio_standardization.mean"], torch.zeros(1024))
     assert torch.equal(state["video_standardization.std"], torch.ones(50))
+
+
+def test_the_converted_checkpoint_carries_its_checksum(tmp_path, capsys):
+    status, _, target = convert(tmp_path, random_reference_state())
+    assert status == 0
+    checkpoint = RunFolder(target.parent).load_checkpoint()
+    assert checkpoint[CHECKSUM_KEY] == checkpoint_checksum(checkpoint)
+    assert "warning" not in capsys.readouterr().err
 
 
 def test_our_weights_survive_a_round_trip_through_the_reference_layout(tmp_path):

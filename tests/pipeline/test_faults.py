@@ -34,6 +34,7 @@ from pipeline import predict as predict_stage
 from pipeline import stats as stats_stage
 from pipeline import train as train_stage
 from pipeline import verify_features as verify_stage
+from training.run_folder import RunFolder
 
 ROOT = Path(__file__).resolve().parents[2]
 CLIP = "1001_IEO_ANG_HI"
@@ -124,11 +125,11 @@ def test_1_non_finite_features_stop_training_with_the_clip_and_shard_named(works
 
 def test_1_a_model_with_non_finite_weights_never_prints_nan(workspace, corpus, capsys):
     assert train_stage.main(train_args(corpus)) == 0
-    run = Path("runs/demo/p1/auxformer")
-    checkpoint = torch.load(run / "best.pt", weights_only=True)
+    run = RunFolder(Path("runs/demo/p1/auxformer"))
+    checkpoint = run.load_checkpoint()
     checkpoint["model_state"] = {name: torch.full_like(value, float("nan")) if value.is_floating_point() else value
                                  for name, value in checkpoint["model_state"].items()}
-    torch.save(checkpoint, run / "best.pt")
+    run.save_checkpoint(checkpoint, "best.pt")  # as training would have written them
     capsys.readouterr()
     assert evaluate_stage.main(["--dataset", "demo"]) == 2
     assert "non-finite" in capsys.readouterr().err
