@@ -15,6 +15,7 @@ from extract.audio import SAMPLE_RATE, read_audio
 from extract.audio_encoders import AudioEncoderError, make_audio_encoder
 from extract.audio_encoders.wav2vec2 import Wav2Vec2Options
 from extract.spec import ExtractionSpec, Extractor
+from tests.extract.tiny_models import saved_wav2vec2
 
 transformers = pytest.importorskip("transformers")
 opensmile = pytest.importorskip("opensmile")
@@ -27,24 +28,10 @@ BATCH_TOLERANCE = 1e-4
 CHUNK_RELATIVE_TOLERANCE = 0.01
 
 
-def tiny_config(**changes):
-    values = dict(hidden_size=32, num_hidden_layers=4, num_attention_heads=4, intermediate_size=64,
-                  conv_dim=(16,) * 7, num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=4,
-                  feat_extract_norm="layer", do_stable_layer_norm=True)
-    return transformers.Wav2Vec2Config(**{**values, **changes})
-
-
-def saved_model(folder, **changes):
-    torch.manual_seed(0)
-    model = transformers.Wav2Vec2Model(tiny_config(**changes)).eval()
-    model.save_pretrained(folder)
-    return model
-
-
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
     folder = tmp_path_factory.mktemp("tiny-wav2vec2")
-    return folder, saved_model(folder)
+    return folder, saved_wav2vec2(folder)
 
 
 def speech_like(seconds: float, seed: int = 0) -> np.ndarray:
@@ -114,7 +101,7 @@ def test_the_layer_cut_gives_that_layers_output_through_the_final_norm(tiny):
 @pytest.mark.parametrize("front_end_norm", ["layer", "group"])
 def test_a_clips_features_do_not_depend_on_its_batch(tmp_path, front_end_norm):
     changes = {} if front_end_norm == "layer" else dict(feat_extract_norm="group", do_stable_layer_norm=False)
-    saved_model(tmp_path, **changes)
+    saved_wav2vec2(tmp_path, **changes)
     wav2vec2 = encoder(tmp_path)
     short, long, other = speech_like(0.7, 1), speech_like(2.3, 2), speech_like(0.7, 3)
     [alone] = wav2vec2([short])
@@ -152,7 +139,7 @@ def test_the_extraction_records_the_encoders_size_rate_and_weights(tiny, tmp_pat
     assert len(record.models["audio_sha256"]) == 64 and "cut after layer 3" in record.packages["audio_encoder"]
     assert spec.folder_name().startswith("fer-haar-r4-k4-wav2vec2L3-")
     other = tmp_path / "retrained"
-    model = saved_model(other)
+    model = saved_wav2vec2(other)
     with torch.no_grad():
         model.feature_projection.projection.weight.add_(0.1)
     model.save_pretrained(other)

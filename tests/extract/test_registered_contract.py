@@ -19,11 +19,11 @@ from extract.audio_encoders.wav2vec2 import Wav2Vec2Options
 from extract.face_detection import DETECTORS, open_detector
 from extract.face_encoders import FACE_ENCODERS, make_face_encoder
 from extract.model_files import ModelFileError, model_path
+from tests.extract.tiny_models import saved_wav2vec2
 
 # Crops and clips batched together differ from one alone by float32 rounding of other shapes.
 BATCH_TOLERANCE = 1e-4
 timm = pytest.importorskip("timm")
-transformers = pytest.importorskip("transformers")
 
 
 def resnet18_file(folder: Path) -> Path:
@@ -49,12 +49,7 @@ FACE_WEIGHTS = {"fer": None, "resnet18": resnet18_file, "enet_b0": efficientnet_
 
 
 def tiny_wav2vec2(folder: Path) -> Wav2Vec2Options:
-    torch.manual_seed(0)
-    config = transformers.Wav2Vec2Config(hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-                                         intermediate_size=64, conv_dim=(16,) * 7, num_conv_pos_embeddings=16,
-                                         num_conv_pos_embedding_groups=4, feat_extract_norm="layer",
-                                         do_stable_layer_norm=True)
-    transformers.Wav2Vec2Model(config).save_pretrained(folder / "wav2vec2")
+    saved_wav2vec2(folder / "wav2vec2", num_hidden_layers=2)
     return Wav2Vec2Options(audio_weights=str(folder / "wav2vec2"), audio_layer=2)
 
 

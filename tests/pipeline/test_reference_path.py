@@ -24,6 +24,7 @@ from extract.clip_media import ClipJob
 from extract.imported import clip_arrays, length_problem, media_seconds
 from extract.shards import FeatureError, FeatureStore, shard_files
 from extract.spec import ExtractionSpec
+from tests.extract.tiny_models import saved_wav2vec2
 
 transformers = pytest.importorskip("transformers")
 
@@ -54,12 +55,8 @@ def workspace(tmp_path_factory) -> Path:
     workspace = tmp_path_factory.mktemp("reference")
     corpus = workspace / "data" / "raw" / "demo"
     generate(DemoConfig(out_dir=corpus, actors=3, sentences=1, seed=5, workers=2))
-    torch.manual_seed(0)
-    config = transformers.Wav2Vec2Config(hidden_size=1024, num_hidden_layers=2, num_attention_heads=8,
-                                         intermediate_size=64, conv_dim=(16,) * 7, num_conv_pos_embeddings=16,
-                                         num_conv_pos_embedding_groups=16, feat_extract_norm="layer",
-                                         do_stable_layer_norm=True)
-    transformers.Wav2Vec2Model(config).save_pretrained(workspace / "wav2vec2-1024")
+    saved_wav2vec2(workspace / "wav2vec2-1024", hidden_size=1024, num_hidden_layers=2, num_attention_heads=8,
+                   num_conv_pos_embedding_groups=16)
     rng = np.random.default_rng(0)
     for video in sorted((corpus / "VideoFlash").glob("*.flv")):
         frames = round(media_seconds(ClipJob(video.stem, None, video), None) * VIDEO_RATE)
