@@ -67,6 +67,7 @@ class ClipMedia:
     audio_note: str = ""
     crops: np.ndarray | None = None  # (valid steps, size, size, 3) uint8 BGR, or (..., 1) grey
     embedding: np.ndarray | None = None  # (valid steps, dim) float32 when the worker embedded the crops
+    audio_features: np.ndarray | None = None  # (frames, dim) float32 when the worker encoded the audio
     valid: np.ndarray = field(default_factory=lambda: np.zeros(0, bool))  # per kept frame (video step)
     boxes: np.ndarray = field(default_factory=lambda: np.zeros((0, 4), np.float32))  # in the upright picture
     timestamps: np.ndarray = field(default_factory=lambda: np.zeros(0))  # of the kept frames, in the video's time
@@ -126,6 +127,20 @@ def embed_crops(clips: list[ClipMedia], encoder) -> None:
     for clip, rows in zip(with_crops, np.split(embedding, ends[:-1])):
         clip.embedding, clip.crops = rows, None
         clip.seconds["embed"] = share
+
+
+def encode_audio(clips: list[ClipMedia], encoder) -> None:
+    """Encode the clips' audio in the worker (``encoder``: an extract.audio_encoders.AudioEncoder whose
+    features of a clip do not depend on the others); each clip is charged its share of the time."""
+    with_audio = [clip for clip in clips if clip.audio is not None]
+    if not with_audio:
+        return
+    tick = time.perf_counter()
+    encoded = encoder([clip.audio for clip in with_audio])
+    share = (time.perf_counter() - tick) / len(with_audio)
+    for clip, features in zip(with_audio, encoded):
+        clip.audio_features = features
+        clip.seconds["audio_encoding"] = share
 
 
 def clip_audio(job: ClipJob, config: TrackConfig) -> tuple[np.ndarray | None, str]:

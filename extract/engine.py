@@ -3,8 +3,9 @@
 Worker processes decode the video, detect and follow the face, crop it and read the audio
 (extract.clip_media); on CPU they embed the crops too, one thread each, so that the workers are
 the only busy processes and take every core; on a GPU the main process embeds the crops in
-batches. The main process computes the log-mels in batches (extract.spec.Extractor) on the chosen
-device and writes the shards (extract.shards). The work
+batches. An audio encoder that takes one clip at a time on the CPU (openSMILE's eGeMAPS and
+ComParE) runs in the workers too; the main process computes the others (the log-mel, wav2vec2) in
+batches (extract.spec.Extractor) on the chosen device, and writes the shards (extract.shards). The work
 may be split into parts (``--num-shards K --shard-index i``, or torchrun's RANK / WORLD_SIZE, or
 a SLURM array's task variables), each writing its own shards into the one folder. A rerun skips
 clips already in complete shards.
@@ -34,7 +35,8 @@ from common.paths import record_path
 from common.processes import die_with_parent, peak_memory_mb, process_pool
 from corpora.manifest import Corpus
 from corpora.registry import DATASETS, corpus_clips
-from extract.clip_media import ClipJob, ClipMedia, TrackConfig, embed_crops, process_clip
+from extract.audio_encoders import AudioEncoder, make_audio_encoder
+from extract.clip_media import ClipJob, ClipMedia, TrackConfig, embed_crops, encode_audio, process_clip
 from extract.face_detection import NATIVE_LOGS_VARIABLE, open_detector
 from extract.face_encoders import FaceEncoder, make_face_encoder
 from extract.imported import import_clips
@@ -132,10 +134,11 @@ _worker: dict = {}
 
 
 def _init_worker(detector_name: str, detector_options, detector_file: str, track: TrackConfig,
-                 encoder: FaceEncoder | tuple[str, str] | None = None) -> None:
-    """Load the detector once per worker, and the face encoder when the worker embeds: a forked
-    worker is given the main process's own (on the CPU, shared until written), a spawned one
-    (name, weights file) to load."""
+                 encoder: FaceEncoder | tuple[str, str] | None = None,
+                 audio_encoder: AudioEncoder | tuple[str, object] | None = None) -> None:
+    """Load the detector once per worker, the face encoder when the worker embeds and the audio encoder
+    when the worker encodes: a forked worker is given the main process's own (on the CPU, shared until
+    written), a spawned one (name, weights file or options) to load."""
     import cv2
 
     die_with_parent()
@@ -151,13 +154,17 @@ def _init_worker(detector_name: str, detector_options, detector_file: str, track
     if face_encoder is not None:
         face_encoder.batch_quantum = WORKER_BATCH_QUANTUM
         face_encoder.batch_size = min(face_encoder.batch_size, WORKER_BATCH_SIZE)
-    _worker.update(detector=detector, track=track, encoder=face_encoder)
+    if isinstance(audio_encoder, tuple):
+        audio_encoder = make_audio_encoder(*audio_encoder, "cpu")
+    _worker.update(detector=detector, track=track, encoder=face_encoder, audio_encoder=audio_encoder)
 
 
 def _work(jobs: list[ClipJob]) -> list[ClipMedia]:
     clips = [process_clip(job, _worker["detector"], _worker["track"]) for job in jobs]
     if _worker["encoder"] is not None:
         embed_crops(clips, _worker["encoder"])
+    if _worker["audio_encoder"] is not None:
+        encode_audio(clips, _worker["audio_encoder"])
     peak = peak_memory_mb()
     for clip in clips:
         clip.worker_peak_mb = peak
@@ -325,11 +332,16 @@ def _extracted_clips(config: FeaturesConfig, todo: list[ClipJob], extractor: Ext
     embed_in_workers = config.embed_in == "workers" or (config.embed_in == "auto" and device.type == "cpu")
     # A process that has initialised CUDA must not fork; on CPU forking is safe and starts faster.
     start_method = "spawn" if device.type == "cuda" else "fork"
-    encoder = None
+    encoder = audio_encoder = None
     if embed_in_workers:
         encoder = extractor.encoder if start_method == "fork" else (spec.face_encoder, spec.face_weights)
+    # An encoder that takes one clip at a time on the CPU (openSMILE's) runs where the cores are, each
+    # worker its own; one that batches clips (the log-mel, wav2vec2) stays in the main process.
+    if extractor.audio_encoder.per_clip:
+        audio_encoder = (extractor.audio_encoder if start_method == "fork"
+                         else (spec.audio_encoder, spec.options_of("audio_encoder")))
     initargs = (spec.detector, spec.options_of("detector"), str(extractor.detector_file or ""), extractor.track,
-                encoder)
+                encoder, audio_encoder)
     media = tqdm(run_workers(todo, workers, initargs, start_method), total=len(todo), unit="clip",
                  desc="features", disable=not todo)
     # Clips the workers embedded wait only for their audio features and writing: a task's worth at

@@ -280,8 +280,9 @@ class Extractor:
         if crops:
             self.seconds["embed"] += time.perf_counter() - tick
         tick = time.perf_counter()
-        with_audio = [m for m in media if m.audio is not None]
+        with_audio = [m for m in media if m.audio is not None and m.audio_features is None]
         encoded = dict(zip((id(m) for m in with_audio), self.audio_encoder([m.audio for m in with_audio])))
+        encoded.update((id(m), m.audio_features) for m in media if m.audio_features is not None)
         self.seconds["audio_encoding"] += time.perf_counter() - tick
         features, start = [], 0
         for clip in media:

@@ -32,6 +32,9 @@ class AudioEncoder(ABC):
     weights_sha256: str = ""
     identity: str = ""  # what made the features beyond the options: package versions, model name
     weights_note = "no weights"  # what make models says of an encoder without weights files
+    # True for an encoder that takes one clip at a time on the CPU, whatever the device, so that a clip's
+    # features are the same wherever it runs: extraction runs it in its workers, beside the cores' other work.
+    per_clip = False
 
     @abstractmethod
     def __init__(self, options, device: str = "cpu", expected_sha256: str = ""):

@@ -1,7 +1,7 @@
 """``egemaps``: openSMILE's eGeMAPSv02 low-level descriptors through the ``opensmile`` package (25
 numbers at 100 frames a second; the package's wheel carries its library and configs, so it runs
-offline). Computed on the CPU, one clip at a time, whatever the device. ``OpenSmileEncoder`` is
-the base of every openSMILE feature set."""
+offline). Computed on the CPU, one clip at a time, whatever the device: extraction runs it in its
+worker processes (``per_clip``). ``OpenSmileEncoder`` is the base of every openSMILE feature set."""
 from __future__ import annotations
 
 from importlib import metadata
@@ -19,6 +19,7 @@ class OpenSmileEncoder(AudioEncoder):
 
     feature_set: str  # a member of opensmile.FeatureSet
     rate = OPENSMILE_RATE
+    per_clip = True
     weights_note = "no weights (the opensmile package's own configuration)"
 
     def __init__(self, options, device: str = "cpu", expected_sha256: str = ""):

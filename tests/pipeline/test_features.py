@@ -16,12 +16,14 @@ import pytest
 import soundfile
 import yaml
 
+from common.config import from_values
 from corpora.demo.generate import DemoConfig, generate
 from extract import engine
+from extract.clip_media import process_clip
 from extract.engine import FeaturesConfig, extract
 from extract.face_track import Video
 from extract.shards import FeatureError, FeatureStore, clip_ids_in, shard_files
-from extract.spec import ExtractionRecord, ExtractionSpec
+from extract.spec import ExtractionRecord, ExtractionSpec, Extractor
 from extract.verify import verify
 from pipeline import features
 
@@ -254,3 +256,30 @@ def test_workers_that_embed_start_from_a_parent_that_ran_torch_threads(corpus, t
                           env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.split()[-1] == "48"
+
+
+@pytest.mark.parametrize("audio_encoder", ["egemaps", "compare"])
+def test_opensmile_features_made_in_the_workers_are_those_the_main_process_makes(corpus, tmp_path, audio_encoder):
+    spec = from_values(ExtractionSpec, {"audio_encoder": audio_encoder})
+    folder, report = extract(config_for(corpus, tmp_path, spec=spec))
+    assert report.clips == 48 and report.seconds["audio_encoding"] > 0
+    extractor = Extractor(spec)
+    jobs = engine.load_jobs(config_for(corpus, tmp_path, spec=spec))[:3]
+    with extractor.open_detector() as detector, FeatureStore(folder) as store:
+        in_main = extractor.features([process_clip(job, detector, extractor.track) for job in jobs])
+        for features in in_main:
+            assert features.has_audio
+            np.testing.assert_array_equal(store.load(features.clip_id).audio, features.audio)
+
+
+def test_only_an_encoder_that_takes_one_clip_at_a_time_runs_in_the_workers(corpus, tmp_path):
+    for audio_encoder, in_workers in (("egemaps", True), ("logmel", False)):
+        extractor = Extractor(from_values(ExtractionSpec, {"audio_encoder": audio_encoder}))
+        assert extractor.audio_encoder.per_clip == in_workers
+        job = engine.load_jobs(config_for(corpus, tmp_path))[0]
+        engine._init_worker(extractor.spec.detector, extractor.spec.options_of("detector"),
+                            str(extractor.detector_file), extractor.track, None,
+                            extractor.audio_encoder if in_workers else None)
+        [media] = engine._work([job])
+        assert (media.audio_features is not None) == in_workers and media.audio is not None
+        engine._worker["detector"].close()
