@@ -17,11 +17,11 @@ import numpy as np
 
 from extract.audio import SAMPLE_RATE, NoAudio, read_audio, resample
 from extract.face_track import (
+    FaceSelector,
     NoVideo,
     TrackCrops,
     Video,
     as_array,
-    choose_face,
     crop_face,
     grey_of,
     large_enough,
@@ -56,6 +56,7 @@ class TrackConfig:
     min_face_size: float = 0.0  # smaller detections are ignored: a fraction of the frame's shorter side
     face_rate: float = 0.0  # kept frames a second (every round(fps / face_rate)-th frame); 0: every frame
     grey: bool = False  # crops are grey (H, W, 1), for an encoder that reads grey; else BGR
+    face_select: str = "largest"  # which face the track starts with (extract.face_track.FaceSelector)
 
 
 @dataclass
@@ -75,6 +76,7 @@ class ClipMedia:
     frames: int = 0  # video frames decoded
     video_fps: float = 0.0  # the container's frame rate (0 when it gives none)
     rotation: int = 0  # counter-clockwise degrees the stored frames were turned to be upright (a display rotation)
+    faces: int = 0  # the most faces one detection saw (the track follows one of them)
     detection_scores: list[float] = field(default_factory=list)  # of the detections the track took
     video_note: str = ""
     seconds: dict[str, float] = field(default_factory=dict)  # time spent per part
@@ -202,7 +204,7 @@ def _follow_face(media: ClipMedia, video: Video, step: int, detector, config: Tr
     """Decode every frame; convert every ``step``-th, look for the face on every ``detect_every``-th
     of those, and hand each to the track. The kept frames' times; the time of each part is added
     to ``seconds``."""
-    times, previous = [], None
+    times, selector = [], FaceSelector(config.face_select)
     for index, (at, frame) in enumerate(video.frames()):
         media.frames += 1
         if index % step:  # decoded (the codec needs every frame), never converted
@@ -219,7 +221,7 @@ def _follow_face(media: ClipMedia, video: Video, step: int, detector, config: Tr
         box = None
         if detecting:
             faces = large_enough(detector.detect_picture(seen), picture[0].shape, config.min_face_size)
-            face = choose_face(faces, previous)
+            face = selector.choose(faces, picture[0].shape)
             if face is not None:
                 box = as_array(face)
                 media.detection_scores.append(face.score)
@@ -229,7 +231,7 @@ def _follow_face(media: ClipMedia, video: Video, step: int, detector, config: Tr
         seconds["detect"] += detected - converted
         seconds["crop"] += time.perf_counter() - detected
         times.append(at)
-        previous = box if box is not None else previous
+    media.faces = selector.most_faces
     return times
 
 

@@ -1,8 +1,11 @@
 """One face per clip: decode the video, detect faces, follow one face, crop it.
 
-The face followed is the most confident detection on the first frame that has one (ties go to
-the larger face); on later detection frames, the detection overlapping the previous box most
-(the largest if none overlaps). Detection may run on every k-th frame only; boxes of frames in
+One person is followed for the whole clip (``FaceSelector``): on the first frame with a face,
+the largest face (``--face-select largest``, the default) or the one nearest the picture's centre
+(``central``); on later detection frames, the detection that continues the track: the one
+overlapping most the box where the face would be now (the last box moved as the face last moved),
+else the nearest within ``REACH`` box widths of it. A detection neither overlapping nor near is
+another person, never taken: the frame has no face. Detection may run on every k-th frame only; boxes of frames in
 between, and of frames where detection failed, are interpolated linearly from the nearest
 detections when at most ``max_gap_frames`` frames lie between them (and held for at most that
 many frames before the first and after the last detection); other frames are marked invalid (no
@@ -173,14 +176,54 @@ def video_fps(path: Path) -> float:
     return float(rate) if rate else 0.0
 
 
-def choose_face(boxes: list[FaceBox], previous: np.ndarray | None) -> FaceBox | None:
-    """The detection that continues the track, or starts it."""
-    if not boxes:
-        return None
-    if previous is None:
-        return max(boxes, key=lambda b: (round(b.score, 2), b.area))
-    overlaps = [_iou(previous, as_array(b)) for b in boxes]
-    return boxes[int(np.argmax(overlaps))] if max(overlaps) > 0 else max(boxes, key=lambda b: b.area)
+FACE_SELECTIONS = ("largest", "central")
+# How far, in the track's box widths, a face may have moved between two detections and still be the
+# one followed: detections are about a second apart, and a person who turns or leans moves about one.
+REACH = 1.5
+
+
+class FaceSelector:
+    """Chooses, detection by detection, the face of the one person a clip's track follows."""
+
+    def __init__(self, rule: str = "largest"):
+        if rule not in FACE_SELECTIONS:
+            raise ValueError(f"unknown face selection {rule!r}; choose one of {', '.join(FACE_SELECTIONS)}")
+        self.rule = rule
+        self.last: np.ndarray | None = None
+        self.motion = np.zeros(2, np.float32)  # the box's last move between detections, x and y
+        self.most_faces = 0  # the most faces one detection saw
+
+    def choose(self, boxes: list[FaceBox], frame_shape: tuple[int, ...]) -> FaceBox | None:
+        self.most_faces = max(self.most_faces, len(boxes))
+        if not boxes:
+            return None
+        face = self._start(boxes, frame_shape) if self.last is None else self._continue(boxes)
+        if face is not None:
+            box = as_array(face)
+            if self.last is not None:
+                self.motion = _centre(box) - _centre(self.last)
+            self.last = box
+        return face
+
+    def _start(self, boxes: list[FaceBox], frame_shape: tuple[int, ...]) -> FaceBox:
+        if self.rule == "largest":
+            return max(boxes, key=lambda b: (b.area, b.score))
+        middle = np.array([frame_shape[1] / 2, frame_shape[0] / 2], np.float32)
+        return min(boxes, key=lambda b: (float(np.linalg.norm(_centre(as_array(b)) - middle)), -b.area))
+
+    def _continue(self, boxes: list[FaceBox]) -> FaceBox | None:
+        expected = self.last.copy()
+        expected[:2] += self.motion
+        overlaps = [_iou(expected, as_array(b)) for b in boxes]
+        if max(overlaps) > 0:
+            return boxes[int(np.argmax(overlaps))]
+        distances = [float(np.linalg.norm(_centre(as_array(b)) - _centre(expected))) for b in boxes]
+        nearest = int(np.argmin(distances))
+        return boxes[nearest] if distances[nearest] <= REACH * expected[2] else None
+
+
+def _centre(box: np.ndarray) -> np.ndarray:
+    return box[:2] + box[2:] / 2
 
 
 def large_enough(boxes: list[FaceBox], frame_shape: tuple[int, ...], min_size: float) -> list[FaceBox]:

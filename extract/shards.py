@@ -11,11 +11,12 @@ clip is one contiguous slice, not a handful of tiny datasets) and a ``clips`` ta
     timestamps  (video frames,) float64             frame time in seconds
     clips/...   one row per clip: id, offsets and lengths into the arrays above, why a modality
                 is missing, duration, fps, the rotation that turned the stored frames upright
-                (counter-clockwise degrees), and a CRC-32 of the clip's arrays
+                (counter-clockwise degrees), the most faces one detection saw, and a CRC-32 of
+                the clip's arrays
     attrs       layout_version, audio_rate (audio frames a second)
 
 Layout 3 named the audio dataset ``audio`` (layout 2: ``mel``, whatever encoder made it) and added
-each clip's rotation; a shard of layout 2 is refused with the command that rewrites it.
+each clip's rotation and faces seen; a shard of layout 2 is refused with the command that rewrites it.
 
 A shard is written whole under a temporary name and renamed into place, so readers (and a rerun
 after ``kill -9``) see only complete shards; a run loses at most the clips it had not yet
@@ -25,7 +26,7 @@ never trained on.
 
 ``index.csv`` lists every clip of every shard with what a loader needs without opening the
 shards or reading extraction.yaml (INDEX_COLUMNS: frame counts, feature sizes, frame rates and
-the rotation); it is rebuilt from the shards at the end of each run (and by ``make
+the rotation and the faces seen); it is rebuilt from the shards at the end of each run (and by ``make
 verify-features``).
 """
 from __future__ import annotations
@@ -50,7 +51,7 @@ INDEX_FILE = "index.csv"
 INDEX_LOCK = "index.lock"
 LAYOUT_VERSION = 3
 INDEX_COLUMNS = ("clip_id", "shard", "row", "audio_frames", "video_frames", "has_audio", "has_video",
-                 "audio_dim", "video_dim", "audio_rate", "video_rate", "rotation")
+                 "audio_dim", "video_dim", "audio_rate", "video_rate", "rotation", "faces")
 
 
 class FeatureError(ProjectError):
@@ -70,6 +71,7 @@ class ClipFeatures:
     audio_note: str = ""  # why there is no audio, or that it came from the video's track; else empty
     video_note: str = ""  # why there is no video (or no face), empty when there is
     rotation: int = 0  # counter-clockwise degrees the stored frames were turned to be upright
+    faces: int = 0  # the most faces one detection saw (one of them is followed)
 
     @property
     def has_audio(self) -> bool:
@@ -155,6 +157,7 @@ def _write_shard(h5: h5py.File, clips: list[ClipFeatures], audio_dim: int, dim: 
     table.create_dataset("duration", data=[c.duration for c in clips])
     table.create_dataset("fps", data=[c.fps for c in clips])
     table.create_dataset("rotation", data=np.array([c.rotation for c in clips], dtype=np.int16))
+    table.create_dataset("faces", data=np.array([c.faces for c in clips], dtype=np.int16))
     table.create_dataset("crc32", data=np.array([checksum(t) for t in typed], dtype=np.uint32))
 
 
@@ -181,7 +184,7 @@ def _clip_from(h5: h5py.File, row: int, clip_id: str, path: Path) -> ClipFeature
                            "rerun make features (its clips are extracted again)")
     return ClipFeatures(clip_id=clip_id, **arrays, duration=float(table["duration"][row]), fps=float(table["fps"][row]),
                         audio_note=table["audio_note"][row].decode(), video_note=table["video_note"][row].decode(),
-                        rotation=int(table["rotation"][row]))
+                        rotation=int(table["rotation"][row]), faces=int(table["faces"][row]))
 
 
 def shard_files(folder: Path) -> list[Path]:
@@ -246,7 +249,7 @@ def _index_rows(path: Path) -> list[dict]:
                          "has_video": int(bool(valid[start:start + frames].any())),
                          "audio_dim": audio_dim, "video_dim": video_dim,
                          "audio_rate": float(h5.attrs["audio_rate"]), "video_rate": float(table["fps"][row]),
-                         "rotation": int(table["rotation"][row])})
+                         "rotation": int(table["rotation"][row]), "faces": int(table["faces"][row])})
         return rows
 
 

@@ -32,6 +32,7 @@ from extract.audio_encoders import AUDIO_ENCODERS, make_audio_encoder
 from extract.clip_media import ClipMedia, TrackConfig
 from extract.face_detection import DETECTORS, open_detector
 from extract.face_encoders import FACE_ENCODERS, make_face_encoder
+from extract.face_track import FACE_SELECTIONS
 from extract.model_files import model_path, sha256_of
 from extract.shards import ClipFeatures, FeatureError
 
@@ -57,6 +58,8 @@ class _SpecMethods:
             registry[getattr(self, chooser)]  # an unknown name is one line listing the known ones
         if bool(self.video_features_from) != (self.video_rate > 0):
             raise FeatureError("--video-features-from and --video-rate (the arrays' frames a second) go together")
+        if self.face_select not in FACE_SELECTIONS:
+            raise FeatureError(f"--face-select must be one of {', '.join(FACE_SELECTIONS)}, got {self.face_select!r}")
         if self.detect_every < 1 or self.max_gap_frames < self.detect_every - 1:
             raise FeatureError("--detect-every must be at least 1 and --max-gap-frames at least detect-every - 1")
         if not _finite_at_least(self.face_rate, 0) or self.face_rate > MAX_FACE_RATE:
@@ -127,6 +130,9 @@ class _GeneralOptions:
     # Every fourth kept frame (about once a second) keeps the boxes on the face (README, "Features").
     detect_every: int = option(4, "run the face detector on every k-th kept frame and interpolate between")
     max_gap_frames: int = option(5, "interpolate face boxes across at most this many kept frames without a face")
+    face_select: str = option("largest", f"with several faces in view, the person followed: {' or '.join(FACE_SELECTIONS)}"
+                                         " face on the first frame with one, then the face that continues its track "
+                                         "(extract.face_track)")
     crop_margin: float = option(0.15, "face crop margin on each side, as a fraction of the box size")
     audio_encoder: str = option("logmel", f"audio encoder: {AUDIO_ENCODERS.choices()} (all but wav2vec2 run "
                                           "offline; wav2vec2 needs --audio-weights)")
@@ -242,7 +248,7 @@ class Extractor:
         crop_size = self.encoder.input_size if self.encoder else 0
         self.track = TrackConfig(spec.detect_every, spec.max_gap_frames, crop_size, spec.crop_margin,
                                  self.audio_encoder.min_samples, spec.min_face_size, spec.face_rate,
-                                 self.encoder.reads_grey if self.encoder else False)
+                                 self.encoder.reads_grey if self.encoder else False, spec.face_select)
         pinned = DETECTORS[spec.detector].model_file
         self.detector_file = model_path(pinned) if pinned and self.encoder else None
         self.seconds: Counter = Counter()  # time spent embedding ("embed") and encoding audio ("audio_encoding")
@@ -301,4 +307,4 @@ class Extractor:
             clip_id=media.job.clip_id, audio=audio if audio is not None else np.zeros((0, self.audio_dim), np.float32),
             embedding=embedding, valid=media.valid, boxes=media.boxes, timestamps=media.timestamps,
             duration=media.duration, fps=media.fps, audio_note=media.audio_note, video_note=media.video_note,
-            rotation=media.rotation)
+            rotation=media.rotation, faces=media.faces)

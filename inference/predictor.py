@@ -60,6 +60,7 @@ class Prediction:
     audio_seconds: float = 0.0
     video_seconds: float = 0.0
     rotation: int = 0  # counter-clockwise degrees the video's frames were turned to be upright (its rotation tag)
+    faces: int = 0  # the most faces one detection saw; the track followed one of them
     note: str = ""  # what the extraction noted: a missing modality and why, a truncated track
     error: str = ""  # why the file was not predicted
     seconds: dict[str, float] = field(default_factory=dict)  # time per part of the prediction
@@ -69,7 +70,8 @@ class Prediction:
                 **{f"p_{name}": self.probabilities.get(name, "") for name in classes},
                 "modalities": self.modalities, "face_share": round(self.face_share, 4),
                 "face_score": round(self.face_score, 4), "audio_seconds": round(self.audio_seconds, 3),
-                "video_seconds": round(self.video_seconds, 3), "rotation": self.rotation, "note": self.note,
+                "video_seconds": round(self.video_seconds, 3), "rotation": self.rotation, "faces": self.faces,
+                "note": self.note,
                 "error": self.error}
 
 
@@ -79,7 +81,7 @@ def _evidence(media: ClipMedia) -> dict:
     return {"face_share": float(media.valid.sum() / frames) if frames else 0.0,
             "face_score": float(np.mean(media.detection_scores)) if media.detection_scores else 0.0,
             "audio_seconds": len(media.audio) / SAMPLE_RATE if media.audio is not None else 0.0,
-            "video_seconds": media.duration if frames else 0.0, "rotation": media.rotation}
+            "video_seconds": media.duration if frames else 0.0, "rotation": media.rotation, "faces": media.faces}
 
 
 class Predictor:
@@ -121,6 +123,12 @@ class Predictor:
             return [self.predict(path, detector)
                     for path in tqdm(paths, unit="clip", desc="predict", disable=len(paths) < 2)]
 
+    def _faces_note(self, media: ClipMedia) -> str:
+        if media.faces < 2:
+            return ""
+        return (f"{media.faces} faces in view; followed the {self.extractor.spec.face_select} one at the start "
+                "(--face-select, as the run was trained)")
+
     def predict(self, path: Path, detector) -> Prediction:
         try:
             media = process_clip(ClipJob(path.stem, None, path), detector, self.extractor.track)
@@ -128,8 +136,8 @@ class Predictor:
             return Prediction(path.name, error=f"{path}: cannot be decoded ({type(error).__name__}: {error}); "
                                                "check that it plays, or re-encode it (e.g. ffmpeg -i IN OUT.mp4)")
         seconds, evidence = dict(media.seconds), _evidence(media)
-        note = "; ".join(f"{name}: {text}" for name, text in (("audio", media.audio_note), ("video", media.video_note))
-                         if text)
+        note = "; ".join(f"{name}: {text}" for name, text in (("audio", media.audio_note), ("video", media.video_note),
+                                                              ("video", self._faces_note(media))) if text)
         if media.failed:
             return Prediction(path.name, note=note, seconds=seconds, **evidence,
                               error=f"{path}: nothing to predict from ({note}); check that it "

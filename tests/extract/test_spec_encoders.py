@@ -52,7 +52,7 @@ def test_the_folder_name_does_not_depend_on_what_the_process_imported():
     import oyaml  # noqa: F401  (what opensmile imports)
 
     assert yaml.safe_dump({"b": 1, "a": 2}, sort_keys=True) == "b: 1\na: 2\n"  # the order it imposes
-    assert ExtractionSpec().folder_name() == before == "fer-mediapipe-r4-k4-mel80-35f6dc9d"
+    assert ExtractionSpec().folder_name() == before == "fer-mediapipe-r4-k4-mel80-e78bfcc5"
 
 
 @pytest.mark.parametrize("options, message", [
