@@ -130,9 +130,9 @@ class _GeneralOptions:
     # Every fourth kept frame (about once a second) keeps the boxes on the face (README, "Features").
     detect_every: int = option(4, "run the face detector on every k-th kept frame and interpolate between")
     max_gap_frames: int = option(5, "interpolate face boxes across at most this many kept frames without a face")
-    face_select: str = option("largest", f"with several faces in view, the person followed: {' or '.join(FACE_SELECTIONS)}"
-                                         " face on the first frame with one, then the face that continues its track "
-                                         "(extract.face_track)")
+    face_select: str = option("largest", f"with several faces in view, the person followed: the "
+                                         f"{' or '.join(FACE_SELECTIONS)} face on the first frame with one, then the "
+                                         "face that continues its track (extract.face_track)")
     crop_margin: float = option(0.15, "face crop margin on each side, as a fraction of the box size")
     audio_encoder: str = option("logmel", f"audio encoder: {AUDIO_ENCODERS.choices()} (all but wav2vec2 run "
                                           "offline; wav2vec2 needs --audio-weights)")
