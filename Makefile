@@ -29,7 +29,7 @@ ARGS ?=
 FEATURES ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help setup models test lint demo demo-data demo-check manifest stats features verify-features features-floor train eval predict crossval convert-reference convert-face-weights bench gpu-check lock clean-demo
+.PHONY: help setup models test lint demo demo-data demo-check manifest stats features verify-features features-floor train eval predict crossval convert-reference convert-face-weights inspect bench gpu-check lock clean-demo
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -95,6 +95,10 @@ eval: $(SETUP_STAMP) ## score the run of DATASET/PARTITION/MODEL on its test spl
 predict: $(SETUP_STAMP) ## predict the emotion of VIDEO (a file or a folder of videos) with the run of DATASET/PARTITION/MODEL
 	@test -n "$(VIDEO)" || { echo "usage: make predict VIDEO=path/to/clip.mp4-or-folder [DATASET=demo PARTITION=1 MODEL=auxformer]"; exit 2; }
 	$(PY) -m pipeline.predict --video="$(VIDEO)" --dataset $(DATASET) --partition $(PARTITION) --model $(MODEL) $(ARGS)
+
+inspect: $(SETUP_STAMP) ## a PNG of what the model saw of VIDEO: frames with the face followed, its crops, the run's prediction
+	@test -n "$(VIDEO)" || { echo "usage: make inspect VIDEO=path/to/clip.mp4-or-folder [DATASET=demo PARTITION=1 MODEL=auxformer]"; exit 2; }
+	$(PY) -m pipeline.inspect --video="$(VIDEO)" --dataset $(DATASET) --partition $(PARTITION) --model $(MODEL) $(ARGS)
 
 crossval: $(SETUP_STAMP) ## train and score MODELS x PARTITIONS x SEEDS runs of DATASET, then sum up: runs/<dataset>/crossval/<name>/
 	$(PY) -m pipeline.features --dataset $(DATASET) $(FEATURES)
