@@ -232,3 +232,31 @@ def _detector_picture(video: Video, frame, bgr: np.ndarray | None, pixel_format:
     if pixel_format == "rgb24" and bgr is not None:
         return bgr[:, :, ::-1]
     return video.pixels(frame, pixel_format)
+
+
+def media_between(media: ClipMedia, start: float, end: float, min_audio_samples: int) -> ClipMedia:
+    """The part of a clip's media from ``start`` to ``end`` seconds, as ``process_clip`` would give for
+    a clip of that part alone: its audio samples, and its kept frames with their crops (or
+    embeddings), boxes and validity. Its times stay the clip's. Detection scores are the whole
+    clip's: the track does not keep which frame each came from."""
+    part = ClipMedia(media.job, fps=media.fps, video_fps=media.video_fps, rotation=media.rotation,
+                     detection_scores=list(media.detection_scores), video_note=media.video_note,
+                     audio_note=media.audio_note)
+    if media.audio is not None:
+        samples = media.audio[round(start * SAMPLE_RATE):round(end * SAMPLE_RATE)]
+        if len(samples) >= min_audio_samples:
+            part.audio = samples
+        else:
+            part.audio_note = f"this segment's audio is shorter than one analysis window ({len(samples)} samples)"
+    kept = np.flatnonzero((media.timestamps >= start) & (media.timestamps < end))
+    first, last = (kept[0], kept[-1] + 1) if len(kept) else (0, 0)
+    part.valid, part.boxes = media.valid[first:last], media.boxes[first:last]
+    part.timestamps = media.timestamps[first:last]
+    # Crops (or embeddings) are stored for the valid frames only, in order.
+    rows = slice(int(media.valid[:first].sum()), int(media.valid[:last].sum()))
+    part.crops = media.crops[rows] if media.crops is not None and rows.stop > rows.start else None
+    part.embedding = media.embedding[rows] if media.embedding is not None else None
+    part.frames = round((end - start) * media.video_fps) if media.video_fps and len(kept) else len(kept)
+    if media.valid.any() and not part.valid.any():
+        part.video_note = "no face in this segment"
+    return part

@@ -122,11 +122,19 @@ class Predictor:
                     for path in tqdm(paths, unit="clip", desc="predict", disable=len(paths) < 2)]
 
     def predict(self, path: Path, detector) -> Prediction:
+        media = self.media(path, detector)
+        return media if isinstance(media, Prediction) else self.predict_media(path, media)
+
+    def media(self, path: Path, detector) -> ClipMedia | Prediction:
+        """The file's media as the run's extraction takes it, or a Prediction with the error."""
         try:
-            media = process_clip(ClipJob(path.stem, None, path), detector, self.extractor.track)
+            return process_clip(ClipJob(path.stem, None, path), detector, self.extractor.track)
         except Exception as error:  # whatever a broken file makes the decoders raise costs only its row
             return Prediction(path.name, error=f"{path}: cannot be decoded ({type(error).__name__}: {error}); "
                                                "check that it plays, or re-encode it (e.g. ffmpeg -i IN OUT.mp4)")
+
+    def predict_media(self, path: Path, media: ClipMedia) -> Prediction:
+        """The prediction for a clip's media (or a part of it: extract.clip_media.media_between)."""
         seconds, evidence = dict(media.seconds), _evidence(media)
         note = "; ".join(f"{name}: {text}" for name, text in (("audio", media.audio_note), ("video", media.video_note))
                          if text)
