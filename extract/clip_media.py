@@ -75,6 +75,7 @@ class ClipMedia:
     video_fps: float = 0.0  # the container's frame rate (0 when it gives none)
     rotation: int = 0  # counter-clockwise degrees the stored frames were turned to be upright (a display rotation)
     detection_scores: list[float] = field(default_factory=list)  # of the detections the track took
+    detection_frames: list[int] = field(default_factory=list)  # the kept frame of each of those detections
     video_note: str = ""
     seconds: dict[str, float] = field(default_factory=dict)  # time spent per part
     worker_peak_mb: float = 0.0  # the worker's own peak resident memory once it had processed this clip
@@ -208,6 +209,7 @@ def _follow_face(media: ClipMedia, video: Video, step: int, detector, config: Tr
             if face is not None:
                 box = as_array(face)
                 media.detection_scores.append(face.score)
+                media.detection_frames.append(len(times))
         detected = time.perf_counter()
         track.add(picture, box)  # crops the frames a detection settles
         seconds["convert"] += converted - started
@@ -237,11 +239,9 @@ def _detector_picture(video: Video, frame, bgr: np.ndarray | None, pixel_format:
 def media_between(media: ClipMedia, start: float, end: float, min_audio_samples: int) -> ClipMedia:
     """The part of a clip's media from ``start`` to ``end`` seconds, as ``process_clip`` would give for
     a clip of that part alone: its audio samples, and its kept frames with their crops (or
-    embeddings), boxes and validity. Its times stay the clip's. Detection scores are the whole
-    clip's: the track does not keep which frame each came from."""
+    embeddings), boxes, validity and detections. Its times stay the clip's."""
     part = ClipMedia(media.job, fps=media.fps, video_fps=media.video_fps, rotation=media.rotation,
-                     detection_scores=list(media.detection_scores), video_note=media.video_note,
-                     audio_note=media.audio_note)
+                     video_note=media.video_note, audio_note=media.audio_note)
     if media.audio is not None:
         samples = media.audio[round(start * SAMPLE_RATE):round(end * SAMPLE_RATE)]
         if len(samples) >= min_audio_samples:
@@ -252,6 +252,10 @@ def media_between(media: ClipMedia, start: float, end: float, min_audio_samples:
     first, last = (kept[0], kept[-1] + 1) if len(kept) else (0, 0)
     part.valid, part.boxes = media.valid[first:last], media.boxes[first:last]
     part.timestamps = media.timestamps[first:last]
+    detections = [(frame, score) for frame, score in zip(media.detection_frames, media.detection_scores)
+                  if first <= frame < last]
+    part.detection_frames = [frame - first for frame, _ in detections]
+    part.detection_scores = [score for _, score in detections]
     # Crops (or embeddings) are stored for the valid frames only, in order.
     rows = slice(int(media.valid[:first].sum()), int(media.valid[:last].sum()))
     part.crops = media.crops[rows] if media.crops is not None and rows.stop > rows.start else None

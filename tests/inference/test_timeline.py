@@ -133,6 +133,7 @@ def test_speech_segments_are_found_where_the_voices_are(recording, run_dir, vad_
         inside_gone = gone[0] <= float(row["start"]) and float(row["end"]) <= gone[1] + PAUSE
         assert row["modalities"] == ("audio" if inside_gone else "audio+video"), row
         assert ("no face in this segment" in row["note"]) == inside_gone
+        assert (float(row["face_score"]) == 0) == inside_gone  # the detections within the segment only
     picture = tmp_path / "long.timeline.png"
     assert picture.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
