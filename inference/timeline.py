@@ -68,6 +68,8 @@ def predict_timeline(predictor: Predictor, path: Path, detector, segmenter: Segm
     media = predictor.media(path, detector)
     if isinstance(media, Prediction):
         return Timeline(path.name, error=media.error)
+    if media.failed:  # neither audio nor a face: the per-file prediction's error says why
+        return Timeline(path.name, error=predictor.predict_media(path, media).error)
     timeline = Timeline(path.name, media.duration, seconds=dict(media.seconds))
     try:
         segments, timeline.speech = segmenter(media, str(path))

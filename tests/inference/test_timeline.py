@@ -150,3 +150,19 @@ def test_fixed_windows_of_a_video_without_sound(turned_clips, run_dir, tmp_path)
     # Speech cannot be looked for without a sound track: the error says what does it instead.
     code, written, rows = predict(video, run_dir, tmp_path / "speech", "--segments", "speech")
     assert code == 1 and "--segments fixed" in rows[0]["error"] and not written["recordings"][0]["segments"]
+
+
+def test_a_broken_file_costs_only_its_row(turned_clips, run_dir, tmp_path):
+    folder = tmp_path / "clips"
+    folder.mkdir()
+    (folder / "a.mp4").write_bytes(turned_clips[0].read_bytes())
+    (folder / "b.mp4").write_bytes(b"not a video")
+    code = main(["--video", str(folder), "--run-dir", str(run_dir), "--out-dir", str(tmp_path), "--device", "cpu",
+                 "--segments", "fixed", "--segment-seconds", "1"])
+    with open(tmp_path / "clips.csv", newline="") as stream:
+        rows = list(csv.DictReader(stream))
+    assert code == 1
+    assert {row["file"] for row in rows if row["emotion"]} == {"a.mp4"}
+    [broken] = [row for row in rows if row["file"] == "b.mp4"]
+    assert "nothing to predict from" in broken["error"] and broken["segment"] == ""
+    assert (tmp_path / "a.timeline.png").is_file() and not (tmp_path / "b.timeline.png").exists()
