@@ -23,6 +23,10 @@ from extract.clip_media import media_between
 from inference.predictor import Prediction, Predictor
 from inference.segments import Segment, Segmenter, SegmentError
 
+# Segments whose features are computed together: one batch for the face encoder and one for the
+# audio encoder instead of a call each; their inputs are a few seconds of audio and crops apiece.
+SEGMENT_BATCH = 8
+
 
 @dataclass
 class SegmentPrediction:
@@ -77,8 +81,10 @@ def predict_timeline(predictor: Predictor, path: Path, detector, segmenter: Segm
         timeline.error = str(error)
         return timeline
     minimum = predictor.extractor.track.min_audio_samples
-    timeline.segments = [SegmentPrediction(segment, predictor.predict_media(
-        path, media_between(media, segment.start, segment.end, minimum))) for segment in segments]
+    for first in range(0, len(segments), SEGMENT_BATCH):
+        batch = segments[first:first + SEGMENT_BATCH]
+        parts = [media_between(media, segment.start, segment.end, minimum) for segment in batch]
+        timeline.segments += map(SegmentPrediction, batch, predictor.predict_parts(path, parts))
     return timeline
 
 
