@@ -79,7 +79,7 @@ class SegmentConfig:
 class Segment:
     start: float  # seconds
     end: float
-    speech: float  # seconds of speech in it (--segments speech), or its length (fixed)
+    speech_seconds: float  # of speech in it (--segments speech), or its length (fixed)
 
 
 def fixed_segments(duration: float, seconds: float, hop: float) -> list[Segment]:

@@ -37,7 +37,7 @@ class SegmentPrediction:
     def csv_row(self, index: int, classes: list[str]) -> dict:
         row = self.prediction.csv_row(classes)
         return {"file": row.pop("file"), "segment": index, "start": round(self.segment.start, 3),
-                "end": round(self.segment.end, 3), "speech_seconds": round(self.segment.speech, 3), **row}
+                "end": round(self.segment.end, 3), "speech_seconds": round(self.segment.speech_seconds, 3), **row}
 
 
 @dataclass
@@ -51,10 +51,12 @@ class Timeline:
 
     def emotion_share(self, classes: list[str]) -> dict[str, float]:
         """Each class's share of the predicted segments' speech time."""
-        predicted = [s for s in self.segments if s.prediction.emotion]
-        total = sum(s.segment.speech for s in predicted)
-        return {name: sum(s.segment.speech for s in predicted if s.prediction.emotion == name) / total if total else 0.0
-                for name in classes}
+        seconds = {name: 0.0 for name in classes}
+        for item in self.segments:
+            if item.prediction.emotion:
+                seconds[item.prediction.emotion] += item.segment.speech_seconds
+        total = sum(seconds.values())
+        return {name: value / total if total else 0.0 for name, value in seconds.items()}
 
     def as_dict(self, classes: list[str]) -> dict:
         return {"file": self.file, "duration": self.duration, "error": self.error,

@@ -105,7 +105,7 @@ def test_utterances_are_joined_widened_and_cut_to_the_trained_lengths():
     # long pause widened alone; 13 s cut in three.
     assert spans[:2] == [(0.8, 2.3), (4.5, 6.0)]
     assert spans[2:] == [(8.0, 12.333), (12.333, 16.667), (16.667, 21.0)]
-    assert segments[0].speech == pytest.approx(0.8) and segments[1].speech == pytest.approx(0.5)
+    assert segments[0].speech_seconds == pytest.approx(0.8) and segments[1].speech_seconds == pytest.approx(0.5)
 
 
 def test_options_out_of_range_say_which():
