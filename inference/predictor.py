@@ -130,21 +130,41 @@ class Predictor:
                 "(--face-select, as the run was trained)")
 
     def predict(self, path: Path, detector) -> Prediction:
+        media = self.media(path, detector)
+        return media if isinstance(media, Prediction) else self.predict_media(path, media)
+
+    def media(self, path: Path, detector) -> ClipMedia | Prediction:
+        """The file's media as the run's extraction takes it, or a Prediction with the error."""
         try:
-            media = process_clip(ClipJob(path.stem, None, path), detector, self.extractor.track)
+            return process_clip(ClipJob(path.stem, None, path), detector, self.extractor.track)
         except Exception as error:  # whatever a broken file makes the decoders raise costs only its row
             return Prediction(path.name, error=f"{path}: cannot be decoded ({type(error).__name__}: {error}); "
                                                "check that it plays, or re-encode it (e.g. ffmpeg -i IN OUT.mp4)")
+
+    def predict_media(self, path: Path, media: ClipMedia) -> Prediction:
+        [prediction] = self.predict_parts(path, [media])
+        return prediction
+
+    def predict_parts(self, path: Path, parts: list[ClipMedia]) -> list[Prediction]:
+        """The predictions for media of one file (the whole clip, or parts of it:
+        extract.clip_media.media_between), the features of all of them computed in one batch, as
+        extraction computes a task's clips; each is charged an equal share of that time."""
+        usable = [part for part in parts if not part.failed]
+        before = dict(self.extractor.seconds)
+        features = dict(zip(map(id, usable), self.extractor.features(usable))) if usable else {}
+        spent = {name: (self.extractor.seconds[name] - before.get(name, 0.0)) / max(1, len(usable))
+                 for name in self.extractor.seconds}
+        return [self._predict(path, part, features.get(id(part)), spent) for part in parts]
+
+    def _predict(self, path: Path, media: ClipMedia, features: ClipFeatures | None, spent: dict) -> Prediction:
         seconds, evidence = dict(media.seconds), _evidence(media)
         note = "; ".join(f"{name}: {text}" for name, text in (("audio", media.audio_note), ("video", media.video_note),
                                                               ("video", self._faces_note(media))) if text)
-        if media.failed:
+        if features is None:
             return Prediction(path.name, note=note, seconds=seconds, **evidence,
                               error=f"{path}: nothing to predict from ({note}); check that it "
                               "is a video that plays, with a sound track or a visible face")
-        before = dict(self.extractor.seconds)
-        [features] = self.extractor.features([media])
-        seconds.update({name: self.extractor.seconds[name] - before.get(name, 0.0) for name in self.extractor.seconds})
+        seconds.update(spent)
         variant = self.variant
         used = [name for name, present in (("audio", features.has_audio and variant.uses_audio),
                                            ("video", features.has_video and variant.uses_video)) if present]
