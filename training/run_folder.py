@@ -68,8 +68,8 @@ RECORDED_PACKAGES = ("torch", "numpy", "h5py", "scikit-learn")
 NOT_COMPARED = (*FREE_ON_RESUME, "force", "runs_root", "run_dir")
 # Stage options that name files or folders: compared as the path rule records them (common.paths), so that
 # one path spelled relative or absolute is one setting.
-PATH_OPTIONS = ("corpus_dir", "partition_file", "manifests_dir", "features_dir", "features_root", "face_weights",
-                "audio_weights", "video_features_from")
+PATH_OPTIONS = ("corpus_dir", "labels", "partition_file", "manifests_dir", "features_dir", "features_root",
+                "face_weights", "audio_weights", "video_features_from")
 CHECKSUM_KEY = "sha256"
 # What to do about a damaged checkpoint: best.pt is the kept epoch, last.pt what a resume goes on from.
 CHECKPOINT_FIXES = {BEST_CHECKPOINT: "copy it back from a backup, or retrain with make train FORCE=1",
