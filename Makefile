@@ -56,8 +56,9 @@ lint: $(SETUP_STAMP) ## ruff (style) and import-linter (the package layers in py
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/lint-imports --no-logo --no-cache
 
-demo-data: $(SETUP_STAMP) ## write the demo corpus to data/raw/demo (a miniature CREMA-D)
-	$(PY) -m pipeline.demo_data --out-dir $(DEMO_DIR) $(FORCE_FLAG) $(ARGS)
+# The generator's default folder is DEMO_DIR, or data/raw/demo-ravdess with ARGS="--layout ravdess".
+demo-data: $(SETUP_STAMP) ## write the demo corpus to data/raw/demo (a miniature CREMA-D; ARGS="--layout ravdess": RAVDESS)
+	$(PY) -m pipeline.demo_data $(FORCE_FLAG) $(ARGS)
 
 demo-check: demo-data ## measure how well each modality separates the demo corpus's emotions
 	$(PY) -m pipeline.demo_separability --corpus-dir $(DEMO_DIR) $(ARGS)

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from common.config import config_values, option
 from common.paths import record_path
-from corpora import crema_d, folder, labelled, msp_improv
+from corpora import crema_d, folder, labelled, msp_improv, ravdess
 from corpora.manifest import META_FILE, SPLITS, ClipRecord, Corpus, CorpusError, ManifestMeta, load_meta, write_manifest
 from corpora.partitions import (
     apply_reference_partition,
@@ -42,6 +42,7 @@ class DatasetReader:
     split_rule: str
     missing_hint: str  # what to do when the corpus folder is not there
     labels_file: str = ""  # the labels file in the corpus folder, for a reader that takes one (--labels)
+    label_sets: tuple[str, ...] = ()  # the class sets a reader offers (--label-set), its default first
 
 
 DATASETS = {
@@ -66,6 +67,18 @@ DATASETS = {
     "folder": DatasetReader(read=folder.read_corpus, partition=None, default_dir="", default_rule="none",
                             unlabelled_rule="none", default_ratings="", split_rule="none: recordings to predict on",
                             missing_hint="give the folder that holds the videos"),
+    "ravdess": DatasetReader(read=ravdess.read_corpus, partition=ravdess.partition, default_dir="data/raw/ravdess",
+                             default_rule="intended", unlabelled_rule="intended", default_ratings="",
+                             split_rule="by actor, corpora.partitions.speaker_partition (corpora.ravdess)",
+                             missing_hint="unpack RAVDESS's archives there (Actor_01/ ... Actor_24/) or give "
+                                          "--corpus-dir", label_sets=tuple(ravdess.LABEL_SETS)),
+    # The demo corpus in RAVDESS's layout (make demo-data ARGS="--layout ravdess"), apart from real RAVDESS.
+    "demo-ravdess": DatasetReader(read=ravdess.read_corpus, partition=ravdess.partition,
+                                  default_dir="data/raw/demo-ravdess", default_rule="intended",
+                                  unlabelled_rule="intended", default_ratings="",
+                                  split_rule="by actor, corpora.partitions.speaker_partition (corpora.ravdess)",
+                                  missing_hint="run make demo-data ARGS=\"--layout ravdess\" first, or give "
+                                               "--corpus-dir", label_sets=tuple(ravdess.LABEL_SETS)),
     "labelled": DatasetReader(read=labelled.read_corpus, partition=labelled.partition, default_dir="",
                               default_rule=labelled.DEFAULT_LABEL_RULE, unlabelled_rule=labelled.DEFAULT_LABEL_RULE,
                               default_ratings="", split_rule="by speaker: the labels file's split column, else "
@@ -85,6 +98,8 @@ class ManifestConfig:
     label_rule: str = option("", "label rule; default majority for crema (the reference partitions' rule), "
                                  "intended for demo, consensus for improv, given for labelled")
     ratings: str = option("", "ratings the perceived labels use (demo, crema): audiovisual (default), voice or face")
+    label_set: str = option("", "ravdess: the classes, all (its 8 emotions, default) or crema6 (the 6 CREMA-D "
+                                "has, by CREMA-D's class names)")
     partition: int = option(1, "speaker-independent partition, 1-5")
     partition_file: str = option("", "take clips, labels and splits from this CSV in the reference format instead")
     manifests_dir: Path = option(Path("data/manifests"), "manifests go to <manifests-dir>/<dataset>/<selection>/")
@@ -121,9 +136,20 @@ def labels_path(dataset: str, corpus_dir: Path, labels: str) -> Path | None:
     return Path(labels) if labels else corpus_dir / reader.labels_file
 
 
+def check_label_set(dataset: str, label_set: str) -> str:
+    """The label set a dataset reads (``label_set``, or its default); '' for a dataset without label sets."""
+    reader = dataset_reader(dataset)
+    if label_set and label_set not in reader.label_sets:
+        offered = f"choose one of {', '.join(reader.label_sets)}" if reader.label_sets else "leave it out"
+        raise CorpusError(f"--label-set {label_set}: dataset {dataset} has no such label set; {offered}")
+    return label_set or (reader.label_sets[0] if reader.label_sets else "")
+
+
 def read_corpus(reader: DatasetReader, corpus_dir: Path, label_rule: str, ratings: str,
-                labels: Path | None) -> Corpus:
+                labels: Path | None, label_set: str = "") -> Corpus:
     extra = {"labels": labels} if labels is not None else {}
+    if label_set:
+        extra["label_set"] = label_set
     return reader.read(corpus_dir, label_rule, ratings, **extra)
 
 
@@ -147,6 +173,7 @@ class Selection:
     partition: int
     partition_file: Path | None
     labels: Path | None = None  # the labels file of a labelled corpus
+    label_set: str = ""
 
     @property
     def name(self) -> str:
@@ -155,7 +182,12 @@ class Selection:
             return f"file-{self.partition_file.stem}"
         if self.reader.partition is None:
             return self.corpus_dir.resolve().name
-        return "-".join(part for part in (self.label_rule, self.ratings, f"p{self.partition}") if part)
+        return "-".join(part for part in (self.label_rule, self.ratings, self._label_set_name(),
+                                          f"p{self.partition}") if part)
+
+    def _label_set_name(self) -> str:
+        """The label set, when not the dataset's default."""
+        return self.label_set if self.reader.label_sets and self.label_set != self.reader.label_sets[0] else ""
 
     @property
     def split_name(self) -> str:
@@ -164,12 +196,13 @@ class Selection:
             return f"file-{self.partition_file.stem}"
         extras = [value for value, default in ((self.label_rule, self.reader.default_rule),
                                                (self.ratings, self.reader.default_ratings)) if value != default]
-        return "-".join([f"p{self.partition}", *extras])
+        return "-".join([f"p{self.partition}", *extras, *filter(None, [self._label_set_name()])])
 
 
 def select(config: ManifestConfig, check_corpus: bool = True) -> Selection:
     """The selection a config names; ``check_corpus`` False skips looking for the corpus folder."""
     reader = dataset_reader(config.dataset)
+    label_set = check_label_set(config.dataset, config.label_set)
     corpus_dir = (corpus_folder(config.dataset, config.corpus_dir) if check_corpus
                   else Path(config.corpus_dir or reader.default_dir))
     partition_file = Path(config.partition_file) if config.partition_file else None
@@ -184,10 +217,10 @@ def select(config: ManifestConfig, check_corpus: bool = True) -> Selection:
         check_partition_index(config.partition)
     if partition_file:
         return Selection(config.dataset, reader, corpus_dir, FILE_RULE, reader.default_ratings, 0, partition_file,
-                         labels)
+                         labels, label_set)
     return Selection(config.dataset, reader, corpus_dir, config.label_rule or reader.default_rule,
                      config.ratings or reader.default_ratings,
-                     config.partition if reader.partition else 0, None, labels)
+                     config.partition if reader.partition else 0, None, labels, label_set)
 
 
 def _recorded_config(config: ManifestConfig) -> dict:
@@ -244,7 +277,8 @@ def build_manifest(config: ManifestConfig) -> tuple[Path, bool]:
     if is_current(out, config, fingerprint) and not config.force:
         return out, False
     rule = "intended" if selection.partition_file else selection.label_rule
-    corpus = read_corpus(selection.reader, selection.corpus_dir, rule, selection.ratings, selection.labels)
+    corpus = read_corpus(selection.reader, selection.corpus_dir, rule, selection.ratings, selection.labels,
+                         selection.label_set)
     clips = _split_clips(corpus, selection)
     meta = ManifestMeta(
         dataset=selection.dataset, corpus=corpus.name, corpus_root=record_path(selection.corpus_dir),

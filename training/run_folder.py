@@ -354,6 +354,7 @@ class RunSelection:
     model: str = option("auxformer", "variant the run trained")
     label_rule: str = option("", "label rule of the run; '' for the dataset's default")
     ratings: str = option("", "ratings of the run's labels; '' for the dataset's default")
+    label_set: str = option("", "label set of the run (ravdess); '' for the dataset's default")
     partition_file: str = option("", "partition file of the run, if it was trained on one")
     runs_root: Path = option(Path("runs"), "where make train put the run")
     run_dir: str = option("", "the run folder itself, instead of the options above")
@@ -367,6 +368,7 @@ class RunSelection:
 def split_name(config) -> str:
     """p<k> (with a non-default label rule or ratings appended), or file-<name> for a partition file."""
     selection = select(ManifestConfig(dataset=config.dataset, label_rule=config.label_rule, ratings=config.ratings,
-                                      partition=config.partition, partition_file=config.partition_file),
+                                      label_set=config.label_set, partition=config.partition,
+                                      partition_file=config.partition_file),
                        check_corpus=False)
     return selection.split_name
