@@ -79,11 +79,12 @@ DATASETS = {
                                   split_rule="by actor, corpora.partitions.speaker_partition (corpora.ravdess)",
                                   missing_hint="run make demo-data ARGS=\"--layout ravdess\" first, or give "
                                                "--corpus-dir", label_sets=tuple(ravdess.LABEL_SETS)),
-    "labelled": DatasetReader(read=labelled.read_corpus, partition=labelled.partition, default_dir="",
+    "labelled": DatasetReader(read=labelled.read_corpus, partition=labelled.partition, default_dir="data/raw/labelled",
                               default_rule=labelled.DEFAULT_LABEL_RULE, unlabelled_rule=labelled.DEFAULT_LABEL_RULE,
                               default_ratings="", split_rule="by speaker: the labels file's split column, else "
                                                              "corpora.partitions.speaker_partition (corpora.labelled)",
-                              missing_hint="give the folder that holds the clips", labels_file=labelled.LABELS_FILE),
+                              missing_hint="give the folder that holds the clips and labels.csv (--corpus-dir), or "
+                                           "put them there", labels_file=labelled.LABELS_FILE),
 }
 LABELLED_DATASETS = tuple(name for name, reader in DATASETS.items() if reader.partition is not None)
 
@@ -91,8 +92,8 @@ LABELLED_DATASETS = tuple(name for name, reader in DATASETS.items() if reader.pa
 @dataclass
 class ManifestConfig:
     dataset: str = option("demo", f"which corpus: {', '.join(DATASETS)}")
-    corpus_dir: str = option("", "corpus folder; default data/raw/demo, data/raw/crema-d or data/raw/msp-improv "
-                                 "(required for folder and labelled)")
+    corpus_dir: str = option("", "corpus folder; default data/raw/<demo, crema-d, msp-improv, ravdess, demo-ravdess, "
+                                 "labelled> (required for folder)")
     labels: str = option("", "labelled: the labels CSV (video,audio,label,speaker[,split]); default "
                              "<corpus-dir>/labels.csv")
     label_rule: str = option("", "label rule; default majority for crema (the reference partitions' rule), "
