@@ -166,7 +166,8 @@ def _clip_record(root: Path, name: TrialName, trials: dict[TrialName, str], clas
     in_set = intended in classes
     return ClipRecord(clip_id=name.id, audio_path=audio, video_path=video, speaker=name.actor, sex=name.sex,
                       label=intended if in_set else "", excluded="" if in_set else OUTSIDE_LABEL_SET,
-                      intended=intended, sentence=name.statement, level=INTENSITIES[name.intensity])
+                      intended=intended, extra={"statement": name.statement, "intensity": INTENSITIES[name.intensity],
+                                                "repetition": name.repetition})
 
 
 def _has_audio_track(path: Path) -> bool:

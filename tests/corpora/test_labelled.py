@@ -151,3 +151,16 @@ def test_the_stage_prints_one_line_and_labels_is_refused_elsewhere(corpus, tmp_p
     assert error.count("\n") == 1 and "labels.csv: labels file not found" in error
     with pytest.raises(CorpusError, match="--labels is for DATASET=labelled"):
         build_manifest(ManifestConfig(dataset="demo", corpus_dir=str(corpus), labels="x.csv"))
+
+
+def test_a_manifest_of_the_old_columns_is_refused_and_rebuilt(corpus, tmp_path):
+    """Before the extra column, each corpus field had a column of its own."""
+    write_labels(corpus, rows())
+    folder = manifest(corpus, tmp_path)
+    meta = (folder / "manifest.yaml").read_text()
+    (folder / "manifest.yaml").write_text(meta.replace("- extra\n", "- sentence\n- level\n- session\n- scenario\n"))
+    with pytest.raises(CorpusError, match=r"an older manifest had a column per corpus field\); rebuild"):
+        load_manifest(folder)
+    rebuilt, written = build_manifest(ManifestConfig(dataset="labelled", corpus_dir=str(corpus),
+                                                     manifests_dir=tmp_path / "manifests"))
+    assert written and load_manifest(rebuilt).clips

@@ -39,7 +39,8 @@ def test_the_miniature_reads_as_speech_trials_with_their_wav(miniature):
     clip = next(c for c in corpus.clips if c.clip_id == "01-01-06-02-01-01-02")
     assert (clip.audio_path, clip.video_path) == ("Actor_02/03-01-06-02-01-01-02.wav",
                                                   "Actor_02/01-01-06-02-01-01-02.mp4")
-    assert (clip.label, clip.speaker, clip.sex, clip.level) == ("fear", "02", "Female", "strong")
+    assert (clip.label, clip.speaker, clip.sex) == ("fear", "02", "Female")
+    assert clip.extra == {"statement": "01", "intensity": "strong", "repetition": "01"}
     crema6 = ravdess.read_corpus(miniature, label_set="crema6")
     assert crema6.classes == crema_d.CLASSES  # CREMA-D's names and order: cross-corpus matching by name
 
