@@ -29,8 +29,7 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
-import av
-
+from corpora.folder import has_audio_track
 from corpora.manifest import SPLITS, ClipRecord, Corpus, CorpusError, SkippedFile
 from corpora.partitions import PartitionError, speaker_partition
 
@@ -150,19 +149,11 @@ def _check_row(path: Path, line: int, row: dict[str, str]) -> None:
 
 def _clip_record(root: Path, clip_id: str, row: dict[str, str]) -> ClipRecord:
     audio = row["audio"]
-    if not audio and _has_audio_track(root / row["video"]):
+    if not audio and has_audio_track(root / row["video"]):
         audio = row["video"]
     split = SPLIT_NAMES[row[SPLIT_COLUMN].lower()] if SPLIT_COLUMN in row else ""
     return ClipRecord(clip_id=clip_id, audio_path=audio, video_path=row["video"], speaker=row["speaker"],
                       label=row["label"], intended=row["label"], split=split)
-
-
-def _has_audio_track(path: Path) -> bool:
-    try:
-        with av.open(str(path)) as container:
-            return bool(container.streams.audio)
-    except (av.FFmpegError, OSError):
-        return False  # an unreadable video fails, and is reported, at feature extraction
 
 
 def _check_given_splits(path: Path, lines: list[LabelledLine]) -> None:

@@ -35,9 +35,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-import av
-
 from corpora import crema_d
+from corpora.folder import has_audio_track
 from corpora.manifest import ClipRecord, Corpus, CorpusError, SkippedFile
 from corpora.partitions import speaker_partition
 
@@ -160,7 +159,7 @@ def _find_trials(root: Path, folders: list[Path]) -> tuple[dict[TrialName, str],
 def _clip_record(root: Path, name: TrialName, trials: dict[TrialName, str], classes: tuple[str, ...]) -> ClipRecord:
     video = trials[name] if name.modality == FULL_AV else ""
     audio = trials.get(name.with_modality(AUDIO_ONLY), "")
-    if not audio and _has_audio_track(root / video):
+    if not audio and has_audio_track(root / video):
         audio = video
     intended = CLASS_OF_EMOTION[name.emotion]
     in_set = intended in classes
@@ -168,11 +167,3 @@ def _clip_record(root: Path, name: TrialName, trials: dict[TrialName, str], clas
                       label=intended if in_set else "", excluded="" if in_set else OUTSIDE_LABEL_SET,
                       intended=intended, extra={"statement": name.statement, "intensity": INTENSITIES[name.intensity],
                                                 "repetition": name.repetition})
-
-
-def _has_audio_track(path: Path) -> bool:
-    try:
-        with av.open(str(path)) as container:
-            return bool(container.streams.audio)
-    except (av.FFmpegError, OSError):
-        return False  # an unreadable video fails, and is reported, at feature extraction

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from common.cli import run_stage
-from common.config import config_values, option
+from common.config import config_values, flag, option
 from common.errors import ProjectError
 from corpora.registry import ManifestConfig
 from inference.cross_corpus import ON_SPLITS, cross_folder, evaluate_across, mapping_text
@@ -31,6 +31,7 @@ from model.evaluation import results_table
 from training.run_folder import CONFUSION_FILE, EVAL_METRICS_FILE, EVAL_REPORT_FILE, RunFolder, RunSelection
 
 FEATURES_ROOT = Path("data/features")  # where make features puts its extractions
+OTHER_DATASET_OPTIONS = ("on_corpus_dir", "on_labels", "on_label_set", "on_features_dir")
 
 
 @dataclass
@@ -51,6 +52,12 @@ class EvalConfig(RunSelection):
     def __post_init__(self) -> None:
         if self.batch_size < 1:
             raise ProjectError(f"--batch-size must be at least 1, got {self.batch_size}")
+        if self.on_split not in ON_SPLITS:
+            raise ProjectError(f"--on-split must be one of {', '.join(ON_SPLITS)}, got {self.on_split!r}")
+        given = [flag(name) for name in OTHER_DATASET_OPTIONS if getattr(self, name)]
+        if given and not self.on_dataset:
+            raise ProjectError(f"{', '.join(given)} name the corpus of a cross-corpus evaluation; give --on-dataset "
+                               "too, or leave them out")
 
 
 def evaluate(config: EvalConfig) -> int:
