@@ -109,7 +109,8 @@ def _read_rows(path: Path) -> tuple[list[tuple[int, dict[str, str]]], bool]:
                           f"and optionally {SPLIT_COLUMN} ({HEADER})")
     reader.fieldnames = header
     rows = []
-    for line, row in enumerate(reader, start=2):
+    for row in reader:
+        line = reader.line_num  # blank lines, which the reader passes over, still count
         if None in row or None in row.values():
             raise CorpusError(f"{path} line {line}: {len([v for v in row.values() if v is not None])} fields where "
                               f"the header has {len(header)}; give one value per column (an empty one as ,,)")

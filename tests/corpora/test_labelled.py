@@ -84,11 +84,11 @@ def test_a_split_column_is_used_as_given(corpus, tmp_path):
 
 
 def test_a_missing_file_is_skipped_and_listed(corpus, tmp_path):
-    write_labels(corpus, [*rows(), ",clips/gone.wav,angry,ann"])
+    write_labels(corpus, [*rows(), "", ",clips/gone.wav,angry,ann"])
     folder = manifest(corpus, tmp_path)
     assert len(load_manifest(folder).clips) == 12
     (skipped,) = load_skipped(folder)
-    assert skipped.path == "clips/gone.wav" and "labels.csv line 14" in skipped.reason
+    assert skipped.path == "clips/gone.wav" and "labels.csv line 15" in skipped.reason
 
 
 def test_a_labels_file_elsewhere_is_read_and_its_changes_rebuild_the_manifest(corpus, tmp_path):
