@@ -56,8 +56,9 @@ lint: $(SETUP_STAMP) ## ruff (style) and import-linter (the package layers in py
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/lint-imports --no-logo --no-cache
 
-demo-data: $(SETUP_STAMP) ## write the demo corpus to data/raw/demo (a miniature CREMA-D)
-	$(PY) -m pipeline.demo_data --out-dir $(DEMO_DIR) $(FORCE_FLAG) $(ARGS)
+# The generator's default folder is DEMO_DIR, or data/raw/demo-ravdess with ARGS="--layout ravdess".
+demo-data: $(SETUP_STAMP) ## write the demo corpus to data/raw/demo (a miniature CREMA-D; ARGS="--layout ravdess": RAVDESS)
+	$(PY) -m pipeline.demo_data $(FORCE_FLAG) $(ARGS)
 
 demo-check: demo-data ## measure how well each modality separates the demo corpus's emotions
 	$(PY) -m pipeline.demo_separability --corpus-dir $(DEMO_DIR) $(ARGS)
@@ -70,13 +71,13 @@ demo: demo-data ## the main job on the demo corpus: data, report, features, trai
 	$(PY) -m pipeline.evaluate --dataset demo --partition 1
 	$(PY) -m pipeline.predict --dataset demo --partition 1 --video $(DEMO_DIR)/VideoFlash/$(DEMO_PREDICT_CLIP).flv
 
-manifest: $(SETUP_STAMP) ## index a corpus into data/manifests/ (DATASET=demo|crema|improv|folder, PARTITION=1-5)
+manifest: $(SETUP_STAMP) ## index a corpus into data/manifests/ (DATASET=demo|crema|improv|ravdess|labelled|folder, PARTITION=1-5)
 	$(PY) -m pipeline.manifest --dataset $(DATASET) --partition $(PARTITION) $(FORCE_FLAG) $(ARGS)
 
 stats: $(SETUP_STAMP) ## corpus report (builds the manifest if missing): table, stats.txt, class chart PNG
 	$(PY) -m pipeline.stats --dataset $(DATASET) --partition $(PARTITION) $(FORCE_FLAG) $(ARGS)
 
-features: $(SETUP_STAMP) ## extract audio features and face embeddings into HDF5 shards (DATASET=demo|crema|improv|folder)
+features: $(SETUP_STAMP) ## extract audio features and face embeddings into HDF5 shards (DATASET=demo|crema|improv|ravdess|labelled|folder)
 	$(PY) -m pipeline.features --dataset $(DATASET) $(FEATURES) $(FORCE_FLAG) $(ARGS)
 
 verify-features: $(SETUP_STAMP) ## check the extraction of DATASET made with the FEATURES options (default: the defaults)

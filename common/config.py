@@ -229,6 +229,23 @@ def listed_options(config_class: type) -> int:
                if action.option_strings and action.help != argparse.SUPPRESS and action.dest != "help")
 
 
+def command_line(config) -> str:
+    """The options that turn the defaults into ``config``, as its stage's command line takes them
+    (``--audio-encoder egemaps --face-rate 5``); '' for the defaults."""
+    given = []
+    defaults = type(config)()
+    for field in dataclasses.fields(config):
+        value = getattr(config, field.name)
+        if is_part(field):
+            given.append(command_line(value))
+        elif value != getattr(defaults, field.name):
+            if isinstance(value, bool):
+                given.append(flag(field.name) if value else flag(f"no_{field.name}"))
+            else:
+                given.append(f"{flag(field.name)} {shlex.quote(str(value))}")
+    return " ".join(option for option in given if option)
+
+
 def config_values(config) -> dict:
     """The config as plain YAML-able values (paths as strings), its parts as nested mappings."""
     return _plain(dataclasses.asdict(config))

@@ -225,7 +225,7 @@ def _clip_record(name: ClipName, files: dict[str, str], sexes: dict[int, str],
     intended = CLASS_OF_EMOTION[name.emotion]
     record = ClipRecord(clip_id=name.id, audio_path=files.get("audio", ""), video_path=files.get("video", ""),
                         speaker=str(name.actor), sex=sexes.get(name.actor, ""), intended=intended,
-                        sentence=name.sentence, level=name.level)
+                        extra={"sentence": name.sentence, "level": name.level})
     if label_rule == "intended":
         return replace(record, label=intended)
     if name.id not in votes:

@@ -66,14 +66,18 @@ def _video_problem(path: Path) -> str:
     return ""
 
 
-def _has_audio_track(path: Path) -> bool:
-    with av.open(str(path)) as container:
-        return bool(container.streams.audio)
+def has_audio_track(path: Path) -> bool:
+    """Whether the video has an audio track; False for one PyAV cannot open (reported where it is decoded)."""
+    try:
+        with av.open(str(path)) as container:
+            return bool(container.streams.audio)
+    except (av.FFmpegError, OSError):
+        return False
 
 
 def _clip_record(root: Path, clip_id: str, files: dict[str, str]) -> ClipRecord:
     video = files.get("video", "")
     audio = files.get("audio", "")
-    if not audio and video and _has_audio_track(root / video):
+    if not audio and video and has_audio_track(root / video):
         audio = video
     return ClipRecord(clip_id=clip_id, audio_path=audio, video_path=video)

@@ -19,12 +19,16 @@ A manifest folder (``data/manifests/<dataset>/<selection>/``) holds:
     split         ``train``, ``development``, ``test``, or empty: excluded, or a recording to
                   predict on
     excluded      why a clip is in no split (e.g. ``tie``, ``no majority``); empty otherwise
-    intended      the emotion the speaker was asked to portray (from the file name)
-    sentence      corpus fields, empty where the corpus has none: CREMA-D sentence code and
-    level         intensity level, MSP-IMPROV sentence, session and recording scenario
-    session
-    scenario
+    intended      the emotion the speaker was asked to portray (from the file name; a labelled
+                  corpus's own label)
+    extra         the corpus's own fields, as a JSON object of strings: CREMA-D ``sentence`` and
+                  ``level``, MSP-IMPROV ``sentence``, ``session`` and ``scenario``, RAVDESS
+                  ``statement``, ``intensity`` and ``repetition``; ``{}`` where it has none
     ============  =================================================================================
+
+The columns are the same for every corpus, so a reader with fields of its own adds them to
+``extra`` rather than a column. A manifest written with other columns (before ``extra``, with one
+column per corpus field) is refused by ``load_manifest`` and rebuilt by make manifest.
 
 ``manifest.yaml``
     The dataset, the corpus and its root, the class order, the label rule, the rating modality,
@@ -44,6 +48,7 @@ as given.
 from __future__ import annotations
 
 import csv
+import json
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -55,7 +60,7 @@ from common.errors import ProjectError
 from common.paths import resolve_recorded
 
 COLUMNS = ("clip_id", "audio_path", "video_path", "speaker", "sex", "label", "soft_label", "split",
-           "excluded", "intended", "sentence", "level", "session", "scenario")
+           "excluded", "intended", "extra")
 SPLITS = ("train", "development", "test")
 SEXES = ("Male", "Female")
 MANIFEST_FILE = "manifest.csv"
@@ -83,10 +88,8 @@ class ClipRecord:
     split: str = ""
     excluded: str = ""
     intended: str = ""
-    sentence: str = ""
-    level: str = ""
-    session: str = ""
-    scenario: str = ""
+    # Compared, never hashed: records are not kept in sets.
+    extra: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -177,6 +180,7 @@ def label_from_votes(counts: Sequence[int], classes: Sequence[str], rule: str, o
 def _format_row(clip: ClipRecord) -> dict[str, str]:
     row = {name: getattr(clip, name) for name in COLUMNS}
     row["soft_label"] = ";".join(repr(p) for p in clip.soft_label)
+    row["extra"] = json.dumps(clip.extra, ensure_ascii=False)
     return row
 
 
@@ -186,8 +190,15 @@ def _parse_row(row: dict[str, str], path: Path, line: int) -> ClipRecord:
     except ValueError:
         raise CorpusError(f"{path} line {line}: soft_label {row['soft_label']!r} is not ';'-joined numbers; "
                           "rebuild the manifest (make manifest FORCE=1)") from None
-    values = {name: row[name] for name in COLUMNS if name != "soft_label"}
-    return ClipRecord(soft_label=soft, **values)
+    try:
+        extra = json.loads(row["extra"])
+    except json.JSONDecodeError:
+        extra = None
+    if not isinstance(extra, dict) or not all(isinstance(v, str) for v in extra.values()):
+        raise CorpusError(f"{path} line {line}: extra {row['extra']!r} is not a JSON object of strings; "
+                          "rebuild the manifest (make manifest FORCE=1)")
+    values = {name: row[name] for name in COLUMNS if name not in ("soft_label", "extra")}
+    return ClipRecord(soft_label=soft, extra=extra, **values)
 
 
 def write_manifest(folder: Path, meta: ManifestMeta, clips: list[ClipRecord], skipped: list[SkippedFile]) -> None:
@@ -212,8 +223,8 @@ def load_meta(folder: Path) -> ManifestMeta:
         raise CorpusError(f"{path}: not a manifest description (needs {', '.join(sorted(names))}); "
                           "rebuild the manifest (make manifest FORCE=1)")
     if values.get("columns") != list(COLUMNS):
-        raise CorpusError(f"{path}: written with other columns than this code reads; "
-                          "rebuild the manifest (make manifest FORCE=1)")
+        raise CorpusError(f"{path}: written with other columns than this code reads ({','.join(COLUMNS)}; an "
+                          "older manifest had a column per corpus field); rebuild the manifest (make manifest FORCE=1)")
     values = {name: values[name] for name in names}
     values["classes"] = tuple(values["classes"])
     return ManifestMeta(**values)

@@ -207,13 +207,13 @@ def partition(clips: list[ClipRecord], index: int) -> dict[str, str]:
     """Speaker -> split for partition ``index``: whole sessions, as the VAVL partitions."""
     check_partition_index(index)
     development, test = HELD_OUT_SESSIONS[index]
-    present = {int(clip.session) for clip in clips}
+    present = {int(clip.extra["session"]) for clip in clips}
     for split, session in (("development", development), ("test", test)):
         if session not in present:
             raise PartitionError(f"partition {index} puts session {session} in {split}, "
                                  "but the corpus folder has no clip of that session")
     held_out = {development: "development", test: "test"}
-    return {clip.speaker: held_out.get(int(clip.session), "train") for clip in clips}
+    return {clip.speaker: held_out.get(int(clip.extra["session"]), "train") for clip in clips}
 
 
 def _find_media(root: Path) -> tuple[dict[ImprovName, dict[str, str]], list[SkippedFile]]:
@@ -238,8 +238,9 @@ def _find_media(root: Path) -> tuple[dict[ImprovName, dict[str, str]], list[Skip
 def _clip_record(name: ImprovName, files: dict[str, str], evaluations: dict[str, Evaluation],
                  label_rule: str) -> ClipRecord:
     record = ClipRecord(clip_id=name.clip_id, audio_path=files.get("audio", ""), video_path=files.get("video", ""),
-                        speaker=name.speaker, sex=name.sex, intended=name.emotion, sentence=f"S{name.sentence:02d}",
-                        session=f"{name.session:02d}", scenario=name.scenario)
+                        speaker=name.speaker, sex=name.sex, intended=name.emotion,
+                        extra={"sentence": f"S{name.sentence:02d}", "session": f"{name.session:02d}",
+                               "scenario": name.scenario})
     if label_rule == "intended":
         return replace(record, label=name.emotion)
     evaluation = evaluations.get(name.clip_id)

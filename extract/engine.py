@@ -74,6 +74,7 @@ class FeaturesConfig:
     spec: ExtractionSpec = part(ExtractionSpec)
     dataset: str = option("demo", f"corpus: {', '.join(DATASETS)} (see make manifest)")
     corpus_dir: str = option("", "corpus folder, when not the dataset's default")
+    labels: str = option("", "labelled: the labels CSV naming the clips, when not <corpus-dir>/labels.csv")
     out_root: Path = option(Path("data/features"), "features go to <out-root>/<dataset>/<feature-config>/")
     device: str = option("auto", "where embeddings and log-mels are computed: auto, cpu, cuda")
     workers: int = option(0, "worker processes that decode and detect (0: the cores, shared among the processes "
@@ -127,7 +128,7 @@ def jobs_of(corpus: Corpus) -> list[ClipJob]:
 
 
 def load_jobs(config: FeaturesConfig) -> list[ClipJob]:
-    return jobs_of(corpus_clips(config.dataset, config.corpus_dir))
+    return jobs_of(corpus_clips(config.dataset, config.corpus_dir, config.labels))
 
 
 _worker: dict = {}
@@ -259,7 +260,8 @@ def extract(config: FeaturesConfig) -> tuple[Path, RunReport]:
     num_shards, shard_index = resolve_shard(config)
     device = resolve_device(config.device, int(os.environ.get("LOCAL_RANK", "0")))
     workers = worker_count(config)
-    corpus = corpus_clips(config.dataset, config.corpus_dir)  # before anything is created: the corpus must be there
+    # Before anything is created: the corpus must be there.
+    corpus = corpus_clips(config.dataset, config.corpus_dir, config.labels)
     jobs = jobs_of(corpus)[shard_index::num_shards]
     # The workers keep their cores busy: more embedding threads here than the cores they leave
     # only spin against them (README, "Performance").

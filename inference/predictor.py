@@ -266,7 +266,7 @@ def format_table(predictions: list[Prediction]) -> str:
                      for row in rows)
 
 
-SYNTHETIC_DATASETS = ("demo",)
+SYNTHETIC_DATASETS = ("demo", "demo-ravdess")
 
 
 def training_notice(predictor: Predictor) -> str:
@@ -274,5 +274,5 @@ def training_notice(predictor: Predictor) -> str:
     if predictor.trained_on in SYNTHETIC_DATASETS:
         return (f"this run was trained on the synthetic {predictor.trained_on} corpus (drawn faces, synthesised "
                 "voices): it is for trying the pipeline, not for real faces and voices; train on a real corpus "
-                "(README, \"Using CREMA-D\") before trusting its predictions")
+                "(README, \"Using CREMA-D and RAVDESS\") before trusting its predictions")
     return ""

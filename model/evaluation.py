@@ -70,8 +70,11 @@ def scores(labels: np.ndarray, predictions: np.ndarray, classes: Sequence[str]) 
 
 
 def evaluate_model(model: AuxFormer, data: ClipDataset, variant: str, classes: Sequence[str], batch_size: int,
-                   device: torch.device) -> dict[str, dict[str, dict]]:
-    """{condition: {head: scores}} for the conditions and heads of ``variant``."""
+                   device: torch.device, columns: Sequence[int] | None = None) -> dict[str, dict[str, dict]]:
+    """{condition: {head: scores}} for the conditions and heads of ``variant``. ``columns``: the model's
+    outputs that ``classes`` are, in that order (all of them by default); the prediction is the
+    argmax over these alone (cross-corpus scoring on the classes two corpora share)."""
+    columns = list(range(len(classes))) if columns is None else list(columns)
     results = {}
     for condition in VARIANTS[variant].conditions:
         logits, labels, clip_ids = condition_logits(model, data, condition, batch_size, device)
@@ -80,7 +83,7 @@ def evaluate_model(model: AuxFormer, data: ClipDataset, variant: str, classes: S
         if broken:
             raise ProjectError(f"the model gives non-finite outputs for {len(broken)} clips (e.g. {broken[0]}) "
                                f"with {condition}: its weights are damaged; retrain it with make train FORCE=1")
-        results[condition] = {head: scores(labels, logits[head].argmax(axis=1), classes)
+        results[condition] = {head: scores(labels, logits[head][:, columns].argmax(axis=1), classes)
                               for head in VARIANTS[variant].scored_heads}
     return results
 

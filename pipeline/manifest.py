@@ -1,7 +1,9 @@
 """Stage: index a corpus as a manifest, the table of clips every later stage reads (``make manifest``).
 
 Reads a corpus folder: the demo corpus (data/raw/demo) or CREMA-D (data/raw/crema-d) through the
-CREMA-D reader, MSP-IMPROV (data/raw/msp-improv), or a plain folder of videos (--corpus-dir), and
+CREMA-D reader, MSP-IMPROV (data/raw/msp-improv), RAVDESS (data/raw/ravdess, or the demo in its
+layout, demo-ravdess: data/raw/demo-ravdess), your own clips with a labels CSV (labelled:
+--corpus-dir and --labels, corpora.labelled), or a plain folder of videos (--corpus-dir), and
 optionally a partition file in the reference format (--partition-file).
 Writes data/manifests/<dataset>/<selection>/: manifest.csv, manifest.yaml (with this config),
 skipped.csv and partition.csv (the partition in the reference format). The file formats are

@@ -68,8 +68,8 @@ RECORDED_PACKAGES = ("torch", "numpy", "h5py", "scikit-learn")
 NOT_COMPARED = (*FREE_ON_RESUME, "force", "runs_root", "run_dir")
 # Stage options that name files or folders: compared as the path rule records them (common.paths), so that
 # one path spelled relative or absolute is one setting.
-PATH_OPTIONS = ("corpus_dir", "partition_file", "manifests_dir", "features_dir", "features_root", "face_weights",
-                "audio_weights", "video_features_from")
+PATH_OPTIONS = ("corpus_dir", "labels", "partition_file", "manifests_dir", "features_dir", "features_root",
+                "face_weights", "audio_weights", "video_features_from")
 CHECKSUM_KEY = "sha256"
 # What to do about a damaged checkpoint: best.pt is the kept epoch, last.pt what a resume goes on from.
 CHECKPOINT_FIXES = {BEST_CHECKPOINT: "copy it back from a backup, or retrain with make train FORCE=1",
@@ -354,6 +354,7 @@ class RunSelection:
     model: str = option("auxformer", "variant the run trained")
     label_rule: str = option("", "label rule of the run; '' for the dataset's default")
     ratings: str = option("", "ratings of the run's labels; '' for the dataset's default")
+    label_set: str = option("", "label set of the run (ravdess); '' for the dataset's default")
     partition_file: str = option("", "partition file of the run, if it was trained on one")
     runs_root: Path = option(Path("runs"), "where make train put the run")
     run_dir: str = option("", "the run folder itself, instead of the options above")
@@ -367,6 +368,7 @@ class RunSelection:
 def split_name(config) -> str:
     """p<k> (with a non-default label rule or ratings appended), or file-<name> for a partition file."""
     selection = select(ManifestConfig(dataset=config.dataset, label_rule=config.label_rule, ratings=config.ratings,
-                                      partition=config.partition, partition_file=config.partition_file),
+                                      label_set=config.label_set, partition=config.partition,
+                                      partition_file=config.partition_file),
                        check_corpus=False)
     return selection.split_name

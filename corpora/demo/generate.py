@@ -3,7 +3,9 @@
 Writes, under the output folder, exactly CREMA-D's layout and formats (see corpora.crema_d):
 AudioWAV/*.wav, VideoFlash/*.flv, processedResults/{summaryTable,tabulatedVotes}.csv,
 VideoDemographics.csv and SentenceFilenames.csv, plus demo_generation.yaml (the config that made
-it) and a .done stamp once complete.
+it) and a .done stamp once complete. With ``--layout ravdess`` (to data/raw/demo-ravdess by
+default) the same clips in RAVDESS's layout instead (corpora.demo.layouts): Actor_NN/ folders of
+full audio-video .mp4 and audio-only .wav files under RAVDESS names, and no vote tables.
 
 Every clip is drawn from the seed and its own id alone, so the output does not depend on the
 number of workers or on which clips an interrupted run had already written.
@@ -25,7 +27,7 @@ from common.config import option, to_yaml
 from common.processes import process_pool
 from corpora import crema_d
 from corpora.crema_d import ClipName, recorded_clips
-from corpora.demo import media
+from corpora.demo import layouts, media
 from corpora.demo.actors import Actor, make_actors
 from corpora.demo.face import FaceRenderer, noise_bank
 from corpora.demo.timeline import ClipTimeline, plan_clip
@@ -41,25 +43,39 @@ DONE_FILE = ".done"
 
 @dataclass
 class DemoConfig:
-    out_dir: Path = option(Path("data/raw/demo"), "folder the corpus is written to")
+    out_dir: Path = option(layouts.DEFAULT_DIRS[layouts.CREMA], "folder the corpus is written to (left at this "
+                                                                "default: data/raw/demo-ravdess for --layout ravdess)")
+    layout: str = option(layouts.CREMA, f"file layout: {' or '.join(layouts.LAYOUTS)} (RAVDESS's names and MP4)")
     actors: int = option(10, "number of actors, alternately male and female")
     sentences: int = option(12, "sentences per actor, taken in CREMA-D's order (1-12)")
     seed: int = option(0, "random seed; the same seed gives the same corpus")
     workers: int = option(os.cpu_count() or 1, "parallel worker processes")
     force: bool = option(False, "regenerate even when a finished corpus with this config exists")
 
+    def __post_init__(self) -> None:
+        if self.layout in layouts.LAYOUTS and self.out_dir == layouts.DEFAULT_DIRS[layouts.CREMA]:
+            self.out_dir = layouts.DEFAULT_DIRS[self.layout]
+
     def validate(self) -> None:
-        if self.actors < 1:
-            raise CorpusError(f"--actors must be at least 1, got {self.actors}")
-        if not 1 <= self.sentences <= len(crema_d.SENTENCES):
-            raise CorpusError(f"--sentences must be between 1 and {len(crema_d.SENTENCES)}, got {self.sentences}")
+        if self.layout not in layouts.LAYOUTS:
+            raise CorpusError(f"--layout must be one of {', '.join(layouts.LAYOUTS)}, got {self.layout!r}")
+        most_actors = layouts.MAX_ACTORS[self.layout]
+        if self.actors < 1 or (most_actors and self.actors > most_actors):
+            raise CorpusError(f"--actors must be between 1 and {most_actors or 'any number'} for the {self.layout} "
+                              f"layout, got {self.actors}")
+        most_sentences = layouts.MAX_SENTENCES[self.layout]
+        if not 1 <= self.sentences <= most_sentences:
+            raise CorpusError(f"--sentences must be between 1 and {most_sentences} for the {self.layout} layout, "
+                              f"got {self.sentences}")
         if self.workers < 1:
             raise CorpusError(f"--workers must be at least 1, got {self.workers}")
 
     def identity(self) -> dict:
         """What determines the corpus's content (not where or how fast it is written)."""
-        return {"generator_version": GENERATOR_VERSION, "actors": self.actors,
-                "sentences": self.sentences, "seed": self.seed}
+        identity = {"generator_version": GENERATOR_VERSION, "actors": self.actors,
+                    "sentences": self.sentences, "seed": self.seed}
+        # CREMA-D's layout is left unnamed, so that corpora generated before there were layouts stay finished.
+        return identity if self.layout == layouts.CREMA else {**identity, "layout": self.layout}
 
 
 @dataclass(frozen=True)
@@ -75,22 +91,16 @@ def generate(config: DemoConfig) -> GenerationReport:
     config.validate()
     started = time.monotonic()
     out = config.out_dir
-    if _is_finished(out, config) and not config.force:
-        clips = (out / crema_d.SENTENCE_FILENAMES).read_text().splitlines()[1:]
-        return GenerationReport(len(clips), 0, 0.0, time.monotonic() - started, skipped=True)
-    _prepare_folder(out, config)
-
     actors = make_actors(config.actors, config.seed)
     sentences = tuple(crema_d.SENTENCES)[: config.sentences]
     clips = [clip for actor in actors for clip in recorded_clips(actor.actor_id, sentences)]
-    _write_metadata(out, actors, clips)
-
-    pending = [clip for clip in clips if not _clip_exists(out, clip)]
+    if _is_finished(out, config) and not config.force:
+        return GenerationReport(len(clips), 0, 0.0, time.monotonic() - started, skipped=True)
+    _prepare_folder(out, config, [actor.actor_id for actor in actors])
+    pending = [clip for clip in clips if not _clip_exists(out, clip, config.layout)]
     durations = _render_all(pending, actors, config)
-    by_id = {actor.actor_id: actor for actor in actors}
-    timelines = {clip: _timeline(clip, by_id[clip.actor], config.seed) for clip in clips}
-    rated = [RatedClip(c.id, c.emotion, timelines[c].face_intensity, timelines[c].voice_intensity) for c in clips]
-    write_vote_tables(rated, out / crema_d.RESULTS_DIR, config.seed)
+    if config.layout == layouts.CREMA:
+        _write_crema_tables(out, actors, clips, config.seed)
     (out / DONE_FILE).write_text(yaml.safe_dump(config.identity()))
     return GenerationReport(len(clips), len(pending), sum(durations), time.monotonic() - started, skipped=False)
 
@@ -100,7 +110,15 @@ def _is_finished(out: Path, config: DemoConfig) -> bool:
     return done.exists() and yaml.safe_load(done.read_text()) == config.identity()
 
 
-def _prepare_folder(out: Path, config: DemoConfig) -> None:
+def _write_crema_tables(out: Path, actors: list[Actor], clips: list[ClipName], seed: int) -> None:
+    _write_metadata(out, actors, clips)
+    by_id = {actor.actor_id: actor for actor in actors}
+    timelines = {clip: _timeline(clip, by_id[clip.actor], seed) for clip in clips}
+    rated = [RatedClip(c.id, c.emotion, timelines[c].face_intensity, timelines[c].voice_intensity) for c in clips]
+    write_vote_tables(rated, out / crema_d.RESULTS_DIR, seed)
+
+
+def _prepare_folder(out: Path, config: DemoConfig, actor_ids: list[int]) -> None:
     """Resume a run of the same config; otherwise start from an empty folder we own."""
     saved = out / CONFIG_FILE
     if out.exists() and any(out.iterdir()):
@@ -110,7 +128,7 @@ def _prepare_folder(out: Path, config: DemoConfig) -> None:
         same = yaml.safe_load(saved.read_text()).get("identity") == config.identity()
         if config.force or not same:
             shutil.rmtree(out)
-    for folder in (out / crema_d.AUDIO_DIR, out / crema_d.VIDEO_DIR):
+    for folder in layouts.media_folders(out, actor_ids, config.layout):
         folder.mkdir(parents=True, exist_ok=True)
         media.remove_partial_files(folder)
     saved.write_text(yaml.safe_dump({"identity": config.identity()}, sort_keys=False) + to_yaml(config))
@@ -124,16 +142,8 @@ def _write_metadata(out: Path, actors: list[Actor], clips: list[ClipName]) -> No
     (out / crema_d.SENTENCE_FILENAMES).write_text("\n".join(lines) + "\n")
 
 
-def _clip_exists(out: Path, clip: ClipName) -> bool:
-    return (_wav_path(out, clip)).exists() and (_flv_path(out, clip)).exists()
-
-
-def _wav_path(out: Path, clip: ClipName) -> Path:
-    return out / crema_d.AUDIO_DIR / f"{clip.id}.wav"
-
-
-def _flv_path(out: Path, clip: ClipName) -> Path:
-    return out / crema_d.VIDEO_DIR / f"{clip.id}.flv"
+def _clip_exists(out: Path, clip: ClipName, layout: str) -> bool:
+    return layouts.audio_path(out, clip, layout).exists() and layouts.video_path(out, clip, layout).exists()
 
 
 def _clip_rng(seed: int, clip: ClipName, stream: int) -> np.random.Generator:
@@ -149,24 +159,25 @@ def _timeline(clip: ClipName, actor: Actor, seed: int) -> ClipTimeline:
 _worker: dict = {}
 
 
-def _init_worker(actors: list[Actor], out: Path, seed: int) -> None:
+def _init_worker(actors: list[Actor], out: Path, seed: int, layout: str) -> None:
     import cv2
 
     cv2.setNumThreads(1)
     bank = noise_bank(seed)
-    _worker.update(out=out, seed=seed, actors={a.actor_id: a for a in actors},
+    _worker.update(out=out, seed=seed, layout=layout, actors={a.actor_id: a for a in actors},
                    renderers={a.actor_id: FaceRenderer(a, bank) for a in actors})
 
 
 def _render_clip(clip: ClipName) -> float:
     """Write one clip's WAV and FLV; returns its duration in seconds."""
     actor = _worker["actors"][clip.actor]
-    seed, out = _worker["seed"], _worker["out"]
+    seed, out, layout = _worker["seed"], _worker["out"], _worker["layout"]
     timeline = _timeline(clip, actor, seed)
     samples = synthesize(clip, actor, timeline, _clip_rng(seed, clip, 1))
     frames = _worker["renderers"][clip.actor].frames(clip, timeline, _clip_rng(seed, clip, 2))
-    media.write_flv(_flv_path(out, clip), frames, samples)
-    media.write_wav(_wav_path(out, clip), samples)
+    write_video = media.write_mp4 if layout == layouts.RAVDESS else media.write_flv
+    write_video(layouts.video_path(out, clip, layout), frames, samples)
+    media.write_wav(layouts.audio_path(out, clip, layout), samples)
     return timeline.duration
 
 
@@ -174,12 +185,12 @@ def _render_all(clips: list[ClipName], actors: list[Actor], config: DemoConfig) 
     progress = tqdm(total=len(clips), unit="clip", desc="demo corpus", disable=not clips)
     durations = []
     if config.workers == 1:
-        _init_worker(actors, config.out_dir, config.seed)
+        _init_worker(actors, config.out_dir, config.seed, config.layout)
         for clip in clips:
             durations.append(_render_clip(clip))
             progress.update()
     else:
-        with process_pool(config.workers, _init_worker, (actors, config.out_dir, config.seed)) as pool:
+        with process_pool(config.workers, _init_worker, (actors, config.out_dir, config.seed, config.layout)) as pool:
             for duration in pool.map(_render_clip, clips, chunksize=4):
                 durations.append(duration)
                 progress.update()

@@ -1,4 +1,4 @@
-"""Writing a clip's media in CREMA-D's formats, atomically.
+"""Writing a clip's media in CREMA-D's (and RAVDESS's) formats, atomically.
 
 Each file is written under a temporary name in its final folder and renamed into place when
 complete, so an interrupted run never leaves a truncated clip where readers look.
@@ -25,17 +25,29 @@ def write_wav(path: Path, samples: np.ndarray) -> None:
 
 
 def write_flv(path: Path, frames: Iterable[np.ndarray], samples: np.ndarray) -> int:
-    """FLV with Sorenson H.263 video (480x360, 30 fps) and the audio as an AAC track.
+    """FLV with Sorenson H.263 video (480x360, 30 fps) and the audio as an AAC track, as CREMA-D's.
 
     ``frames`` are I420 arrays (see corpora.demo.face.FaceRenderer.frames).
     Returns the number of video frames written.
     """
+    return _write_video(path, frames, samples, "flv", "flv")
+
+
+def write_mp4(path: Path, frames: Iterable[np.ndarray], samples: np.ndarray) -> int:
+    """MP4 with MPEG-4 Part 2 video and an AAC track, as RAVDESS's full audio-video files (which are
+    H.264: any PyAV build has an MPEG-4 encoder, not every one libx264)."""
+    return _write_video(path, frames, samples, "mp4", "mpeg4")
+
+
+def _write_video(path: Path, frames: Iterable[np.ndarray], samples: np.ndarray, container_format: str,
+                 codec: str) -> int:
     with files.atomic_path(path) as partial:
         width, height = VIDEO_SIZE
         # The audio follows all the video; without a limit on how long the muxer waits to interleave
         # them (10 s by default), a longer clip's audio would come after later video and be refused.
-        with av.open(str(partial), "w", format="flv", container_options={"max_interleave_delta": "0"}) as container:
-            video = container.add_stream("flv", rate=VIDEO_FPS)
+        with av.open(str(partial), "w", format=container_format,
+                     container_options={"max_interleave_delta": "0"}) as container:
+            video = container.add_stream(codec, rate=VIDEO_FPS)
             video.width, video.height, video.pix_fmt = width, height, "yuv420p"
             video.bit_rate = VIDEO_BITRATE
             audio = container.add_stream("aac", rate=AUDIO_SAMPLE_RATE, layout="mono")

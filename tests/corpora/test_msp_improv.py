@@ -134,8 +134,8 @@ def test_vote_rules(corpus_root):
 def test_intended_labels_and_corpus_fields(corpus_root):
     corpus = msp_improv.read_corpus(corpus_root, "intended")
     clip = next(c for c in corpus.clips if c.clip_id == "MSP-IMPROV-S02N-M02-P-MF02")
-    assert (clip.label, clip.speaker, clip.sex, clip.session, clip.sentence, clip.scenario) == (
-        "neutral", "M02", "Male", "02", "S02", "natural-interaction")
+    assert (clip.label, clip.speaker, clip.sex) == ("neutral", "M02", "Male")
+    assert clip.extra == {"sentence": "S02", "session": "02", "scenario": "natural-interaction"}
     assert clip.audio_path == "session2/S02N/P/MSP-IMPROV-S02N-M02-P-MF02.wav"
     assert clip.video_path == "session2/S02N/P/MSP-IMPROV-S02N-M02-P-MF02.avi"
     video_less = next(c for c in corpus.clips if c.clip_id == "MSP-IMPROV-S06N-M06-S-MF06")
@@ -155,7 +155,8 @@ def test_partitions_hold_out_whole_sessions(corpus_root, tmp_path, k):
     folder, _ = build_manifest(ManifestConfig(dataset="improv", corpus_dir=str(corpus_root), label_rule="intended",
                                               partition=k, manifests_dir=tmp_path))
     clips = load_manifest(folder).clips
-    sessions = {split: {c.session for c in clips if c.split == split} for split in ("train", "development", "test")}
+    sessions = {split: {c.extra["session"] for c in clips if c.split == split}
+                for split in ("train", "development", "test")}
     development, test = msp_improv.HELD_OUT_SESSIONS[k]
     assert sessions["development"] == {f"{development:02d}"}
     assert sessions["test"] == {f"{test:02d}"}
