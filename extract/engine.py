@@ -26,7 +26,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from common.config import option, part
+from common.config import check_within, option, part
 from common.device import resolve_device
 from common.files import remove_partials, write_csv
 from common.locks import exclusive_lock
@@ -64,6 +64,9 @@ WORKER_BATCH_SIZE = 24
 # corpus, 2 workers) the embedding took 1.2 s instead of 1.8 s with one clip (about 10 crops)
 # a batch, and the run 2.9 s instead of 3.3 s. Few enough that memory stays flat.
 CLIPS_PER_TASK = 4
+# What one value may ask for: a shard's clips and a batch's crops are held in memory at once
+# (a crop is 60x60 floats, a clip up to some MB), and each worker is a process.
+COUNT_RANGES = {"workers": (0, 256), "clips_per_shard": (1, 10_000), "embed_batch": (1, 8192)}
 PENDING_CLIPS = 64  # at most this many clips wait in the main process for their log-mel and writing
 
 
@@ -89,9 +92,8 @@ class FeaturesConfig:
     def __post_init__(self) -> None:
         if self.embed_in not in EMBED_PLACES:
             raise FeatureError(f"--embed-in must be one of {', '.join(EMBED_PLACES)}, not {self.embed_in!r}")
-        if self.workers < 0 or self.clips_per_shard < 1 or self.embed_batch < 1:
-            raise FeatureError("--workers must be at least 0 (0: one per core), --clips-per-shard and --embed-batch "
-                               "at least 1")
+        for name, (low, high) in COUNT_RANGES.items():
+            check_within(name, getattr(self, name), low, high, FeatureError)
 
 
 def worker_count(config: FeaturesConfig, environ=os.environ) -> int:

@@ -25,7 +25,7 @@ import numpy as np
 import yaml
 
 from common import files
-from common.config import config_values, from_values, option, part
+from common.config import check_within, config_values, from_values, option, part
 from common.errors import ProjectError
 from common.registry import Registry
 from extract.audio_encoders import AUDIO_ENCODERS, make_audio_encoder
@@ -57,8 +57,8 @@ class _SpecMethods:
             registry[getattr(self, chooser)]  # an unknown name is one line listing the known ones
         if bool(self.video_features_from) != (self.video_rate > 0):
             raise FeatureError("--video-features-from and --video-rate (the arrays' frames a second) go together")
-        if self.detect_every < 1 or self.max_gap_frames < self.detect_every - 1:
-            raise FeatureError("--detect-every must be at least 1 and --max-gap-frames at least detect-every - 1")
+        check_within("detect_every", self.detect_every, 1, MAX_TRACK_FRAMES, FeatureError)
+        check_within("max_gap_frames", self.max_gap_frames, self.detect_every - 1, MAX_TRACK_FRAMES, FeatureError)
         if not _finite_at_least(self.face_rate, 0) or self.face_rate > MAX_FACE_RATE:
             raise FeatureError(f"--face-rate must be within 0..{MAX_FACE_RATE:g} (0: every frame), got "
                                f"{self.face_rate}")
@@ -109,6 +109,7 @@ class _SpecMethods:
 # the box on each side: larger values only multiply the pixels decoded and embedded.
 MAX_FACE_RATE = 1000.0
 MAX_CROP_MARGIN = 2.0
+MAX_TRACK_FRAMES = 1000  # detection steps and interpolated gaps: over 30 s at 30 frames a second
 
 
 @dataclass

@@ -15,11 +15,12 @@ import sys
 from dataclasses import dataclass
 
 from common.cli import run_stage
-from common.config import config_values, option
+from common.config import check_within, config_values, option
 from common.errors import ProjectError
 from inference.evaluation import evaluate_run, partial_note
 from model.data import MAX_MISSING_SHARE
 from model.evaluation import results_table
+from training.config import MAX_BATCH_SIZE
 from training.run_folder import CONFUSION_FILE, EVAL_METRICS_FILE, EVAL_REPORT_FILE, RunFolder, RunSelection
 
 
@@ -31,8 +32,7 @@ class EvalConfig(RunSelection):
                                         f"{MAX_MISSING_SHARE:.0%} of the test split (the table and report say so)")
 
     def __post_init__(self) -> None:
-        if self.batch_size < 1:
-            raise ProjectError(f"--batch-size must be at least 1, got {self.batch_size}")
+        check_within("batch_size", self.batch_size, 1, MAX_BATCH_SIZE, ProjectError)
 
 
 def evaluate(config: EvalConfig) -> int:

@@ -406,8 +406,12 @@ def test_14_workers_die_with_a_killed_extraction(corpus, tmp_path):
 
 @pytest.mark.parametrize("argv, message", [
     (["--dataset", "voxceleb"], "unknown dataset 'voxceleb'"),
-    (["--workers", "-1"], "--workers must be at least 0"),
+    (["--workers", "-1"], "--workers must be within 0..256"),
     (["--clips-per-shard", "0"], "--clips-per-shard"),
+    (["--clips-per-shard", "1000000000"], "--clips-per-shard must be within 1..10000"),
+    (["--embed-batch", "1000000000"], "--embed-batch must be within 1..8192"),
+    (["--detect-every", "100000"], "--detect-every must be within 1..1000"),
+    (["--max-gap-frames", "1000000000"], "--max-gap-frames must be within 3..1000"),
 ])
 def test_15_bad_options_are_refused_before_anything_is_created(tmp_path, monkeypatch, capsys, argv, message):
     monkeypatch.chdir(tmp_path)

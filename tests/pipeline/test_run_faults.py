@@ -199,6 +199,13 @@ def test_4_a_finished_run_that_lost_best_pt_says_so_in_train_and_eval(setup, own
 BAD_TRAINING_OPTIONS = [
     (["--width", "10", "--num-heads", "3"], "divisible by --num-heads"),
     (["--missing-head-loss", "--missing-stand-in", "zero"], "--missing-head-loss needs --missing-stand-in learned"),
+    (["--batch-size", "1000000000"], "--batch-size must be within 1..4096"),
+    (["--epochs", "1000000000"], "--epochs must be within 1..10000"),
+    (["--lr", "nan"], "--lr must be within 0..10"),
+    (["--lr", "inf"], "--lr must be within 0..10"),
+    (["--lr", "0"], "--lr must be positive"),
+    (["--audio-dropout", "nan"], "--audio-dropout must be within 0..1"),
+    (["--grad-clip", "inf"], "--grad-clip must be within"),
 ]
 if not torch.cuda.is_available():
     BAD_TRAINING_OPTIONS.append((["--device", "cuda"], "no CUDA device"))
@@ -237,7 +244,8 @@ def test_5_a_crossval_name_is_one_folder_name(setup, tmp_path, capsys, name):
 
 
 @pytest.mark.parametrize("options, train_options, message", [
-    (["--eval-batch-size", "0"], (), "--eval-batch-size must be at least 1"),
+    (["--eval-batch-size", "0"], (), "--eval-batch-size must be within 1..4096"),
+    (["--eval-batch-size", "1000000000"], (), "--eval-batch-size must be within 1..4096"),
     ([], ("--width", "10", "--num-heads", "3"), "divisible by --num-heads"),
 ])
 def test_5_bad_crossval_options_are_refused_before_any_training(setup, tmp_path, capsys, options, train_options,
@@ -247,10 +255,21 @@ def test_5_bad_crossval_options_are_refused_before_any_training(setup, tmp_path,
     assert list(tmp_path.iterdir()) == []
 
 
-def test_5_an_eval_batch_size_of_0_is_refused_before_scoring(run, capsys):
+@pytest.mark.parametrize("size", ["0", "1000000000"])
+def test_5_an_eval_batch_size_outside_its_range_is_refused_before_scoring(run, capsys, size):
     before = contents(run)
-    assert evaluate_stage.main(["--run-dir", str(run), "--batch-size", "0"]) == 2
-    assert "--batch-size must be at least 1" in error_line(capsys, "eval")
+    assert evaluate_stage.main(["--run-dir", str(run), "--batch-size", size]) == 2
+    assert "--batch-size must be within 1..4096" in error_line(capsys, "eval")
+    assert contents(run) == before
+
+
+@pytest.mark.parametrize("seconds", ["1e-9", "nan", "inf", "1e9"])
+def test_5_a_prediction_window_outside_its_range_is_refused_before_anything_is_made(run, tmp_path, capsys, seconds):
+    before = contents(run)
+    video = tmp_path / "clip.mp4"
+    video.write_bytes(b"")
+    assert predict_stage.main(["--run-dir", str(run), "--video", str(video), "--window-seconds", seconds]) == 2
+    assert "--window-seconds must be within 0.1..120" in error_line(capsys, "predict")
     assert contents(run) == before
 
 
