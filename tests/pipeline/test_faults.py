@@ -8,6 +8,7 @@ make calls them, except where a separate process is the point (kill -9, concurre
 """
 from __future__ import annotations
 
+import csv
 import os
 import shutil
 import signal
@@ -247,6 +248,51 @@ def test_5_a_manifest_notices_clips_added_to_the_corpus(corpus, tmp_path):
         shutil.copy(copy / kind / f"1001_IEO_NEU_XX.{suffix}", copy / kind / f"1001_TIE_NEU_XX.{suffix}")
     folder, written = build_manifest(config)
     assert written and "1001_TIE_NEU_XX" in (folder / "manifest.csv").read_text()
+
+
+def one_line(capsys, stage: str) -> str:
+    """The one line the stage wrote on stderr."""
+    error = capsys.readouterr().err
+    lines = error.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"{stage}: ") and "Traceback" not in error, error
+    return lines[0]
+
+
+def mix_speakers(rows: list[list[str]]) -> None:
+    """Move one clip of a test speaker into train, so that speaker is in two splits."""
+    test_row = next(row for row in rows if row[7] == "test")
+    test_row[7] = "train"
+
+
+def misspell_a_split(rows: list[list[str]]) -> None:
+    next(row for row in rows if row[7] == "test")[7] = "tset"
+
+
+@pytest.mark.parametrize("damage, message", [(misspell_a_split, "split 'tset' is none of"),
+                                             (mix_speakers, "each speaker in one split")])
+def test_5_a_damaged_manifest_is_refused_with_its_line_and_the_fix(workspace, corpus, capsys, damage, message):
+    folder, _ = build_manifest(ManifestConfig(dataset="demo", corpus_dir=str(corpus)))
+    path = folder / "manifest.csv"
+    with path.open(newline="") as stream:
+        rows = list(csv.reader(stream))
+    damage(rows[1:])
+    with path.open("w", newline="") as stream:
+        csv.writer(stream).writerows(rows)
+    damaged = path.read_bytes()
+    assert train_stage.main(train_args(corpus)) == 2
+    error = one_line(capsys, "train")
+    assert str(path) in error and " line " in error and message in error and "make manifest FORCE=1" in error
+    assert path.read_bytes() == damaged and not Path("runs").exists()
+
+
+def test_5_a_manifest_that_is_not_utf8_is_refused_with_the_fix(workspace, corpus, capsys):
+    folder, _ = build_manifest(ManifestConfig(dataset="demo", corpus_dir=str(corpus)))
+    path = folder / "manifest.csv"
+    path.write_bytes(path.read_bytes().replace(b"train", b"tr\xffin", 1))
+    assert train_stage.main(train_args(corpus)) == 2
+    error = one_line(capsys, "train")
+    assert str(path) in error and "not UTF-8" in error and "make manifest FORCE=1" in error
+    assert not Path("runs").exists()
 
 
 # 6 ---------------------------------------------------------------------------------------------
