@@ -290,7 +290,8 @@ def _extract_part(config: FeaturesConfig, folder: Path, prefix: str, jobs: list[
     else:
         video_dim, clips = extractor.encoder.embedding_dim, _extracted_clips(config, todo, extractor, workers,
                                                                              device, report)
-    writer = ShardWriter(folder, prefix, config.clips_per_shard, extractor.audio_dim, video_dim, extractor.audio_rate)
+    writer = ShardWriter(folder, prefix, config.clips_per_shard, extractor.audio_dim, video_dim, extractor.audio_rate,
+                         extractor.spec.folder_name())
     write_seconds = 0.0
     for features in clips:
         tick = time.perf_counter()

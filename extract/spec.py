@@ -182,10 +182,14 @@ class ExtractionRecord:
     corpus_dir: str = ""
     packages: dict = field(default_factory=dict)
     written: str = ""
+    # The folder name the spec gave when the features were made: an edited spec no longer gives it,
+    # while a renamed folder still loads. Empty in records written before it was kept.
+    folder: str = ""
 
     def save(self, folder: Path) -> None:
         values = {"spec": config_values(self.spec), "models": self.models, "dataset": self.dataset,
-                  "corpus_dir": self.corpus_dir, "packages": self.packages, "written": self.written}
+                  "corpus_dir": self.corpus_dir, "packages": self.packages, "written": self.written,
+                  "folder": self.folder or self.spec.folder_name()}
         files.write_text(folder / EXTRACTION_FILE, yaml.safe_dump(values, sort_keys=False))
 
     @classmethod
@@ -205,14 +209,20 @@ class ExtractionRecord:
             if "audio_dim" not in models:  # records written before the audio encoders: theirs was the log-mel
                 models.update(audio_sha256="", audio_dim=spec.logmel.n_mels,
                               audio_rate=1000.0 / spec.logmel.hop_ms)
-            return cls(spec=spec, models=models,
-                       dataset=values.get("dataset", ""), corpus_dir=values.get("corpus_dir", ""),
-                       packages=values.get("packages", {}), written=values.get("written", ""))
+            record = cls(spec=spec, models=models,
+                         dataset=values.get("dataset", ""), corpus_dir=values.get("corpus_dir", ""),
+                         packages=values.get("packages", {}), written=values.get("written", ""),
+                         folder=str(values.get("folder", "")))
         except (yaml.YAMLError, UnicodeDecodeError, KeyError, TypeError, AttributeError, ValueError,
                 ProjectError) as error:
             raise FeatureError(f"{path} is damaged or from another version ({type(error).__name__}: "
                                f"{str(error).splitlines()[0] if str(error) else ''}); delete the folder and run "
                                "make features again") from None
+        if record.folder and record.folder != spec.folder_name():
+            raise FeatureError(f"{path} was edited: its options name the extraction {spec.folder_name()}, but the "
+                               f"features beside it were made as {record.folder}; put back the original "
+                               f"{EXTRACTION_FILE}, or run make features with the options you want (a new folder)")
+        return record
 
     def differences(self, other: ExtractionRecord) -> list[str]:
         """What makes features of ``other`` differ from these: spec options and model files."""

@@ -1,6 +1,7 @@
 """The training options (``TrainConfig``) and the training error type."""
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -32,7 +33,7 @@ CUDA_BATCH_STEPS = 32_768
 MAX_BATCH_SIZE = 4096  # clips padded and held at once
 # What one value may ask for (NaN and infinity are refused too): a batch's clips are padded and
 # held at once, every epoch costs a pass over the data, every worker is a process.
-VALUE_RANGES = {"epochs": (1, 10_000), "batch_size": (1, MAX_BATCH_SIZE), "lr": (0, 10), "weight_decay": (0, 10),
+VALUE_RANGES = {"epochs": (1, 10_000), "batch_size": (1, MAX_BATCH_SIZE), "weight_decay": (0, 10),
                 "grad_clip": (0, 1e5), "audio_dropout": (0, 1), "video_dropout": (0, 1), "num_workers": (0, 64),
                 "max_batch_steps": (-1, 1e8)}
 
@@ -80,8 +81,8 @@ class TrainConfig:
             raise TrainingError(f"--device must be one of {', '.join(DEVICE_CHOICES)}, got {self.device!r}")
         for name, (low, high) in VALUE_RANGES.items():
             check_within(name, getattr(self, name), low, high, TrainingError)
-        if not self.lr > 0:
-            raise TrainingError(f"--lr must be positive, got {self.lr}")
+        if not (math.isfinite(self.lr) and self.lr > 0):
+            raise TrainingError(f"--lr must be a finite positive number, got {self.lr}")
         if self.audio_dropout + self.video_dropout > 1:
             raise TrainingError("--audio-dropout and --video-dropout must sum to at most 1, got "
                                 f"{self.audio_dropout} and {self.video_dropout}")

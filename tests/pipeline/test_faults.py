@@ -200,7 +200,8 @@ def test_4_a_rerun_repairs_clips_written_twice(workspace, extraction, corpus):
     # and one whose clips are partly: half of the first shard's, and the second's (now only there)
     mixed = read_shard(first)[:4] + read_shard(second)
     with h5py.File(second, "r") as h5:
-        writer = ShardWriter(folder, "part0of1", len(mixed), h5["audio"].shape[1], h5["embedding"].shape[1], 100.0)
+        writer = ShardWriter(folder, "part0of1", len(mixed), h5["audio"].shape[1], h5["embedding"].shape[1], 100.0,
+                             folder.name)
     for clip in mixed:
         writer.add(clip)
     second.unlink()
@@ -295,6 +296,15 @@ def test_5_a_manifest_that_is_not_utf8_is_refused_with_the_fix(workspace, corpus
     assert not Path("runs").exists()
 
 
+def test_5_verify_with_another_corpus_copy_leaves_the_manifests_of_the_first_alone(workspace, corpus, capsys):
+    build_manifest(ManifestConfig(dataset="demo", corpus_dir=str(corpus)))
+    copy = workspace / "copy"
+    shutil.copytree(corpus, copy)
+    (copy / "AudioWAV" / "notes.txt").write_text("a file the first corpus lacks")
+    assert verify_stage.main(["--dataset", "demo", "--corpus-dir", str(copy), "--strict"]) == 0
+    assert "made from the corpus as it was" not in capsys.readouterr().err
+
+
 # 6 ---------------------------------------------------------------------------------------------
 
 def test_6_unparseable_clip_names_are_counted_where_people_look(corpus, tmp_path, monkeypatch, capsys):
@@ -387,6 +397,40 @@ def test_11_a_damaged_or_edited_extraction_yaml(workspace, extraction, corpus, c
     path.write_text(yaml.safe_dump(record))
     assert verify_stage.main(["--dataset", "demo", "--corpus-dir", str(corpus)]) == 1
     assert "encoder_sha256" in capsys.readouterr().err
+
+
+def test_11_an_edited_spec_in_extraction_yaml_is_refused_with_the_fix(workspace, extraction, corpus, capsys):
+    folder = copied_folder(workspace, extraction)
+    path = folder / "extraction.yaml"
+    record = yaml.safe_load(path.read_text())
+    record["spec"]["face_rate"] = 7.0
+    path.write_text(yaml.safe_dump(record))
+    before = {p.name: p.read_bytes() for p in folder.iterdir()}
+    assert train_stage.main(train_args(corpus)) == 2
+    error = one_line(capsys, "train")
+    assert f"{folder.name}/extraction.yaml was edited" in error and "put back the original" in error
+    assert {p.name: p.read_bytes() for p in folder.iterdir()} == before and not Path("runs").exists()
+
+
+def test_11_a_renamed_extraction_folder_still_loads(workspace, extraction, corpus):
+    folder = copied_folder(workspace, extraction)
+    renamed = folder.rename(folder.parent / "mine")
+    assert verify(renamed) == []
+
+
+def test_11_a_shard_copied_from_another_extraction_is_refused(workspace, extraction, corpus, capsys):
+    folder = copied_folder(workspace, extraction)
+    with FeatureStore(folder) as store:
+        shard = folder / store.index[train_clip(corpus, workspace)]["shard"]
+    with h5py.File(shard, "r+") as h5:  # as the extraction with another face rate wrote it
+        h5.attrs["extraction"] = "fer-mediapipe-r7-k4-mel64-0123abcd"
+    damaged = shard.read_bytes()
+    assert any(shard.name in problem and "copied into" in problem for problem in verify(folder))
+    assert train_stage.main(train_args(corpus)) == 2
+    error = one_line(capsys, "train")
+    assert f"{folder.name}/{shard.name}" in error and "copied into" in error
+    assert "delete it and rerun make features" in error
+    assert shard.read_bytes() == damaged and not Path("runs/demo/p1/auxformer/best.pt").exists()
 
 
 def test_12_an_unwritable_output_is_found_before_any_work(corpus, tmp_path, capsys):

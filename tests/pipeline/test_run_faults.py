@@ -201,9 +201,9 @@ BAD_TRAINING_OPTIONS = [
     (["--missing-head-loss", "--missing-stand-in", "zero"], "--missing-head-loss needs --missing-stand-in learned"),
     (["--batch-size", "1000000000"], "--batch-size must be within 1..4096"),
     (["--epochs", "1000000000"], "--epochs must be within 1..10000"),
-    (["--lr", "nan"], "--lr must be within 0..10"),
-    (["--lr", "inf"], "--lr must be within 0..10"),
-    (["--lr", "0"], "--lr must be positive"),
+    (["--lr", "nan"], "--lr must be a finite positive number"),
+    (["--lr", "inf"], "--lr must be a finite positive number"),
+    (["--lr", "0"], "--lr must be a finite positive number"),
     (["--audio-dropout", "nan"], "--audio-dropout must be within 0..1"),
     (["--grad-clip", "inf"], "--grad-clip must be within"),
 ]
@@ -270,6 +270,20 @@ def test_5_a_prediction_window_outside_its_range_is_refused_before_anything_is_m
     video.write_bytes(b"")
     assert predict_stage.main(["--run-dir", str(run), "--video", str(video), "--window-seconds", seconds]) == 2
     assert "--window-seconds must be within 0.1..120" in error_line(capsys, "predict")
+    assert contents(run) == before
+
+
+def test_5_an_edited_extraction_yaml_in_a_run_folder_is_refused(run, tmp_path, capsys):
+    path = run / "extraction.yaml"
+    record = yaml.safe_load(path.read_text())
+    record["spec"]["face_rate"] = 7.0
+    path.write_text(yaml.safe_dump(record))
+    before = contents(run)
+    video = tmp_path / "clip.mp4"
+    video.write_bytes(b"")
+    assert predict_stage.main(["--run-dir", str(run), "--video", str(video), "--device", "cpu"]) == 2
+    error = error_line(capsys, "predict")
+    assert f"{run}/extraction.yaml was edited" in error and "put back the original" in error
     assert contents(run) == before
 
 
