@@ -20,6 +20,8 @@ import time
 from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import FIRST_COMPLETED, wait
+from concurrent.futures.process import BrokenProcessPool
+from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -178,7 +180,12 @@ def run_workers(jobs: list[ClipJob], workers: int, initargs: tuple, start_method
                 return
             done, in_flight = wait(in_flight, return_when=FIRST_COMPLETED)
             for future in done:
-                yield from future.result()
+                try:
+                    yield from future.result()
+                except BrokenProcessPool:
+                    raise FeatureError("an extraction worker died (killed, or out of memory: fewer --workers "
+                                       "take less); the complete shards written so far are kept; run the same "
+                                       "make features again, it goes on from them") from None
 
 
 def batched_features(media_stream: Iterator[ClipMedia], extractor: Extractor, embed_batch: int,
@@ -293,10 +300,12 @@ def _extract_part(config: FeaturesConfig, folder: Path, prefix: str, jobs: list[
     writer = ShardWriter(folder, prefix, config.clips_per_shard, extractor.audio_dim, video_dim, extractor.audio_rate,
                          extractor.spec.folder_name())
     write_seconds = 0.0
-    for features in clips:
-        tick = time.perf_counter()
-        writer.add(features)
-        write_seconds += time.perf_counter() - tick
+    # Closed at once when writing fails, so that the progress bar ends its line before the error's.
+    with closing(clips):
+        for features in clips:
+            tick = time.perf_counter()
+            writer.add(features)
+            write_seconds += time.perf_counter() - tick
     writer.flush()
     report.seconds.update(extractor.seconds)
     report.seconds["write"] += write_seconds
@@ -333,13 +342,13 @@ def _extracted_clips(config: FeaturesConfig, todo: list[ClipJob], extractor: Ext
         encoder = extractor.encoder if start_method == "fork" else (spec.face_encoder, spec.face_weights)
     initargs = (spec.detector, spec.options_of("detector"), str(extractor.detector_file or ""), extractor.track,
                 encoder)
-    media = tqdm(run_workers(todo, workers, initargs, start_method), total=len(todo), unit="clip",
-                 desc="features", disable=not todo)
-    # Clips the workers embedded wait only for their audio features and writing: a task's worth at
-    # a time, so that what is left after the last worker ends is one task's, not 20-odd clips'
-    # (0.1 s of a 2 s run on the a6 demo corpus).
-    yield from batched_features(_counted(media, report), extractor, config.embed_batch,
-                                CLIPS_PER_TASK if embed_in_workers else PENDING_CLIPS)
+    with tqdm(run_workers(todo, workers, initargs, start_method), total=len(todo), unit="clip",
+              desc="features", disable=not todo) as media:
+        # Clips the workers embedded wait only for their audio features and writing: a task's worth at
+        # a time, so that what is left after the last worker ends is one task's, not 20-odd clips'
+        # (0.1 s of a 2 s run on the a6 demo corpus).
+        yield from batched_features(_counted(media, report), extractor, config.embed_batch,
+                                    CLIPS_PER_TASK if embed_in_workers else PENDING_CLIPS)
 
 
 def _counted(media_stream: Iterator[ClipMedia], report: RunReport) -> Iterator[ClipMedia]:

@@ -9,7 +9,9 @@ make calls them, except where a separate process is the point (kill -9, concurre
 from __future__ import annotations
 
 import csv
+import errno
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -23,14 +25,17 @@ import pytest
 import torch
 import yaml
 
+import extract.engine as engine_module
+import extract.shards as shards_module
 from common.locks import exclusive_lock
 from corpora.demo.generate import DemoConfig, generate
 from corpora.registry import ManifestConfig, build_manifest
 from extract.engine import FeaturesConfig, extract, read_failures
-from extract.shards import FeatureStore, ShardWriter, checksum, read_shard, shard_files
+from extract.shards import FeatureStore, ShardWriter, checksum, clip_ids_in, read_shard, shard_files
 from extract.verify import verify
 from pipeline import evaluate as evaluate_stage
 from pipeline import features as features_stage
+from pipeline import manifest as manifest_stage
 from pipeline import predict as predict_stage
 from pipeline import stats as stats_stage
 from pipeline import train as train_stage
@@ -252,9 +257,9 @@ def test_5_a_manifest_notices_clips_added_to_the_corpus(corpus, tmp_path):
 
 
 def one_line(capsys, stage: str) -> str:
-    """The one line the stage wrote on stderr."""
+    """The one line the stage wrote on stderr, besides the progress bar's."""
     error = capsys.readouterr().err
-    lines = error.strip().splitlines()
+    lines = [line for line in re.split(r"[\r\n]", error) if line.strip() and "%|" not in line]
     assert len(lines) == 1 and lines[0].startswith(f"{stage}: ") and "Traceback" not in error, error
     return lines[0]
 
@@ -545,3 +550,78 @@ def test_16_shards_of_the_layout_before_the_audio_rename_are_refused_with_the_fi
     assert train_stage.main(train_args(corpus)) == 2
     error = capsys.readouterr().err
     assert shard.name in error and "layout 2" in error and "make features FORCE=1" in error
+
+
+# Full disks, dead workers ------------------------------------------------------------------------
+
+def disk_full(*args, **kwargs):
+    raise OSError(errno.ENOSPC, "No space left on device")
+
+
+def test_a_full_disk_while_writing_features_keeps_the_shards_written_and_resumes(corpus, tmp_path, monkeypatch,
+                                                                                 capsys):
+    monkeypatch.chdir(tmp_path)
+    write_shard, written = shards_module._write_shard, []
+
+    def full_at_the_third(h5, clips, *rest):
+        if len(written) == 2:
+            disk_full()
+        write_shard(h5, clips, *rest)
+        written.append([clip.clip_id for clip in clips])
+
+    monkeypatch.setattr(shards_module, "_write_shard", full_at_the_third)
+    assert features_stage.main(features_args(corpus)) == 2
+    error = one_line(capsys, "features")
+    assert "no space left" in error and "what was written before is kept" in error and "run the same command" in error
+    (folder,) = Path("data/features/demo").iterdir()
+    assert sorted(clip for path in shard_files(folder) for clip in clip_ids_in(path)) == sorted(sum(written, []))
+    assert not list(folder.glob("*.partial"))
+    monkeypatch.setattr(shards_module, "_write_shard", write_shard)
+    assert features_stage.main(features_args(corpus)) == 0
+    assert "(16 already done)" in capsys.readouterr().out and verify(folder) == []
+
+
+def test_a_full_disk_while_writing_the_manifest_is_one_line(workspace, corpus, monkeypatch, capsys):
+    monkeypatch.setattr(Path, "write_text", disk_full)
+    assert manifest_stage.main(["--dataset", "demo", "--corpus-dir", str(corpus)]) == 2
+    assert "no space left" in one_line(capsys, "manifest")
+
+
+def test_a_full_disk_while_saving_a_checkpoint_is_one_line(workspace, corpus, monkeypatch, capsys):
+    monkeypatch.setattr(torch, "save", disk_full)
+    assert train_stage.main(train_args(corpus)) == 2
+    error = one_line(capsys, "train")
+    assert "last.pt: no space left" in error or "best.pt: no space left" in error
+    assert Path("runs/demo/p1/auxformer/config.yaml").is_file()
+
+
+def die(jobs):
+    os._exit(9)
+
+
+def test_a_killed_extraction_worker_is_one_line_and_the_shards_are_kept(workspace, extraction, corpus, monkeypatch,
+                                                                       capsys):
+    folder = copied_folder(workspace, extraction)
+    for shard in shard_files(folder)[:2]:
+        shard.unlink()
+    kept = {path.name: path.read_bytes() for path in shard_files(folder)}
+    monkeypatch.setattr(engine_module, "_work", die)
+    assert features_stage.main(features_args(corpus)) == 2
+    error = one_line(capsys, "features")
+    assert "worker died" in error and "kept" in error and "make features again" in error
+    assert {path.name: path.read_bytes() for path in shard_files(folder)} == kept
+
+
+def test_a_damaged_development_clip_read_by_a_loader_worker_is_one_line(workspace, extraction, corpus, capsys):
+    folder, _ = build_manifest(ManifestConfig(dataset="demo", corpus_dir=str(corpus),
+                                              manifests_dir=workspace / "scratch"))
+    clip_id = next(line.split(",")[0] for line in (folder / "manifest.csv").read_text().splitlines()
+                   if ",development," in line)
+
+    def flip_a_bit(values):
+        values.view(np.uint32)[3, 5] ^= 1 << 20
+
+    shard = rewrite_clip(copied_folder(workspace, extraction), clip_id, flip_a_bit)
+    assert train_stage.main([*train_args(corpus), "--num-workers", "1"]) == 2
+    error = one_line(capsys, "train")
+    assert shard.name in error and clip_id in error and "delete it and rerun make features" in error
