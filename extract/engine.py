@@ -387,5 +387,9 @@ def read_failures(folder: Path, kept: bool = False) -> dict[str, str]:
 def _read_failures_file(path: Path, kept: bool) -> list[tuple[str, str]]:
     if not path.is_file():
         return []
-    return [(row["clip_id"], row["reason"]) for row in csv.DictReader(io.StringIO(path.read_text()))
-            if row.get("kept", "0") == ("1" if kept else "0")]
+    try:
+        rows = list(csv.DictReader(io.StringIO(path.read_text(encoding="utf-8"))))
+        return [(row["clip_id"], row["reason"]) for row in rows if row.get("kept", "0") == ("1" if kept else "0")]
+    except (UnicodeDecodeError, csv.Error, KeyError, TypeError):
+        raise FeatureError(f"{path} is damaged (not a UTF-8 table of clip_id, reason, kept); delete it and run make "
+                           "features again, which lists the failed clips anew") from None

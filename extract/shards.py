@@ -31,6 +31,7 @@ verify-features``).
 from __future__ import annotations
 
 import csv
+import math
 import uuid
 import zlib
 from collections.abc import Iterator
@@ -52,6 +53,7 @@ LAYOUT_VERSION = 3
 EXTRACTION_ATTR = "extraction"
 INDEX_COLUMNS = ("clip_id", "shard", "row", "audio_frames", "video_frames", "has_audio", "has_video",
                  "audio_dim", "video_dim", "audio_rate", "video_rate", "rotation")
+NUMERIC_COLUMNS = INDEX_COLUMNS[2:]
 
 
 class FeatureError(ProjectError):
@@ -296,6 +298,17 @@ def drop_duplicate_clips(folder: Path, prefix: str) -> int:
     return dropped
 
 
+def _check_numbers(row: dict, index: Path, line: int) -> None:
+    for name in NUMERIC_COLUMNS:
+        try:
+            number = float(row[name]) if name.endswith("_rate") else int(row[name])
+        except ValueError:
+            number = math.nan
+        if not math.isfinite(number):
+            raise FeatureError(f"{index} line {line}: {name} {row[name]!r} is no count or rate: the index is "
+                               "damaged; run make verify-features, which rebuilds it from the shards")
+
+
 def foreign_shards(folder: Path, names: list[str], extraction: str) -> list[str]:
     """A line for each of the shards ``names`` of ``folder`` written by another extraction than
     ``extraction`` (a folder name; '' checks nothing). Shards written before they recorded theirs pass."""
@@ -330,6 +343,8 @@ class FeatureStore:
         if any(None in row.values() or None in row for row in rows):
             raise FeatureError(f"{index} is damaged (a row of the wrong length); run make verify-features, which "
                                "rebuilds it from the shards")
+        for line, row in enumerate(rows, start=2):
+            _check_numbers(row, index, line)
         self.index = {row["clip_id"]: row for row in rows}
         self._open: dict[str, h5py.File] = {}
         foreign = foreign_shards(self.folder, sorted({row["shard"] for row in rows}), extraction)

@@ -625,3 +625,27 @@ def test_a_damaged_development_clip_read_by_a_loader_worker_is_one_line(workspac
     assert train_stage.main([*train_args(corpus), "--num-workers", "1"]) == 2
     error = one_line(capsys, "train")
     assert shard.name in error and clip_id in error and "delete it and rerun make features" in error
+
+
+# Damaged tables ----------------------------------------------------------------------------------
+
+def test_non_numeric_values_in_index_csv_are_one_line_with_the_fix(workspace, extraction, corpus, capsys):
+    index = copied_folder(workspace, extraction) / "index.csv"
+    with index.open(newline="") as stream:
+        rows = list(csv.reader(stream))
+    rows[3][rows[0].index("audio_dim")] = "eighty"
+    with index.open("w", newline="") as stream:
+        csv.writer(stream).writerows(rows)
+    damaged = index.read_bytes()
+    assert train_stage.main(train_args(corpus)) == 2
+    error = one_line(capsys, "train")
+    assert "index.csv line 4: audio_dim 'eighty'" in error and "make verify-features" in error
+    assert index.read_bytes() == damaged
+
+
+def test_a_failures_file_that_is_not_utf8_is_one_line_with_the_fix(workspace, extraction, corpus, capsys):
+    path = copied_folder(workspace, extraction) / "failures-part0of1.csv"
+    path.write_bytes(b"clip_id,reason,kept\r\n1001_IEO_ANG_HI,\xff\xfe broken,0\r\n")
+    assert verify_stage.main(["--dataset", "demo", "--corpus-dir", str(corpus)]) == 2
+    error = one_line(capsys, "verify-features")
+    assert "failures-part0of1.csv is damaged" in error and "make features again" in error
