@@ -649,3 +649,17 @@ def test_a_failures_file_that_is_not_utf8_is_one_line_with_the_fix(workspace, ex
     assert verify_stage.main(["--dataset", "demo", "--corpus-dir", str(corpus)]) == 2
     error = one_line(capsys, "verify-features")
     assert "failures-part0of1.csv is damaged" in error and "make features again" in error
+
+
+@pytest.mark.parametrize("write", [lambda path: path.write_text("0.1 0.2 0.3\n"),
+                                   lambda path: np.save(path, np.array([{"a": 1}, None], dtype=object)),
+                                   lambda path: np.save(path, np.array([["a", "b"]]))])
+def test_an_imported_npy_file_that_holds_no_numbers_is_one_line(corpus, tmp_path, monkeypatch, capsys, write):
+    monkeypatch.chdir(tmp_path)
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    write(frames / "1001_IEO_ANG_HI.npy")
+    args = features_args(corpus, "--video-features-from", str(frames), "--video-rate", "30")
+    assert features_stage.main(args) == 2
+    error = one_line(capsys, "features")
+    assert "1001_IEO_ANG_HI.npy" in error and "numpy.save" in error
