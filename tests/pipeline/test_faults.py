@@ -22,6 +22,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
+import safetensors.torch
 import torch
 import yaml
 
@@ -40,6 +41,7 @@ from pipeline import predict as predict_stage
 from pipeline import stats as stats_stage
 from pipeline import train as train_stage
 from pipeline import verify_features as verify_stage
+from tests.extract.test_audio_encoders import saved_model
 from training.run_folder import RunFolder
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -663,3 +665,27 @@ def test_an_imported_npy_file_that_holds_no_numbers_is_one_line(corpus, tmp_path
     assert features_stage.main(args) == 2
     error = one_line(capsys, "features")
     assert "1001_IEO_ANG_HI.npy" in error and "numpy.save" in error
+
+
+def drop_a_layer_tensor(path: Path) -> None:
+    tensors = safetensors.torch.load_file(path)
+    del tensors[next(name for name in tensors if name.startswith("encoder.layers.0."))]
+    safetensors.torch.save_file(tensors, path, metadata={"format": "pt"})
+
+
+def cut_in_half(path: Path) -> None:
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+
+
+@pytest.mark.parametrize("damage, message", [(drop_a_layer_tensor, "lacks 1 of the model's tensors"),
+                                             (cut_in_half, "the weights do not load")])
+def test_a_damaged_wav2vec2_checkpoint_is_one_line(corpus, tmp_path, monkeypatch, capsys, damage, message):
+    monkeypatch.chdir(tmp_path)
+    weights = tmp_path / "tiny-wav2vec2"
+    saved_model(weights)
+    damage(weights / "model.safetensors")
+    args = features_args(corpus, "--audio-encoder", "wav2vec2", "--audio-weights", str(weights), "--audio-layer", "2")
+    assert features_stage.main(args) == 2
+    error = one_line(capsys, "features")
+    assert str(weights) in error and message in error and "fetch the" in error
+    assert not Path("data").exists()
