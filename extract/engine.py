@@ -87,6 +87,8 @@ class FeaturesConfig:
     embed_batch: int = option(256, "face crops per embedding batch (when the main process embeds)")
     embed_in: str = option("auto", "where face crops are embedded: workers, main (the main process, in "
                                    "batches), auto (main on a GPU, else workers)")
+    follow_links: bool = option(False, "also extract clips whose files are links that lead out of the corpus "
+                                       "folder (skipped by default, as make predict skips them)")
     force: bool = option(False, "redo this part's clips even when extracted")
     strict: bool = option(False, "exit non-zero when any clip fails or misses a modality")
     verbose: bool = option(False, "let the face detector's native logs through (silenced by default)")
@@ -273,7 +275,8 @@ def extract(config: FeaturesConfig) -> tuple[Path, RunReport]:
     prefix = f"part{shard_index}of{num_shards}"
     with exclusive_lock(folder / f"{prefix}.lock", f"the extraction of part {shard_index + 1} of {num_shards} of "
                         f"{folder}"):
-        report = _extract_part(config, folder, prefix, jobs, extractor, workers, device)
+        jobs, linked_out = (jobs, []) if config.follow_links else links_out(jobs, corpus.root)
+        report = _extract_part(config, folder, prefix, jobs, extractor, workers, device, linked_out)
         if shard_index == 0:  # every part lists the same corpus: one writes the list
             remove_partials(folder / SKIPPED_FILE)
             write_csv(folder / SKIPPED_FILE, ("path", "reason"),
@@ -283,15 +286,30 @@ def extract(config: FeaturesConfig) -> tuple[Path, RunReport]:
     return folder, report
 
 
+def links_out(jobs: list[ClipJob], root: Path) -> tuple[list[ClipJob], list[tuple[str, str]]]:
+    """The jobs whose files lie in the corpus folder, and (clip id, why) for those whose files a link
+    leads out of it: a corpus folder is what the user chose to read, as for make predict."""
+    inside, kept, left = root.resolve(), [], []
+    for job in jobs:
+        outside = [path for path in (job.audio_path, job.video_path)
+                   if path is not None and not path.resolve().is_relative_to(inside)]
+        if outside:
+            left.append((job.clip_id, f"{outside[0]} is a link that leads out of {root} (--follow-links takes it)"))
+        else:
+            kept.append(job)
+    return kept, left
+
+
 def _extract_part(config: FeaturesConfig, folder: Path, prefix: str, jobs: list[ClipJob], extractor: Extractor,
-                  workers: int, device: torch.device) -> RunReport:
+                  workers: int, device: torch.device, linked_out: list[tuple[str, str]]) -> RunReport:
     remove_partial_shards(folder, prefix)
     if config.force:
         _remove_for_force(folder, prefix)
     drop_duplicate_clips(folder, prefix)
     done = {clip_id for path in shard_files(folder) for clip_id in clip_ids_in(path)}
     todo = [job for job in jobs if job.clip_id not in done]
-    report = RunReport(skipped=len(jobs) - len(todo), device=str(device))
+    report = RunReport(skipped=len(jobs) - len(todo), device=str(device),
+                       failures=[(clip_id, why) for clip_id, why in linked_out if clip_id not in done])
     if extractor.spec.video_features_from:
         video_dim, clips = import_clips(todo, extractor, report)
     else:

@@ -689,3 +689,23 @@ def test_a_damaged_wav2vec2_checkpoint_is_one_line(corpus, tmp_path, monkeypatch
     error = one_line(capsys, "features")
     assert str(weights) in error and message in error and "fetch the" in error
     assert not Path("data").exists()
+
+
+def test_links_that_lead_out_of_the_corpus_are_skipped_unless_asked(corpus, tmp_path, monkeypatch, capsys):
+    copy = tmp_path / "corpus"
+    shutil.copytree(corpus, copy)
+    for kind, suffix in (("AudioWAV", "wav"), ("VideoFlash", "flv")):
+        (copy / kind / f"{CLIP}.{suffix}").unlink()
+        (copy / kind / f"{CLIP}.{suffix}").symlink_to(corpus / kind / f"{CLIP}.{suffix}")
+    monkeypatch.chdir(tmp_path)
+    assert features_stage.main(features_args(copy)) == 0
+    (folder,) = Path("data/features/demo").iterdir()
+    failures = read_failures(folder)
+    assert "a link that leads out of" in failures[CLIP] and "--follow-links" in failures[CLIP]
+    with FeatureStore(folder) as store:
+        assert CLIP not in store and len(store.clip_ids()) == 47
+    assert features_stage.main(features_args(copy, "--follow-links")) == 0
+    assert "1 clips extracted (47 already done)" in capsys.readouterr().out
+    with FeatureStore(folder) as store:
+        assert CLIP in store
+    assert CLIP not in read_failures(folder)
