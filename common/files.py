@@ -6,6 +6,7 @@ import csv
 import errno
 import io
 import os
+import tempfile
 import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -38,11 +39,37 @@ def atomic_path(path: Path) -> Iterator[Path]:
     except OSError as error:
         if not _is_disk_full(error):
             raise
-        raise DiskFullError(f"{path}: no space left on the device; what was written before is kept (the previous "
-                            f"{path.name} too, if there was one); free some space and run the same command again, "
-                            "it goes on from there") from None
+        raise _disk_full(path) from None
     finally:
         temporary.unlink(missing_ok=True)
+
+
+def append_text(path: Path, text: str) -> None:
+    """Append to a log; a full disk is a DiskFullError, the lines written before stay."""
+    try:
+        with path.open("a") as stream:
+            stream.write(text)
+    except OSError as error:
+        if not _is_disk_full(error):
+            raise
+        raise _disk_full(path) from None
+
+
+def check_writable(folder: Path, option: str) -> None:
+    """Create ``folder`` and try a file in it; a ProjectError naming ``option`` when it cannot be written to."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as error:
+        raise ProjectError(f"{folder}: cannot write there ({error.strerror}); make it writable or give another "
+                           f"{option}") from None
+
+
+def _disk_full(path: Path) -> DiskFullError:
+    return DiskFullError(f"{path}: no space left on the device; what was written before is kept (the previous "
+                         f"{path.name} too, if there was one); free some space and run the same command again, "
+                         "it goes on from there")
 
 
 def _is_disk_full(error: OSError) -> bool:

@@ -8,6 +8,7 @@ is absolute, so a test may run from any folder.
 """
 from __future__ import annotations
 
+import errno
 import json
 import shlex
 import shutil
@@ -353,3 +354,18 @@ def test_7_a_preset_file_that_is_no_preset_is_named(setup, tmp_path, monkeypatch
     error = error_line(capsys, "train")
     assert f"{preset} is not a preset" in error
     assert list(tmp_path.iterdir()) == [preset]
+
+
+def test_a_full_disk_while_scoring_keeps_the_run_and_is_one_line(run, monkeypatch, capsys):
+    before = contents(run)
+
+    def disk_full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr("matplotlib.figure.Figure.savefig", disk_full)
+    assert evaluate_stage.main(["--run-dir", str(run)]) == 2
+    error = error_line(capsys, "eval")
+    assert "confusion.png: no space left" in error and "run the same command again" in error
+    kept = ("best.pt", "last.pt", "config.yaml", "extraction.yaml", "confusion.png")  # scoring rewrites the rest
+    assert {name: contents(run).get(name) for name in kept} == {name: before.get(name) for name in kept}
+    assert not [name for name in contents(run) if ".partial" in name]
