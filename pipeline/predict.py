@@ -26,6 +26,7 @@ from pathlib import Path
 
 from common.cli import run_stage
 from common.config import config_values, option
+from common.files import check_writable
 from extract.face_detection import NATIVE_LOGS_VARIABLE
 from inference.predictor import WINDOW_SECONDS, Predictor, format_table, training_notice, video_files, write_predictions
 from training.run_folder import PREDICTIONS_DIR, RunSelection
@@ -53,10 +54,11 @@ def predict(config: PredictConfig) -> int:
     notice = training_notice(predictor)
     if notice:
         print(f"predict: note: {notice}", file=sys.stderr)
+    out_dir = Path(config.out_dir) if config.out_dir else predictor.run.path / PREDICTIONS_DIR
+    check_writable(out_dir, "--out-dir")  # before the predictions, which would be lost
     predictions = predictor.predict_files(paths)
     video = Path(config.video)
     name = video.stem if video.is_file() else video.resolve().name
-    out_dir = Path(config.out_dir) if config.out_dir else predictor.run.path / PREDICTIONS_DIR
     summary = {"video": config.video, "run_dir": str(predictor.run), "model": predictor.variant.name,
                "predicting_head": predictor.variant.predicting_head, "checkpoint_epoch": predictor.epoch,
                "classes": predictor.classes, "trained_on": predictor.trained_on, "notice": notice,
