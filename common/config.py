@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
 import shlex
 import typing
 from pathlib import Path
@@ -56,6 +57,17 @@ def part(config_class: type, help: str = "", bundled: bool = False, shared: tupl
 
 def is_part(field: dataclasses.Field) -> bool:
     return PART in field.metadata
+
+
+def check_within(name: str, value: float, low: float, high: float, error: type[ProjectError]) -> None:
+    """Refuse a length, count or rate outside low..high (NaN and infinity included): one option
+    value must not be able to ask for more memory or time than a machine has."""
+    if not (math.isfinite(value) and low <= value <= high):
+        raise error(f"{flag(name)} must be within {_number(low)}..{_number(high)}, got {value}")
+
+
+def _number(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else f"{value:g}"
 
 
 def flag(name: str) -> str:

@@ -66,6 +66,7 @@ SEXES = ("Male", "Female")
 MANIFEST_FILE = "manifest.csv"
 META_FILE = "manifest.yaml"
 SKIPPED_FILE = "skipped.csv"
+REBUILD = "rebuild the manifest (make manifest FORCE=1)"
 # Soft labels are rounded so that writing and reading a manifest gives back the same numbers.
 SOFT_LABEL_DECIMALS = 6
 
@@ -184,19 +185,34 @@ def _format_row(clip: ClipRecord) -> dict[str, str]:
     return row
 
 
+def speaker_in_two_splits(clips: list[ClipRecord]) -> tuple[ClipRecord, str] | None:
+    """The first clip whose speaker is already in another split, with that split; None when each
+    speaker keeps to one split (partitions are speaker-independent)."""
+    split_of: dict[str, str] = {}
+    for clip in clips:
+        if not clip.split:
+            continue
+        first = split_of.setdefault(clip.speaker, clip.split)
+        if first != clip.split:
+            return clip, first
+    return None
+
+
 def _parse_row(row: dict[str, str], path: Path, line: int) -> ClipRecord:
     try:
         soft = tuple(float(p) for p in row["soft_label"].split(";")) if row["soft_label"] else ()
     except ValueError:
         raise CorpusError(f"{path} line {line}: soft_label {row['soft_label']!r} is not ';'-joined numbers; "
-                          "rebuild the manifest (make manifest FORCE=1)") from None
+                          f"{REBUILD}") from None
+    if row["split"] not in ("", *SPLITS):
+        raise CorpusError(f"{path} line {line}: split {row['split']!r} is none of {', '.join(SPLITS)} (or empty); "
+                          f"{REBUILD}")
     try:
         extra = json.loads(row["extra"])
     except json.JSONDecodeError:
         extra = None
     if not isinstance(extra, dict) or not all(isinstance(v, str) for v in extra.values()):
-        raise CorpusError(f"{path} line {line}: extra {row['extra']!r} is not a JSON object of strings; "
-                          "rebuild the manifest (make manifest FORCE=1)")
+        raise CorpusError(f"{path} line {line}: extra {row['extra']!r} is not a JSON object of strings; {REBUILD}")
     values = {name: row[name] for name in COLUMNS if name not in ("soft_label", "extra")}
     return ClipRecord(soft_label=soft, extra=extra, **values)
 
@@ -217,14 +233,17 @@ def load_meta(folder: Path) -> ManifestMeta:
     path = folder / META_FILE
     if not path.is_file():
         raise CorpusError(f"{path} not found: the manifest is missing or unfinished; build it with make manifest")
-    values = yaml.safe_load(path.read_text())
+    try:
+        values = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, yaml.YAMLError):
+        values = None
     names = {f.name for f in fields(ManifestMeta)}
     if not isinstance(values, dict) or not names <= values.keys():
         raise CorpusError(f"{path}: not a manifest description (needs {', '.join(sorted(names))}); "
-                          "rebuild the manifest (make manifest FORCE=1)")
+                          f"{REBUILD}")
     if values.get("columns") != list(COLUMNS):
         raise CorpusError(f"{path}: written with other columns than this code reads ({','.join(COLUMNS)}; an "
-                          "older manifest had a column per corpus field); rebuild the manifest (make manifest FORCE=1)")
+                          f"older manifest had a column per corpus field); {REBUILD}")
     values = {name: values[name] for name in names}
     values["classes"] = tuple(values["classes"])
     return ManifestMeta(**values)
@@ -235,14 +254,29 @@ def load_manifest(path: Path, corpus_root: Path | None = None) -> Manifest:
     folder = path.parent if path.name == MANIFEST_FILE else path
     meta = load_meta(folder)
     csv_path = folder / MANIFEST_FILE
-    with csv_path.open(newline="") as stream:
-        reader = csv.DictReader(stream)
-        if tuple(reader.fieldnames or ()) != COLUMNS:
-            raise CorpusError(f"{csv_path}: columns are not {','.join(COLUMNS)}; "
-                              "rebuild the manifest (make manifest FORCE=1)")
-        clips = [_parse_row(row, csv_path, line) for line, row in enumerate(reader, start=2)]
+    clips = _read_clips(csv_path)
     root = corpus_root if corpus_root is not None else resolve_recorded(meta.corpus_root)
     return Manifest(meta, clips, root)
+
+
+def _read_clips(csv_path: Path) -> list[ClipRecord]:
+    try:
+        with csv_path.open(newline="", encoding="utf-8") as stream:
+            reader = csv.DictReader(stream)
+            if tuple(reader.fieldnames or ()) != COLUMNS:
+                raise CorpusError(f"{csv_path}: columns are not {','.join(COLUMNS)}; {REBUILD}")
+            clips = [_parse_row(row, csv_path, line) for line, row in enumerate(reader, start=2)]
+    except UnicodeDecodeError:
+        raise CorpusError(f"{csv_path}: not UTF-8 text; {REBUILD}") from None
+    except csv.Error as error:
+        raise CorpusError(f"{csv_path}: not a manifest ({error}); {REBUILD}") from None
+    mixed = speaker_in_two_splits(clips)
+    if mixed:
+        clip, first = mixed
+        line = clips.index(clip) + 2
+        raise CorpusError(f"{csv_path} line {line}: speaker {clip.speaker} is also in {first}, and here in "
+                          f"{clip.split} (clip {clip.clip_id}): partitions keep each speaker in one split; {REBUILD}")
+    return clips
 
 
 def load_skipped(folder: Path) -> list[SkippedFile]:

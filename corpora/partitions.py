@@ -33,7 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
-from corpora.manifest import SOFT_LABEL_DECIMALS, ClipRecord, CorpusError
+from corpora.manifest import SOFT_LABEL_DECIMALS, ClipRecord, CorpusError, speaker_in_two_splits
 
 PARTITIONS = (1, 2, 3, 4, 5)
 # Published CREMA-D partitions: actors in train, development, test.
@@ -125,14 +125,11 @@ def assign_splits(clips: list[ClipRecord], speaker_splits: dict[str, str]) -> li
 
 
 def check_speaker_independent(clips: list[ClipRecord], source: str) -> None:
-    split_of: dict[str, str] = {}
-    for clip in clips:
-        if not clip.split:
-            continue
-        first = split_of.setdefault(clip.speaker, clip.split)
-        if first != clip.split:
-            raise PartitionError(f"{source}: speaker {clip.speaker} is in both {first} and {clip.split} "
-                                 f"(clip {clip.clip_id}); a partition must keep each speaker in one split")
+    mixed = speaker_in_two_splits(clips)
+    if mixed:
+        clip, first = mixed
+        raise PartitionError(f"{source}: speaker {clip.speaker} is in both {first} and {clip.split} "
+                             f"(clip {clip.clip_id}); a partition must keep each speaker in one split")
 
 
 @dataclass(frozen=True)

@@ -33,12 +33,13 @@ from pathlib import Path
 import torch
 import yaml
 
-from common.config import config_values, option, parse_config, save_config
+from common.config import check_within, config_values, option, parse_config, save_config
 from common.errors import ProjectError
 from common.processes import die_with_parent
 from experiments.summary import REPORT_FILE, RESULTS_FILE, write_summary
 from inference.evaluation import evaluate_run
 from model.variants import VARIANTS
+from training.config import MAX_BATCH_SIZE
 from training.run_folder import BEST_CHECKPOINT, CONFIG_FILE, EVAL_METRICS_FILE, RunFolder, comparable_options
 from training.stage import TrainStageConfig, run_training
 
@@ -73,8 +74,7 @@ class CrossvalConfig:
             raise CrossvalError(f"--models {self.models!r}: choose among {', '.join(VARIANTS)}")
         if self.seeds < 1 or self.jobs < 0:
             raise CrossvalError("--seeds must be at least 1 and --jobs at least 0")
-        if self.eval_batch_size < 1:
-            raise CrossvalError(f"--eval-batch-size must be at least 1, got {self.eval_batch_size}")
+        check_within("eval_batch_size", self.eval_batch_size, 1, MAX_BATCH_SIZE, CrossvalError)
         name = self.name or default_name(self.train_options)
         if name in (".", "..") or not re.fullmatch(FOLDER_NAME, name):
             raise CrossvalError(f"--name {name!r}: a crossval's name is one folder name (letters, digits and . = _ -), "

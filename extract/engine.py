@@ -21,13 +21,15 @@ import time
 from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import FIRST_COMPLETED, wait
+from concurrent.futures.process import BrokenProcessPool
+from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from tqdm import tqdm
 
-from common.config import option, part
+from common.config import check_within, option, part
 from common.device import resolve_device
 from common.files import remove_partials, write_csv
 from common.locks import exclusive_lock
@@ -66,6 +68,9 @@ WORKER_BATCH_SIZE = 24
 # corpus, 2 workers) the embedding took 1.2 s instead of 1.8 s with one clip (about 10 crops)
 # a batch, and the run 2.9 s instead of 3.3 s. Few enough that memory stays flat.
 CLIPS_PER_TASK = 4
+# What one value may ask for: a shard's clips and a batch's crops are held in memory at once
+# (a crop is 60x60 floats, a clip up to some MB), and each worker is a process.
+COUNT_RANGES = {"workers": (0, 256), "clips_per_shard": (1, 10_000), "embed_batch": (1, 8192)}
 PENDING_CLIPS = 64  # at most this many clips wait in the main process for their log-mel and writing
 
 
@@ -85,6 +90,8 @@ class FeaturesConfig:
     embed_batch: int = option(256, "face crops per embedding batch (when the main process embeds)")
     embed_in: str = option("auto", "where face crops are embedded: workers, main (the main process, in "
                                    "batches), auto (main on a GPU, else workers)")
+    follow_links: bool = option(False, "also extract clips whose files are links that lead out of the corpus "
+                                       "folder (skipped by default, as make predict skips them)")
     force: bool = option(False, "redo this part's clips even when extracted")
     strict: bool = option(False, "exit non-zero when any clip fails or misses a modality")
     verbose: bool = option(False, "let the face detector's native logs through (silenced by default)")
@@ -92,9 +99,8 @@ class FeaturesConfig:
     def __post_init__(self) -> None:
         if self.embed_in not in EMBED_PLACES:
             raise FeatureError(f"--embed-in must be one of {', '.join(EMBED_PLACES)}, not {self.embed_in!r}")
-        if self.workers < 0 or self.clips_per_shard < 1 or self.embed_batch < 1:
-            raise FeatureError("--workers must be at least 0 (0: one per core), --clips-per-shard and --embed-batch "
-                               "at least 1")
+        for name, (low, high) in COUNT_RANGES.items():
+            check_within(name, getattr(self, name), low, high, FeatureError)
 
 
 def worker_count(config: FeaturesConfig, environ=os.environ) -> int:
@@ -184,7 +190,12 @@ def run_workers(jobs: list[ClipJob], workers: int, initargs: tuple, start_method
                 return
             done, in_flight = wait(in_flight, return_when=FIRST_COMPLETED)
             for future in done:
-                yield from future.result()
+                try:
+                    yield from future.result()
+                except BrokenProcessPool:
+                    raise FeatureError("an extraction worker died (killed, or out of memory: fewer --workers "
+                                       "take less); the complete shards written so far are kept; run the same "
+                                       "make features again, it goes on from them") from None
 
 
 def batched_features(media_stream: Iterator[ClipMedia], extractor: Extractor, embed_batch: int,
@@ -273,7 +284,8 @@ def extract(config: FeaturesConfig) -> tuple[Path, RunReport]:
     prefix = f"part{shard_index}of{num_shards}"
     with exclusive_lock(folder / f"{prefix}.lock", f"the extraction of part {shard_index + 1} of {num_shards} of "
                         f"{folder}"):
-        report = _extract_part(config, folder, prefix, jobs, extractor, workers, device)
+        jobs, linked_out = (jobs, []) if config.follow_links else links_out(jobs, corpus.root)
+        report = _extract_part(config, folder, prefix, jobs, extractor, workers, device, linked_out)
         if shard_index == 0:  # every part lists the same corpus: one writes the list
             remove_partials(folder / SKIPPED_FILE)
             write_csv(folder / SKIPPED_FILE, ("path", "reason"),
@@ -283,26 +295,44 @@ def extract(config: FeaturesConfig) -> tuple[Path, RunReport]:
     return folder, report
 
 
+def links_out(jobs: list[ClipJob], root: Path) -> tuple[list[ClipJob], list[tuple[str, str]]]:
+    """The jobs whose files lie in the corpus folder, and (clip id, why) for those whose files a link
+    leads out of it: a corpus folder is what the user chose to read, as for make predict."""
+    inside, kept, left = root.resolve(), [], []
+    for job in jobs:
+        outside = [path for path in (job.audio_path, job.video_path)
+                   if path is not None and not path.resolve().is_relative_to(inside)]
+        if outside:
+            left.append((job.clip_id, f"{outside[0]} is a link that leads out of {root} (--follow-links takes it)"))
+        else:
+            kept.append(job)
+    return kept, left
+
+
 def _extract_part(config: FeaturesConfig, folder: Path, prefix: str, jobs: list[ClipJob], extractor: Extractor,
-                  workers: int, device: torch.device) -> RunReport:
+                  workers: int, device: torch.device, linked_out: list[tuple[str, str]]) -> RunReport:
     remove_partial_shards(folder, prefix)
     if config.force:
         _remove_for_force(folder, prefix)
     drop_duplicate_clips(folder, prefix)
     done = {clip_id for path in shard_files(folder) for clip_id in clip_ids_in(path)}
     todo = [job for job in jobs if job.clip_id not in done]
-    report = RunReport(skipped=len(jobs) - len(todo), device=str(device))
+    report = RunReport(skipped=len(jobs) - len(todo), device=str(device),
+                       failures=[(clip_id, why) for clip_id, why in linked_out if clip_id not in done])
     if extractor.spec.video_features_from:
         video_dim, clips = import_clips(todo, extractor, report)
     else:
         video_dim, clips = extractor.encoder.embedding_dim, _extracted_clips(config, todo, extractor, workers,
                                                                              device, report)
-    writer = ShardWriter(folder, prefix, config.clips_per_shard, extractor.audio_dim, video_dim, extractor.audio_rate)
+    writer = ShardWriter(folder, prefix, config.clips_per_shard, extractor.audio_dim, video_dim, extractor.audio_rate,
+                         extractor.spec.folder_name())
     write_seconds = 0.0
-    for features in clips:
-        tick = time.perf_counter()
-        writer.add(features)
-        write_seconds += time.perf_counter() - tick
+    # Closed at once when writing fails, so that the progress bar ends its line before the error's.
+    with closing(clips):
+        for features in clips:
+            tick = time.perf_counter()
+            writer.add(features)
+            write_seconds += time.perf_counter() - tick
     writer.flush()
     report.seconds.update(extractor.seconds)
     report.seconds["write"] += write_seconds
@@ -344,13 +374,13 @@ def _extracted_clips(config: FeaturesConfig, todo: list[ClipJob], extractor: Ext
                          else (spec.audio_encoder, spec.options_of("audio_encoder")))
     initargs = (spec.detector, spec.options_of("detector"), str(extractor.detector_file or ""), extractor.track,
                 encoder, audio_encoder)
-    media = tqdm(run_workers(todo, workers, initargs, start_method), total=len(todo), unit="clip",
-                 desc="features", disable=not todo)
-    # Clips the workers embedded wait only for their audio features and writing: a task's worth at
-    # a time, so that what is left after the last worker ends is one task's, not 20-odd clips'
-    # (0.1 s of a 2 s run on the a6 demo corpus).
-    yield from batched_features(_counted(media, report), extractor, config.embed_batch,
-                                CLIPS_PER_TASK if embed_in_workers else PENDING_CLIPS)
+    with tqdm(run_workers(todo, workers, initargs, start_method), total=len(todo), unit="clip",
+              desc="features", disable=not todo) as media:
+        # Clips the workers embedded wait only for their audio features and writing: a task's worth at
+        # a time, so that what is left after the last worker ends is one task's, not 20-odd clips'
+        # (0.1 s of a 2 s run on the a6 demo corpus).
+        yield from batched_features(_counted(media, report), extractor, config.embed_batch,
+                                    CLIPS_PER_TASK if embed_in_workers else PENDING_CLIPS)
 
 
 def _counted(media_stream: Iterator[ClipMedia], report: RunReport) -> Iterator[ClipMedia]:
@@ -389,5 +419,9 @@ def read_failures(folder: Path, kept: bool = False) -> dict[str, str]:
 def _read_failures_file(path: Path, kept: bool) -> list[tuple[str, str]]:
     if not path.is_file():
         return []
-    return [(row["clip_id"], row["reason"]) for row in csv.DictReader(io.StringIO(path.read_text()))
-            if row.get("kept", "0") == ("1" if kept else "0")]
+    try:
+        rows = list(csv.DictReader(io.StringIO(path.read_text(encoding="utf-8"))))
+        return [(row["clip_id"], row["reason"]) for row in rows if row.get("kept", "0") == ("1" if kept else "0")]
+    except (UnicodeDecodeError, csv.Error, KeyError, TypeError):
+        raise FeatureError(f"{path} is damaged (not a UTF-8 table of clip_id, reason, kept); delete it and run make "
+                           "features again, which lists the failed clips anew") from None

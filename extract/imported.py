@@ -41,11 +41,26 @@ AUDIO_BATCH = 16  # clips whose audio is encoded together
 NUMBER = re.compile(r"(\d+)(?!.*\d)")
 
 
+def _load_array(path: Path) -> np.ndarray:
+    """An array of numbers from a .npy file; FeatureError naming it for anything else (a text file,
+    pickled objects, which are never unpickled, an array of strings or objects)."""
+    try:
+        array = np.load(path, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as error:
+        raise FeatureError(f"{path}: not a NumPy array file ({str(error).splitlines()[0]}); write each clip's "
+                           "features with numpy.save, as an array of numbers") from None
+    what = f"an array of {array.dtype}" if isinstance(array, np.ndarray) else "an archive of arrays"
+    if not isinstance(array, np.ndarray) or not (np.issubdtype(array.dtype, np.number) or array.dtype == bool):
+        raise FeatureError(f"{path}: {what}, not an array of numbers; write each clip's features with numpy.save, "
+                           "as numbers")
+    return array
+
+
 def clip_arrays(root: Path, clip_id: str) -> np.ndarray | None:
     """The clip's (frames, dim) float32 array from either layout; None when the folder has neither."""
     single, folder = root / f"{clip_id}.npy", root / clip_id
     if single.is_file():
-        array = np.load(single, allow_pickle=False)
+        array = _load_array(single)
         if array.ndim != 2:
             raise FeatureError(f"{single}: an array of shape {array.shape}; a clip's file holds (frames, dim)")
         return array.astype(np.float32)
@@ -63,7 +78,7 @@ def clip_arrays(root: Path, clip_id: str) -> np.ndarray | None:
         numbered[number] = path
     if not numbered:
         return None
-    frames = [np.load(numbered[number], allow_pickle=False).reshape(-1) for number in sorted(numbered)]
+    frames = [_load_array(numbered[number]).reshape(-1) for number in sorted(numbered)]
     if len({len(frame) for frame in frames}) > 1:
         raise FeatureError(f"{folder}: frames of different sizes {sorted({len(f) for f in frames})}")
     return np.stack(frames).astype(np.float32)

@@ -32,6 +32,7 @@ verify-features``).
 from __future__ import annotations
 
 import csv
+import math
 import uuid
 import zlib
 from collections.abc import Iterator
@@ -50,8 +51,10 @@ SHARD_SUFFIX = ".h5"
 INDEX_FILE = "index.csv"
 INDEX_LOCK = "index.lock"
 LAYOUT_VERSION = 3
+EXTRACTION_ATTR = "extraction"
 INDEX_COLUMNS = ("clip_id", "shard", "row", "audio_frames", "video_frames", "has_audio", "has_video",
                  "audio_dim", "video_dim", "audio_rate", "video_rate", "rotation", "faces")
+NUMERIC_COLUMNS = INDEX_COLUMNS[2:]
 
 
 class FeatureError(ProjectError):
@@ -99,6 +102,7 @@ class ShardWriter:
     audio_dim: int
     embedding_dim: int
     audio_rate: float
+    extraction: str  # the extraction's folder name (extract.spec), so a shard copied into another one is known
     pending: list[ClipFeatures] = field(default_factory=list)
     written: int = 0
 
@@ -113,6 +117,7 @@ class ShardWriter:
         path = self.folder / f"{self.prefix}-{uuid.uuid4().hex[:8]}{SHARD_SUFFIX}"
         with files.atomic_path(path) as partial, h5py.File(partial, "w") as h5:
             _write_shard(h5, self.pending, self.audio_dim, self.embedding_dim, self.audio_rate)
+            h5.attrs[EXTRACTION_ATTR] = self.extraction
         self.written += len(self.pending)
         self.pending = []
 
@@ -288,17 +293,46 @@ def drop_duplicate_clips(folder: Path, prefix: str) -> int:
         if kept:
             with reading(path) as h5:
                 audio_dim, dim, rate = h5["audio"].shape[1], h5["embedding"].shape[1], float(h5.attrs["audio_rate"])
-            writer = ShardWriter(folder, prefix, len(kept), audio_dim, dim, rate)
+                extraction = str(h5.attrs.get(EXTRACTION_ATTR, ""))
+            writer = ShardWriter(folder, prefix, len(kept), audio_dim, dim, rate, extraction)
             for clip in kept:
                 writer.add(clip)
         path.unlink()
     return dropped
 
 
-class FeatureStore:
-    """Reads clips from an extraction folder through its index; shards are opened on first use."""
+def _check_numbers(row: dict, index: Path, line: int) -> None:
+    for name in NUMERIC_COLUMNS:
+        try:
+            number = float(row[name]) if name.endswith("_rate") else int(row[name])
+        except ValueError:
+            number = math.nan
+        if not math.isfinite(number):
+            raise FeatureError(f"{index} line {line}: {name} {row[name]!r} is no count or rate: the index is "
+                               "damaged; run make verify-features, which rebuilds it from the shards")
 
-    def __init__(self, folder: Path):
+
+def foreign_shards(folder: Path, names: list[str], extraction: str) -> list[str]:
+    """A line for each of the shards ``names`` of ``folder`` written by another extraction than
+    ``extraction`` (a folder name; '' checks nothing). Shards written before they recorded theirs pass."""
+    problems = []
+    for name in names if extraction else []:
+        try:
+            with reading(folder / name) as h5:
+                recorded = str(h5.attrs.get(EXTRACTION_ATTR, ""))
+        except FeatureError:  # a damaged shard is reported where its clips are read, with them named
+            continue
+        if recorded and recorded != extraction:
+            problems.append(f"{folder / name}: a shard of the extraction {recorded}, copied into {extraction}; "
+                            "delete it and rerun make features (its clips are extracted again)")
+    return problems
+
+
+class FeatureStore:
+    """Reads clips from an extraction folder through its index; shards are opened on first use.
+    ``extraction``: the folder's extraction name (its record's ``folder``); a shard of another is refused."""
+
+    def __init__(self, folder: Path, extraction: str = ""):
         self.folder = Path(folder)
         index = self.folder / INDEX_FILE
         if not index.is_file():
@@ -312,8 +346,13 @@ class FeatureStore:
         if any(None in row.values() or None in row for row in rows):
             raise FeatureError(f"{index} is damaged (a row of the wrong length); run make verify-features, which "
                                "rebuilds it from the shards")
+        for line, row in enumerate(rows, start=2):
+            _check_numbers(row, index, line)
         self.index = {row["clip_id"]: row for row in rows}
         self._open: dict[str, h5py.File] = {}
+        foreign = foreign_shards(self.folder, sorted({row["shard"] for row in rows}), extraction)
+        if foreign:
+            raise FeatureError(foreign[0])
 
     def __contains__(self, clip_id: str) -> bool:
         return clip_id in self.index

@@ -25,7 +25,7 @@ import numpy as np
 import yaml
 
 from common import files
-from common.config import config_values, from_values, option, part
+from common.config import check_within, config_values, from_values, option, part
 from common.errors import ProjectError
 from common.registry import Registry
 from extract.audio_encoders import AUDIO_ENCODERS, make_audio_encoder
@@ -60,8 +60,8 @@ class _SpecMethods:
             raise FeatureError("--video-features-from and --video-rate (the arrays' frames a second) go together")
         if self.face_select not in FACE_SELECTIONS:
             raise FeatureError(f"--face-select must be one of {', '.join(FACE_SELECTIONS)}, got {self.face_select!r}")
-        if self.detect_every < 1 or self.max_gap_frames < self.detect_every - 1:
-            raise FeatureError("--detect-every must be at least 1 and --max-gap-frames at least detect-every - 1")
+        check_within("detect_every", self.detect_every, 1, MAX_TRACK_FRAMES, FeatureError)
+        check_within("max_gap_frames", self.max_gap_frames, self.detect_every - 1, MAX_TRACK_FRAMES, FeatureError)
         if not _finite_at_least(self.face_rate, 0) or self.face_rate > MAX_FACE_RATE:
             raise FeatureError(f"--face-rate must be within 0..{MAX_FACE_RATE:g} (0: every frame), got "
                                f"{self.face_rate}")
@@ -112,6 +112,7 @@ class _SpecMethods:
 # the box on each side: larger values only multiply the pixels decoded and embedded.
 MAX_FACE_RATE = 1000.0
 MAX_CROP_MARGIN = 2.0
+MAX_TRACK_FRAMES = 1000  # detection steps and interpolated gaps: over 30 s at 30 frames a second
 
 
 @dataclass
@@ -187,10 +188,14 @@ class ExtractionRecord:
     corpus_dir: str = ""
     packages: dict = field(default_factory=dict)
     written: str = ""
+    # The folder name the spec gave when the features were made: an edited spec no longer gives it,
+    # while a renamed folder still loads. Empty in records written before it was kept.
+    folder: str = ""
 
     def save(self, folder: Path) -> None:
         values = {"spec": config_values(self.spec), "models": self.models, "dataset": self.dataset,
-                  "corpus_dir": self.corpus_dir, "packages": self.packages, "written": self.written}
+                  "corpus_dir": self.corpus_dir, "packages": self.packages, "written": self.written,
+                  "folder": self.folder or self.spec.folder_name()}
         files.write_text(folder / EXTRACTION_FILE, yaml.safe_dump(values, sort_keys=False))
 
     @classmethod
@@ -210,14 +215,20 @@ class ExtractionRecord:
             if "audio_dim" not in models:  # records written before the audio encoders: theirs was the log-mel
                 models.update(audio_sha256="", audio_dim=spec.logmel.n_mels,
                               audio_rate=1000.0 / spec.logmel.hop_ms)
-            return cls(spec=spec, models=models,
-                       dataset=values.get("dataset", ""), corpus_dir=values.get("corpus_dir", ""),
-                       packages=values.get("packages", {}), written=values.get("written", ""))
+            record = cls(spec=spec, models=models,
+                         dataset=values.get("dataset", ""), corpus_dir=values.get("corpus_dir", ""),
+                         packages=values.get("packages", {}), written=values.get("written", ""),
+                         folder=str(values.get("folder", "")))
         except (yaml.YAMLError, UnicodeDecodeError, KeyError, TypeError, AttributeError, ValueError,
                 ProjectError) as error:
             raise FeatureError(f"{path} is damaged or from another version ({type(error).__name__}: "
                                f"{str(error).splitlines()[0] if str(error) else ''}); delete the folder and run "
                                "make features again") from None
+        if record.folder and record.folder != spec.folder_name():
+            raise FeatureError(f"{path} was edited: its options name the extraction {spec.folder_name()}, but the "
+                               f"features beside it were made as {record.folder}; put back the original "
+                               f"{EXTRACTION_FILE}, or run make features with the options you want (a new folder)")
+        return record
 
     def differences(self, other: ExtractionRecord) -> list[str]:
         """What makes features of ``other`` differ from these: spec options and model files."""

@@ -20,7 +20,7 @@ from corpora.manifest import META_FILE, CorpusError, load_meta
 from corpora.registry import corpus_fingerprint
 from extract.clip_media import LENGTH_TOLERANCE_SECONDS
 from extract.engine import FeaturesConfig, load_jobs, read_failures
-from extract.shards import ClipFeatures, FeatureError, FeatureStore, build_index
+from extract.shards import ClipFeatures, FeatureError, FeatureStore, build_index, foreign_shards, shard_files
 from extract.spec import ExtractionRecord, Extractor
 
 
@@ -47,7 +47,8 @@ def verify_checks(folder: Path, corpus_dir: str = "", manifests_dir: Path | None
     failures = Check("clips that yielded nothing", [f"{clip}: failed ({reason})"
                                                     for clip, reason in sorted(failed.items()) if clip not in counts],
                      warning=True)
-    readable = Check("readable, checksums match, finite", [])
+    readable = Check("readable, checksums match, finite",
+                     foreign_shards(folder, [path.name for path in shard_files(folder)], record.folder))
     shapes = Check("arrays of the expected shapes", [])
     lengths = Check("audio and video of one length", [], warning=True)
     audio_dim, audio_rate = int(record.models["audio_dim"]), float(record.models["audio_rate"])
@@ -103,11 +104,13 @@ def _manifest_check(dataset_manifests: Path | None, corpus: Path) -> Check:
     fingerprint = corpus_fingerprint(corpus)
     for folder in sorted(path.parent for path in dataset_manifests.glob(f"*/{META_FILE}")):
         try:
-            stale = load_meta(folder).corpus_fingerprint != fingerprint
+            meta = load_meta(folder)
         except CorpusError as error:
             check.problems.append(str(error))
             continue
-        if stale:
+        if resolve_recorded(meta.corpus_root).resolve() != corpus.resolve():
+            continue  # a manifest of another copy of the corpus (--corpus-dir) is that copy's to match
+        if meta.corpus_fingerprint != fingerprint:
             check.problems.append(f"{folder}: made from the corpus as it was before it changed; the next make "
                                   "manifest or make train rebuilds it")
     return check

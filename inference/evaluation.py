@@ -18,6 +18,7 @@ from common.paths import resolve_recorded
 from corpora.manifest import load_manifest
 from extract.engine import read_failures
 from extract.shards import FeatureStore
+from extract.spec import ExtractionRecord
 from model.auxformer import AuxFormer
 from model.data import ClipDataset, FeatureMismatch, is_incomplete, split_dataset, unlisted_missing
 from model.evaluation import evaluate_model, plot_confusions, results_table
@@ -43,7 +44,7 @@ def evaluate_run(run: RunFolder, batch_size: int, device_name: str, config_value
                               f"run make features DATASET={record.data['dataset']} with the same options")
     device = resolve_device(device_name)
     model = AuxFormer.from_checkpoint(checkpoint).to(device)
-    with FeatureStore(features) as store:
+    with FeatureStore(features, ExtractionRecord.load(features).folder) as store:
         data = split_dataset(store, manifest, EVALUATED_SPLIT)
         failed = set(read_failures(features))
         partial = is_incomplete(data, failed)

@@ -26,6 +26,7 @@ import torch
 from tqdm import tqdm
 
 from common import files
+from common.config import check_within
 from common.device import resolve_device
 from common.errors import ProjectError
 from corpora.folder import VIDEO_SUFFIXES
@@ -43,6 +44,9 @@ from training.run_folder import BEST_CHECKPOINT, RunFolder
 # was trained on clips of a few seconds. 30 s is far longer than CREMA-D's clips, so clips like
 # those it was trained on go to the model whole.
 WINDOW_SECONDS = 30.0
+# A window holds at least 10 log-mel frames and 3 video frames, so an hour of video is at most
+# 36,000 windows; at most 2 minutes, whose attention (12,000 log-mel steps squared) still fits a GPU.
+WINDOW_RANGE = (0.1, 120.0)
 
 
 class PredictError(ProjectError):
@@ -88,8 +92,7 @@ class Predictor:
     """A trained run's model behind the extraction it was trained on."""
 
     def __init__(self, run_dir: Path, device_name: str = "auto", window_seconds: float = WINDOW_SECONDS):
-        if not window_seconds > 0:
-            raise PredictError(f"the prediction window must be positive, got {window_seconds} s")
+        check_within("window_seconds", window_seconds, *WINDOW_RANGE, PredictError)
         self.window_seconds = window_seconds
         self.run = RunFolder(run_dir, writer=False)
         record = self.run.record()

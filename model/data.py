@@ -26,6 +26,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from common.errors import ProjectError
 from corpora.manifest import ClipRecord, Manifest
 from extract.shards import ClipFeatures, FeatureError, FeatureStore
 from model.auxformer import AuxFormerConfig
@@ -224,14 +225,27 @@ class BucketBatchSampler(Sampler[list[int]]):
         return parts + [part]
 
 
+class ClipLoader(DataLoader):
+    """A DataLoader whose workers' ProjectError arrives as one line, as the worker raised it: torch
+    raises it again in this process with the worker's traceback in its message."""
+
+    def __iter__(self):
+        try:
+            yield from super().__iter__()
+        except ProjectError as error:
+            if "Original Traceback" not in str(error):
+                raise
+            raise type(error)(str(error).strip().splitlines()[-1].split(": ", 1)[-1]) from None
+
+
 def training_loader(dataset: ClipDataset, batch_size: int, seed: int, num_workers: int, rank: int = 0,
                     world_size: int = 1, max_steps: int | None = None) -> DataLoader:
     """Bucketed batches (this process's share), within ``max_steps`` padded steps when given; call
     ``loader.batch_sampler.set_epoch(epoch)`` before each epoch."""
     total_steps = [audio + video for audio, video in dataset.lengths()]
     sampler = BucketBatchSampler(total_steps, batch_size, seed, rank, world_size, max_steps)
-    return DataLoader(dataset, batch_sampler=sampler, collate_fn=collate, num_workers=num_workers)
+    return ClipLoader(dataset, batch_sampler=sampler, collate_fn=collate, num_workers=num_workers)
 
 
 def evaluation_loader(dataset: ClipDataset, batch_size: int, num_workers: int) -> DataLoader:
-    return DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=collate, num_workers=num_workers)
+    return ClipLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=collate, num_workers=num_workers)

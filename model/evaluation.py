@@ -21,6 +21,7 @@ predicted).
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -28,6 +29,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
 
+from common import files
 from common.errors import ProjectError
 from model.auxformer import AuxFormer
 from model.data import ClipDataset, evaluation_loader
@@ -115,4 +117,5 @@ def plot_confusions(results: dict[str, dict[str, dict]], head: str, classes: Seq
                  title=f"{condition}: macro-F1 {by_head[head]['f1_macro']:.3f}")
     figure.suptitle(title)
     figure.tight_layout()
-    figure.savefig(path, dpi=100)
+    with files.atomic_path(Path(path)) as temporary:  # a half-written plot never replaces the last one
+        figure.savefig(temporary, dpi=100, format="png")

@@ -21,13 +21,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from common.cli import run_stage
-from common.config import config_values, flag, option
+from common.config import check_within, config_values, flag, option
 from common.errors import ProjectError
 from corpora.registry import ManifestConfig
 from inference.cross_corpus import ON_SPLITS, cross_folder, evaluate_across, mapping_text
 from inference.evaluation import evaluate_run, partial_note
 from model.data import MAX_MISSING_SHARE
 from model.evaluation import results_table
+from training.config import MAX_BATCH_SIZE
 from training.run_folder import CONFUSION_FILE, EVAL_METRICS_FILE, EVAL_REPORT_FILE, RunFolder, RunSelection
 
 FEATURES_ROOT = Path("data/features")  # where make features puts its extractions
@@ -50,8 +51,7 @@ class EvalConfig(RunSelection):
                                       "the run's feature options")
 
     def __post_init__(self) -> None:
-        if self.batch_size < 1:
-            raise ProjectError(f"--batch-size must be at least 1, got {self.batch_size}")
+        check_within("batch_size", self.batch_size, 1, MAX_BATCH_SIZE, ProjectError)
         if self.on_split not in ON_SPLITS:
             raise ProjectError(f"--on-split must be one of {', '.join(ON_SPLITS)}, got {self.on_split!r}")
         given = [flag(name) for name in OTHER_DATASET_OPTIONS if getattr(self, name)]

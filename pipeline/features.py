@@ -4,7 +4,8 @@ Reads the corpus folder's clips and media (through its reader, corpora.registry;
 partition are needed). Writes data/features/<dataset>/<feature-config>/, a folder named from the
 extraction options: shards (extract.shards), index.csv, extraction.yaml (extract.spec: the
 options, the sha256 of every model file used, package versions) and failures-<part>.csv (clips
-that yielded nothing, and why).
+that yielded nothing, and why). A clip whose file is a link that leads out of the corpus folder
+is listed there too, not read, unless --follow-links (as make predict does).
 
 With --video-features-from DIR --video-rate R the video features are imported from per-frame
 arrays computed elsewhere instead (extract.imported), and only the audio is encoded.

@@ -35,6 +35,7 @@ from pathlib import Path
 
 from common.cli import run_stage
 from common.config import config_values, option, part
+from common.files import check_writable
 from extract.face_detection import NATIVE_LOGS_VARIABLE
 from inference.predictor import WINDOW_SECONDS, Predictor, format_table, training_notice, video_files, write_predictions
 from inference.segments import SegmentConfig, Segmenter
@@ -68,6 +69,7 @@ def predict(config: PredictConfig) -> int:
     video = Path(config.video)
     name = video.stem if video.is_file() else video.resolve().name
     out_dir = Path(config.out_dir) if config.out_dir else predictor.run.path / PREDICTIONS_DIR
+    check_writable(out_dir, "--out-dir")  # before the predictions, which would be lost
     if config.segmenting.segments != "none":
         return _predict_segments(config, predictor, paths, out_dir, name, notice)
     predictions = predictor.predict_files(paths)

@@ -1,11 +1,12 @@
 """The training options (``TrainConfig``) and the training error type."""
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
 
-from common.config import option
+from common.config import check_within, option
 from common.device import DEVICE_CHOICES
 from common.errors import ProjectError
 from model.variants import VARIANTS
@@ -27,6 +28,14 @@ FREE_ON_RESUME = ("epochs", "device", "num_workers", "max_batch_steps")
 # the length, so a budget of steps bounds memory only for clips of a given length: lower it for
 # longer clips or a smaller GPU.
 CUDA_BATCH_STEPS = 32_768
+
+
+MAX_BATCH_SIZE = 4096  # clips padded and held at once
+# What one value may ask for (NaN and infinity are refused too): a batch's clips are padded and
+# held at once, every epoch costs a pass over the data, every worker is a process.
+VALUE_RANGES = {"epochs": (1, 10_000), "batch_size": (1, MAX_BATCH_SIZE), "weight_decay": (0, 10),
+                "grad_clip": (0, 1e5), "audio_dropout": (0, 1), "video_dropout": (0, 1), "num_workers": (0, 64),
+                "max_batch_steps": (-1, 1e8)}
 
 
 class TrainingError(ProjectError):
@@ -70,13 +79,13 @@ class TrainConfig:
             raise TrainingError(f"--select-by must be one of {', '.join(SELECT_BY)}, got {self.select_by!r}")
         if self.device not in DEVICE_CHOICES:
             raise TrainingError(f"--device must be one of {', '.join(DEVICE_CHOICES)}, got {self.device!r}")
-        rates = (self.audio_dropout, self.video_dropout)
-        if min(rates) < 0 or sum(rates) > 1:
-            raise TrainingError(f"modality drop-out rates must be at least 0 and sum to at most 1, got {rates}")
-        if (self.epochs < 1 or self.batch_size < 1 or self.lr <= 0 or self.num_workers < 0 or self.weight_decay < 0
-                or self.grad_clip < 0 or self.max_batch_steps < -1):
-            raise TrainingError("--epochs and --batch-size must be at least 1, --lr positive, --num-workers, "
-                                "--weight-decay and --grad-clip at least 0, --max-batch-steps at least -1")
+        for name, (low, high) in VALUE_RANGES.items():
+            check_within(name, getattr(self, name), low, high, TrainingError)
+        if not (math.isfinite(self.lr) and self.lr > 0):
+            raise TrainingError(f"--lr must be a finite positive number, got {self.lr}")
+        if self.audio_dropout + self.video_dropout > 1:
+            raise TrainingError("--audio-dropout and --video-dropout must sum to at most 1, got "
+                                f"{self.audio_dropout} and {self.video_dropout}")
 
     def batch_step_budget(self, device: torch.device) -> int | None:
         """The padded steps a training batch may hold on ``device`` (--max-batch-steps resolved); None: no limit."""

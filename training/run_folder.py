@@ -275,8 +275,7 @@ class RunFolder:
             return
         print(message, flush=True)
         self.path.mkdir(parents=True, exist_ok=True)
-        with (self / LOG_FILE).open("a") as stream:
-            stream.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {message}\n")
+        files.append_text(self / LOG_FILE, f"{time.strftime('%Y-%m-%d %H:%M:%S')} {message}\n")
 
     def write_metrics(self, history: list[dict]) -> None:
         if self.writer:

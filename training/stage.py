@@ -149,7 +149,7 @@ def run_training(config: TrainStageConfig, distributed: Distributed = Distribute
     manifest_dir, _ = build_manifest(config.manifest_config())
     manifest = load_manifest(manifest_dir)
     run = RunFolder(config.run_folder(), writer=distributed.is_main)
-    with run.training_lock(), FeatureStore(features) as store:
+    with run.training_lock(), FeatureStore(features, extraction.folder) as store:
         dims = store.dims()
         model_config = config.model_options.model_config(dims.audio_dim, dims.video_dim, len(manifest.meta.classes),
                                                          dims.audio_rate, store.video_rate())

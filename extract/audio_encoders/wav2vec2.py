@@ -41,6 +41,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from safetensors import SafetensorError
 
 from common.config import option
 from extract.audio import SAMPLE_RATE
@@ -254,7 +255,7 @@ def load_wav2vec2(folder: Path, layer: int, expected_sha256: str = ""):
                                 f"{expected_sha256}: put that checkpoint back, or extract and train again with it")
     try:
         model, loading = AutoModel.from_pretrained(folder, local_files_only=True, output_loading_info=True)
-    except (OSError, ValueError, RuntimeError) as error:
+    except (OSError, ValueError, RuntimeError, SafetensorError) as error:  # the last: a truncated model.safetensors
         raise AudioEncoderError(f"{folder}: the weights do not load ({str(error).splitlines()[0]}); fetch the "
                                 "checkpoint again") from None
     del model.encoder.layers[layer:]

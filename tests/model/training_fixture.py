@@ -77,7 +77,8 @@ def write_features(folder: Path, manifest, skip: set[str], n_mels: int = N_MELS)
     folder.mkdir(parents=True)
     rng = np.random.default_rng(0)
     patterns = (rng.normal(0, 1, (6, n_mels)), rng.normal(0, 1, (6, EMBEDDING_DIM)))
-    writer = ShardWriter(folder, "part0of1", 40, n_mels, EMBEDDING_DIM, audio_rate=100.0)
+    spec = from_values(ExtractionSpec, {"n_mels": n_mels})
+    writer = ShardWriter(folder, "part0of1", 40, n_mels, EMBEDDING_DIM, 100.0, spec.folder_name())
     for clip in manifest.clips:
         if clip.clip_id not in skip:
             writer.add(synthetic_clip(clip.clip_id, manifest.meta.classes.index(clip.label), rng, patterns))
@@ -86,7 +87,7 @@ def write_features(folder: Path, manifest, skip: set[str], n_mels: int = N_MELS)
     # The clips left out are those the extraction could not use, as a real one lists them.
     write_failures(folder / "failures-part0of1.csv", [(clip_id, "no audio file; no video file") for clip_id in skip])
     models = {"encoder_sha256": "synthetic", "face_detector_sha256": "", "crop_size": 0, "embedding_dim": EMBEDDING_DIM}
-    ExtractionRecord(from_values(ExtractionSpec, {"n_mels": n_mels}), models, dataset="demo").save(folder)
+    ExtractionRecord(spec, models, dataset="demo").save(folder)
 
 
 class Setup:

@@ -8,7 +8,10 @@ make calls them, except where a separate process is the point (kill -9, concurre
 """
 from __future__ import annotations
 
+import csv
+import errno
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -19,21 +22,26 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
+import safetensors.torch
 import torch
 import yaml
 
+import extract.engine as engine_module
+import extract.shards as shards_module
 from common.locks import exclusive_lock
 from corpora.demo.generate import DemoConfig, generate
 from corpora.registry import ManifestConfig, build_manifest
 from extract.engine import FeaturesConfig, extract, read_failures
-from extract.shards import FeatureStore, ShardWriter, checksum, read_shard, shard_files
+from extract.shards import FeatureStore, ShardWriter, checksum, clip_ids_in, read_shard, shard_files
 from extract.verify import verify
 from pipeline import evaluate as evaluate_stage
 from pipeline import features as features_stage
+from pipeline import manifest as manifest_stage
 from pipeline import predict as predict_stage
 from pipeline import stats as stats_stage
 from pipeline import train as train_stage
 from pipeline import verify_features as verify_stage
+from tests.extract.test_audio_encoders import saved_model
 from training.run_folder import RunFolder
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -199,7 +207,8 @@ def test_4_a_rerun_repairs_clips_written_twice(workspace, extraction, corpus):
     # and one whose clips are partly: half of the first shard's, and the second's (now only there)
     mixed = read_shard(first)[:4] + read_shard(second)
     with h5py.File(second, "r") as h5:
-        writer = ShardWriter(folder, "part0of1", len(mixed), h5["audio"].shape[1], h5["embedding"].shape[1], 100.0)
+        writer = ShardWriter(folder, "part0of1", len(mixed), h5["audio"].shape[1], h5["embedding"].shape[1], 100.0,
+                             folder.name)
     for clip in mixed:
         writer.add(clip)
     second.unlink()
@@ -247,6 +256,60 @@ def test_5_a_manifest_notices_clips_added_to_the_corpus(corpus, tmp_path):
         shutil.copy(copy / kind / f"1001_IEO_NEU_XX.{suffix}", copy / kind / f"1001_TIE_NEU_XX.{suffix}")
     folder, written = build_manifest(config)
     assert written and "1001_TIE_NEU_XX" in (folder / "manifest.csv").read_text()
+
+
+def one_line(capsys, stage: str) -> str:
+    """The one line the stage wrote on stderr, besides the progress bar's."""
+    error = capsys.readouterr().err
+    lines = [line for line in re.split(r"[\r\n]", error) if line.strip() and "%|" not in line]
+    assert len(lines) == 1 and lines[0].startswith(f"{stage}: ") and "Traceback" not in error, error
+    return lines[0]
+
+
+def mix_speakers(rows: list[list[str]]) -> None:
+    """Move one clip of a test speaker into train, so that speaker is in two splits."""
+    test_row = next(row for row in rows if row[7] == "test")
+    test_row[7] = "train"
+
+
+def misspell_a_split(rows: list[list[str]]) -> None:
+    next(row for row in rows if row[7] == "test")[7] = "tset"
+
+
+@pytest.mark.parametrize("damage, message", [(misspell_a_split, "split 'tset' is none of"),
+                                             (mix_speakers, "each speaker in one split")])
+def test_5_a_damaged_manifest_is_refused_with_its_line_and_the_fix(workspace, corpus, capsys, damage, message):
+    folder, _ = build_manifest(ManifestConfig(dataset="demo", corpus_dir=str(corpus)))
+    path = folder / "manifest.csv"
+    with path.open(newline="") as stream:
+        rows = list(csv.reader(stream))
+    damage(rows[1:])
+    with path.open("w", newline="") as stream:
+        csv.writer(stream).writerows(rows)
+    damaged = path.read_bytes()
+    assert train_stage.main(train_args(corpus)) == 2
+    error = one_line(capsys, "train")
+    assert str(path) in error and " line " in error and message in error and "make manifest FORCE=1" in error
+    assert path.read_bytes() == damaged and not Path("runs").exists()
+
+
+def test_5_a_manifest_that_is_not_utf8_is_refused_with_the_fix(workspace, corpus, capsys):
+    folder, _ = build_manifest(ManifestConfig(dataset="demo", corpus_dir=str(corpus)))
+    path = folder / "manifest.csv"
+    path.write_bytes(path.read_bytes().replace(b"train", b"tr\xffin", 1))
+    assert train_stage.main(train_args(corpus)) == 2
+    error = one_line(capsys, "train")
+    assert str(path) in error and "not UTF-8" in error and "make manifest FORCE=1" in error
+    assert not Path("runs").exists()
+
+
+def test_5_verify_with_another_corpus_copy_leaves_the_manifests_of_the_first_alone(workspace, corpus, capsys):
+    build_manifest(ManifestConfig(dataset="demo", corpus_dir=str(corpus)))
+    copy = workspace / "copy"
+    shutil.copytree(corpus, copy)
+    (copy / "AudioWAV" / "notes.txt").write_text("a file the first corpus lacks")
+    assert verify_stage.main(["--dataset", "demo", "--corpus-dir", str(copy), "--strict"]) == 0
+    assert "made from the corpus as it was" not in capsys.readouterr().err
 
 
 # 6 ---------------------------------------------------------------------------------------------
@@ -343,6 +406,40 @@ def test_11_a_damaged_or_edited_extraction_yaml(workspace, extraction, corpus, c
     assert "encoder_sha256" in capsys.readouterr().err
 
 
+def test_11_an_edited_spec_in_extraction_yaml_is_refused_with_the_fix(workspace, extraction, corpus, capsys):
+    folder = copied_folder(workspace, extraction)
+    path = folder / "extraction.yaml"
+    record = yaml.safe_load(path.read_text())
+    record["spec"]["face_rate"] = 7.0
+    path.write_text(yaml.safe_dump(record))
+    before = {p.name: p.read_bytes() for p in folder.iterdir()}
+    assert train_stage.main(train_args(corpus)) == 2
+    error = one_line(capsys, "train")
+    assert f"{folder.name}/extraction.yaml was edited" in error and "put back the original" in error
+    assert {p.name: p.read_bytes() for p in folder.iterdir()} == before and not Path("runs").exists()
+
+
+def test_11_a_renamed_extraction_folder_still_loads(workspace, extraction, corpus):
+    folder = copied_folder(workspace, extraction)
+    renamed = folder.rename(folder.parent / "mine")
+    assert verify(renamed) == []
+
+
+def test_11_a_shard_copied_from_another_extraction_is_refused(workspace, extraction, corpus, capsys):
+    folder = copied_folder(workspace, extraction)
+    with FeatureStore(folder) as store:
+        shard = folder / store.index[train_clip(corpus, workspace)]["shard"]
+    with h5py.File(shard, "r+") as h5:  # as the extraction with another face rate wrote it
+        h5.attrs["extraction"] = "fer-mediapipe-r7-k4-mel64-0123abcd"
+    damaged = shard.read_bytes()
+    assert any(shard.name in problem and "copied into" in problem for problem in verify(folder))
+    assert train_stage.main(train_args(corpus)) == 2
+    error = one_line(capsys, "train")
+    assert f"{folder.name}/{shard.name}" in error and "copied into" in error
+    assert "delete it and rerun make features" in error
+    assert shard.read_bytes() == damaged and not Path("runs/demo/p1/auxformer/best.pt").exists()
+
+
 def test_12_an_unwritable_output_is_found_before_any_work(corpus, tmp_path, capsys):
     blocker = tmp_path / "features-is-a-file"
     blocker.write_text("")
@@ -406,8 +503,12 @@ def test_14_workers_die_with_a_killed_extraction(corpus, tmp_path):
 
 @pytest.mark.parametrize("argv, message", [
     (["--dataset", "voxceleb"], "unknown dataset 'voxceleb'"),
-    (["--workers", "-1"], "--workers must be at least 0"),
+    (["--workers", "-1"], "--workers must be within 0..256"),
     (["--clips-per-shard", "0"], "--clips-per-shard"),
+    (["--clips-per-shard", "1000000000"], "--clips-per-shard must be within 1..10000"),
+    (["--embed-batch", "1000000000"], "--embed-batch must be within 1..8192"),
+    (["--detect-every", "100000"], "--detect-every must be within 1..1000"),
+    (["--max-gap-frames", "1000000000"], "--max-gap-frames must be within 3..1000"),
 ])
 def test_15_bad_options_are_refused_before_anything_is_created(tmp_path, monkeypatch, capsys, argv, message):
     monkeypatch.chdir(tmp_path)
@@ -451,3 +552,160 @@ def test_16_shards_of_the_layout_before_the_audio_rename_are_refused_with_the_fi
     assert train_stage.main(train_args(corpus)) == 2
     error = capsys.readouterr().err
     assert shard.name in error and "layout 2" in error and "make features FORCE=1" in error
+
+
+# Full disks, dead workers ------------------------------------------------------------------------
+
+def disk_full(*args, **kwargs):
+    raise OSError(errno.ENOSPC, "No space left on device")
+
+
+def test_a_full_disk_while_writing_features_keeps_the_shards_written_and_resumes(corpus, tmp_path, monkeypatch,
+                                                                                 capsys):
+    monkeypatch.chdir(tmp_path)
+    write_shard, written = shards_module._write_shard, []
+
+    def full_at_the_third(h5, clips, *rest):
+        if len(written) == 2:
+            disk_full()
+        write_shard(h5, clips, *rest)
+        written.append([clip.clip_id for clip in clips])
+
+    monkeypatch.setattr(shards_module, "_write_shard", full_at_the_third)
+    assert features_stage.main(features_args(corpus)) == 2
+    error = one_line(capsys, "features")
+    assert "no space left" in error and "what was written before is kept" in error and "run the same command" in error
+    (folder,) = Path("data/features/demo").iterdir()
+    assert sorted(clip for path in shard_files(folder) for clip in clip_ids_in(path)) == sorted(sum(written, []))
+    assert not list(folder.glob("*.partial"))
+    monkeypatch.setattr(shards_module, "_write_shard", write_shard)
+    assert features_stage.main(features_args(corpus)) == 0
+    assert "(16 already done)" in capsys.readouterr().out and verify(folder) == []
+
+
+def test_a_full_disk_while_writing_the_manifest_is_one_line(workspace, corpus, monkeypatch, capsys):
+    monkeypatch.setattr(Path, "write_text", disk_full)
+    assert manifest_stage.main(["--dataset", "demo", "--corpus-dir", str(corpus)]) == 2
+    assert "no space left" in one_line(capsys, "manifest")
+
+
+def test_a_full_disk_while_saving_a_checkpoint_is_one_line(workspace, corpus, monkeypatch, capsys):
+    monkeypatch.setattr(torch, "save", disk_full)
+    assert train_stage.main(train_args(corpus)) == 2
+    error = one_line(capsys, "train")
+    assert "last.pt: no space left" in error or "best.pt: no space left" in error
+    assert Path("runs/demo/p1/auxformer/config.yaml").is_file()
+
+
+def die(jobs):
+    os._exit(9)
+
+
+def test_a_killed_extraction_worker_is_one_line_and_the_shards_are_kept(workspace, extraction, corpus, monkeypatch,
+                                                                       capsys):
+    folder = copied_folder(workspace, extraction)
+    for shard in shard_files(folder)[:2]:
+        shard.unlink()
+    kept = {path.name: path.read_bytes() for path in shard_files(folder)}
+    monkeypatch.setattr(engine_module, "_work", die)
+    assert features_stage.main(features_args(corpus)) == 2
+    error = one_line(capsys, "features")
+    assert "worker died" in error and "kept" in error and "make features again" in error
+    assert {path.name: path.read_bytes() for path in shard_files(folder)} == kept
+
+
+def test_a_damaged_development_clip_read_by_a_loader_worker_is_one_line(workspace, extraction, corpus, capsys):
+    folder, _ = build_manifest(ManifestConfig(dataset="demo", corpus_dir=str(corpus),
+                                              manifests_dir=workspace / "scratch"))
+    clip_id = next(line.split(",")[0] for line in (folder / "manifest.csv").read_text().splitlines()
+                   if ",development," in line)
+
+    def flip_a_bit(values):
+        values.view(np.uint32)[3, 5] ^= 1 << 20
+
+    shard = rewrite_clip(copied_folder(workspace, extraction), clip_id, flip_a_bit)
+    assert train_stage.main([*train_args(corpus), "--num-workers", "1"]) == 2
+    error = one_line(capsys, "train")
+    assert shard.name in error and clip_id in error and "delete it and rerun make features" in error
+
+
+# Damaged tables ----------------------------------------------------------------------------------
+
+def test_non_numeric_values_in_index_csv_are_one_line_with_the_fix(workspace, extraction, corpus, capsys):
+    index = copied_folder(workspace, extraction) / "index.csv"
+    with index.open(newline="") as stream:
+        rows = list(csv.reader(stream))
+    rows[3][rows[0].index("audio_dim")] = "eighty"
+    with index.open("w", newline="") as stream:
+        csv.writer(stream).writerows(rows)
+    damaged = index.read_bytes()
+    assert train_stage.main(train_args(corpus)) == 2
+    error = one_line(capsys, "train")
+    assert "index.csv line 4: audio_dim 'eighty'" in error and "make verify-features" in error
+    assert index.read_bytes() == damaged
+
+
+def test_a_failures_file_that_is_not_utf8_is_one_line_with_the_fix(workspace, extraction, corpus, capsys):
+    path = copied_folder(workspace, extraction) / "failures-part0of1.csv"
+    path.write_bytes(b"clip_id,reason,kept\r\n1001_IEO_ANG_HI,\xff\xfe broken,0\r\n")
+    assert verify_stage.main(["--dataset", "demo", "--corpus-dir", str(corpus)]) == 2
+    error = one_line(capsys, "verify-features")
+    assert "failures-part0of1.csv is damaged" in error and "make features again" in error
+
+
+@pytest.mark.parametrize("write", [lambda path: path.write_text("0.1 0.2 0.3\n"),
+                                   lambda path: np.save(path, np.array([{"a": 1}, None], dtype=object)),
+                                   lambda path: np.save(path, np.array([["a", "b"]]))])
+def test_an_imported_npy_file_that_holds_no_numbers_is_one_line(corpus, tmp_path, monkeypatch, capsys, write):
+    monkeypatch.chdir(tmp_path)
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    write(frames / "1001_IEO_ANG_HI.npy")
+    args = features_args(corpus, "--video-features-from", str(frames), "--video-rate", "30")
+    assert features_stage.main(args) == 2
+    error = one_line(capsys, "features")
+    assert "1001_IEO_ANG_HI.npy" in error and "numpy.save" in error
+
+
+def drop_a_layer_tensor(path: Path) -> None:
+    tensors = safetensors.torch.load_file(path)
+    del tensors[next(name for name in tensors if name.startswith("encoder.layers.0."))]
+    safetensors.torch.save_file(tensors, path, metadata={"format": "pt"})
+
+
+def cut_in_half(path: Path) -> None:
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+
+
+@pytest.mark.parametrize("damage, message", [(drop_a_layer_tensor, "lacks 1 of the model's tensors"),
+                                             (cut_in_half, "the weights do not load")])
+def test_a_damaged_wav2vec2_checkpoint_is_one_line(corpus, tmp_path, monkeypatch, capsys, damage, message):
+    monkeypatch.chdir(tmp_path)
+    weights = tmp_path / "tiny-wav2vec2"
+    saved_model(weights)
+    damage(weights / "model.safetensors")
+    args = features_args(corpus, "--audio-encoder", "wav2vec2", "--audio-weights", str(weights), "--audio-layer", "2")
+    assert features_stage.main(args) == 2
+    error = one_line(capsys, "features")
+    assert str(weights) in error and message in error and "fetch the" in error
+    assert not Path("data").exists()
+
+
+def test_links_that_lead_out_of_the_corpus_are_skipped_unless_asked(corpus, tmp_path, monkeypatch, capsys):
+    copy = tmp_path / "corpus"
+    shutil.copytree(corpus, copy)
+    for kind, suffix in (("AudioWAV", "wav"), ("VideoFlash", "flv")):
+        (copy / kind / f"{CLIP}.{suffix}").unlink()
+        (copy / kind / f"{CLIP}.{suffix}").symlink_to(corpus / kind / f"{CLIP}.{suffix}")
+    monkeypatch.chdir(tmp_path)
+    assert features_stage.main(features_args(copy)) == 0
+    (folder,) = Path("data/features/demo").iterdir()
+    failures = read_failures(folder)
+    assert "a link that leads out of" in failures[CLIP] and "--follow-links" in failures[CLIP]
+    with FeatureStore(folder) as store:
+        assert CLIP not in store and len(store.clip_ids()) == 47
+    assert features_stage.main(features_args(copy, "--follow-links")) == 0
+    assert "1 clips extracted (47 already done)" in capsys.readouterr().out
+    with FeatureStore(folder) as store:
+        assert CLIP in store
+    assert CLIP not in read_failures(folder)

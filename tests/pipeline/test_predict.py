@@ -4,6 +4,7 @@ that costs only its own row, and clear errors when there is no run to predict wi
 from __future__ import annotations
 
 import csv
+import errno
 import json
 import shutil
 from pathlib import Path
@@ -209,3 +210,27 @@ def test_a_video_stored_turned_is_predicted_upright_and_says_so(trained, turned_
     assert turned["probabilities"] == pytest.approx(upright["probabilities"], abs=1e-4)
     with open(tmp_path / "phone.csv", newline="") as f:
         assert [row["rotation"] for row in csv.DictReader(f)] == ["0", "90"]
+
+
+def test_an_output_folder_that_cannot_be_written_is_found_before_predicting(trained, clips, tmp_path, capsys):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    code = main(["--video", str(clips / f"{CLIP}.flv"), "--run-dir", str(trained[0]), "--out-dir",
+                 str(blocker / "predictions"), "--device", "cpu"])
+    assert code == 2
+    error = [line for line in capsys.readouterr().err.strip().splitlines() if not line.startswith("predict: note:")]
+    assert len(error) == 1 and "cannot write there" in error[0] and "--out-dir" in error[0]
+
+
+def test_a_full_disk_while_writing_predictions_is_one_line(trained, clips, tmp_path, monkeypatch, capsys):
+    def disk_full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(Path, "write_text", disk_full)
+    code = main(["--video", str(clips / f"{CLIP}.flv"), "--run-dir", str(trained[0]), "--out-dir",
+                 str(tmp_path / "out"), "--device", "cpu"])
+    assert code == 2
+    error = [line for line in capsys.readouterr().err.strip().splitlines()
+             if "%|" not in line and not line.startswith("predict: note:")]
+    assert len(error) == 1 and "no space left" in error[0]
+    assert not list((tmp_path / "out").glob("*.partial"))

@@ -8,6 +8,7 @@ is absolute, so a test may run from any folder.
 """
 from __future__ import annotations
 
+import errno
 import json
 import shlex
 import shutil
@@ -199,6 +200,13 @@ def test_4_a_finished_run_that_lost_best_pt_says_so_in_train_and_eval(setup, own
 BAD_TRAINING_OPTIONS = [
     (["--width", "10", "--num-heads", "3"], "divisible by --num-heads"),
     (["--missing-head-loss", "--missing-stand-in", "zero"], "--missing-head-loss needs --missing-stand-in learned"),
+    (["--batch-size", "1000000000"], "--batch-size must be within 1..4096"),
+    (["--epochs", "1000000000"], "--epochs must be within 1..10000"),
+    (["--lr", "nan"], "--lr must be a finite positive number"),
+    (["--lr", "inf"], "--lr must be a finite positive number"),
+    (["--lr", "0"], "--lr must be a finite positive number"),
+    (["--audio-dropout", "nan"], "--audio-dropout must be within 0..1"),
+    (["--grad-clip", "inf"], "--grad-clip must be within"),
 ]
 if not torch.cuda.is_available():
     BAD_TRAINING_OPTIONS.append((["--device", "cuda"], "no CUDA device"))
@@ -237,7 +245,8 @@ def test_5_a_crossval_name_is_one_folder_name(setup, tmp_path, capsys, name):
 
 
 @pytest.mark.parametrize("options, train_options, message", [
-    (["--eval-batch-size", "0"], (), "--eval-batch-size must be at least 1"),
+    (["--eval-batch-size", "0"], (), "--eval-batch-size must be within 1..4096"),
+    (["--eval-batch-size", "1000000000"], (), "--eval-batch-size must be within 1..4096"),
     ([], ("--width", "10", "--num-heads", "3"), "divisible by --num-heads"),
 ])
 def test_5_bad_crossval_options_are_refused_before_any_training(setup, tmp_path, capsys, options, train_options,
@@ -247,10 +256,35 @@ def test_5_bad_crossval_options_are_refused_before_any_training(setup, tmp_path,
     assert list(tmp_path.iterdir()) == []
 
 
-def test_5_an_eval_batch_size_of_0_is_refused_before_scoring(run, capsys):
+@pytest.mark.parametrize("size", ["0", "1000000000"])
+def test_5_an_eval_batch_size_outside_its_range_is_refused_before_scoring(run, capsys, size):
     before = contents(run)
-    assert evaluate_stage.main(["--run-dir", str(run), "--batch-size", "0"]) == 2
-    assert "--batch-size must be at least 1" in error_line(capsys, "eval")
+    assert evaluate_stage.main(["--run-dir", str(run), "--batch-size", size]) == 2
+    assert "--batch-size must be within 1..4096" in error_line(capsys, "eval")
+    assert contents(run) == before
+
+
+@pytest.mark.parametrize("seconds", ["1e-9", "nan", "inf", "1e9"])
+def test_5_a_prediction_window_outside_its_range_is_refused_before_anything_is_made(run, tmp_path, capsys, seconds):
+    before = contents(run)
+    video = tmp_path / "clip.mp4"
+    video.write_bytes(b"")
+    assert predict_stage.main(["--run-dir", str(run), "--video", str(video), "--window-seconds", seconds]) == 2
+    assert "--window-seconds must be within 0.1..120" in error_line(capsys, "predict")
+    assert contents(run) == before
+
+
+def test_5_an_edited_extraction_yaml_in_a_run_folder_is_refused(run, tmp_path, capsys):
+    path = run / "extraction.yaml"
+    record = yaml.safe_load(path.read_text())
+    record["spec"]["face_rate"] = 7.0
+    path.write_text(yaml.safe_dump(record))
+    before = contents(run)
+    video = tmp_path / "clip.mp4"
+    video.write_bytes(b"")
+    assert predict_stage.main(["--run-dir", str(run), "--video", str(video), "--device", "cpu"]) == 2
+    error = error_line(capsys, "predict")
+    assert f"{run}/extraction.yaml was edited" in error and "put back the original" in error
     assert contents(run) == before
 
 
@@ -320,3 +354,18 @@ def test_7_a_preset_file_that_is_no_preset_is_named(setup, tmp_path, monkeypatch
     error = error_line(capsys, "train")
     assert f"{preset} is not a preset" in error
     assert list(tmp_path.iterdir()) == [preset]
+
+
+def test_a_full_disk_while_scoring_keeps_the_run_and_is_one_line(run, monkeypatch, capsys):
+    before = contents(run)
+
+    def disk_full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr("matplotlib.figure.Figure.savefig", disk_full)
+    assert evaluate_stage.main(["--run-dir", str(run)]) == 2
+    error = error_line(capsys, "eval")
+    assert "confusion.png: no space left" in error and "run the same command again" in error
+    kept = ("best.pt", "last.pt", "config.yaml", "extraction.yaml", "confusion.png")  # scoring rewrites the rest
+    assert {name: contents(run).get(name) for name in kept} == {name: before.get(name) for name in kept}
+    assert not [name for name in contents(run) if ".partial" in name]
