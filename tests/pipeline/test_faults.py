@@ -41,7 +41,7 @@ from pipeline import predict as predict_stage
 from pipeline import stats as stats_stage
 from pipeline import train as train_stage
 from pipeline import verify_features as verify_stage
-from tests.extract.test_audio_encoders import saved_model
+from tests.extract.tiny_models import saved_wav2vec2
 from training.run_folder import RunFolder
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -682,7 +682,7 @@ def cut_in_half(path: Path) -> None:
 def test_a_damaged_wav2vec2_checkpoint_is_one_line(corpus, tmp_path, monkeypatch, capsys, damage, message):
     monkeypatch.chdir(tmp_path)
     weights = tmp_path / "tiny-wav2vec2"
-    saved_model(weights)
+    saved_wav2vec2(weights)
     damage(weights / "model.safetensors")
     args = features_args(corpus, "--audio-encoder", "wav2vec2", "--audio-weights", str(weights), "--audio-layer", "2")
     assert features_stage.main(args) == 2
