@@ -235,6 +235,23 @@ def option_names(config_class: type) -> set[str]:
         field.name for field, kind, _ in _options(config_class) if kind is None}
 
 
+def wrong_types(config_class: type, values: dict) -> list[str]:
+    """The values, by option name, that are not of their option's type (an int is a float too; a part
+    given as a mapping or a bundled part's string is checked by option): '<name> <value>' for each."""
+    kinds = {field.name: kind for field, kind, _ in _options(config_class) if kind is not None}
+    wrong = []
+    for name, value in _flat(config_class, values, "the values").items():
+        kind = kinds.get(name)
+        if kind is None or isinstance(value, kind) and not (kind is not bool and isinstance(value, bool)):
+            continue
+        if kind is float and isinstance(value, int) and not isinstance(value, bool):
+            continue
+        if kind is Path and isinstance(value, str):
+            continue
+        wrong.append(f"{name} {value!r} (not a {kind.__name__})")
+    return wrong
+
+
 def listed_options(config_class: type) -> int:
     """How many options the stage's ``--help`` lists (a bundled part's as one)."""
     return sum(1 for action in _parser(config_class)._actions

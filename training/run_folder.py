@@ -172,7 +172,7 @@ class RunFolder:
         """config.yaml, and the extraction spec copied in (None: a converted model with no extraction)."""
         if not self.writer:
             return
-        self.path.mkdir(parents=True, exist_ok=True)
+        self.path.resolve().mkdir(parents=True, exist_ok=True)  # through a link, the folder it leads to
         if extraction is not None:
             extraction.save(self.path)
         values = {"stage": record.stage, "model": record.model, "variant": record.variant,
@@ -274,7 +274,7 @@ class RunFolder:
         if not self.writer:
             return
         print(message, flush=True)
-        self.path.mkdir(parents=True, exist_ok=True)
+        self.path.resolve().mkdir(parents=True, exist_ok=True)  # through a link, the folder it leads to
         files.append_text(self / LOG_FILE, f"{time.strftime('%Y-%m-%d %H:%M:%S')} {message}\n")
 
     def write_metrics(self, history: list[dict]) -> None:

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import yaml
 
-from common.config import config_values, option, option_names, part
+from common.config import config_values, option, option_names, part, wrong_types
 from common.device import resolve_device
 from common.paths import record_path
 from corpora.manifest import Manifest, load_manifest
@@ -95,6 +95,9 @@ class TrainStageConfig:
         unknown = set(values) - option_names(TrainStageConfig)
         if unknown:
             raise TrainingError(f"{path}: unknown training options {', '.join(sorted(map(str, unknown)))}")
+        wrong = wrong_types(TrainStageConfig, values)
+        if wrong:
+            raise TrainingError(f"{path}: {', '.join(wrong)}; {PRESET_FORM}")
         return values
 
     def manifest_config(self) -> ManifestConfig:
@@ -154,7 +157,8 @@ def run_training(config: TrainStageConfig, distributed: Distributed = Distribute
         model_config = config.model_options.model_config(dims.audio_dim, dims.video_dim, len(manifest.meta.classes),
                                                          dims.audio_rate, store.video_rate())
         if config.force and distributed.is_main:
-            shutil.rmtree(run.path, ignore_errors=True)
+            # The folder the path leads to: rmtree refuses a link, and FORCE through one must still retrain.
+            shutil.rmtree(run.path.resolve(), ignore_errors=True)
         distributed.barrier()
         record = RunRecord(
             stage=config_values(config), model=model_config.to_dict(), variant=config.training.model,

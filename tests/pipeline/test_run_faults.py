@@ -356,6 +356,28 @@ def test_7_a_preset_file_that_is_no_preset_is_named(setup, tmp_path, monkeypatch
     assert list(tmp_path.iterdir()) == [preset]
 
 
+@pytest.mark.parametrize("text, named", [(b"epochs: [3]\n", "epochs [3] (not a int)"),
+                                         (b"lr: fast\n", "lr 'fast' (not a float)"),
+                                         (b"features: {face_rate: often}\n", "face_rate 'often' (not a float)")])
+def test_7_a_preset_value_of_the_wrong_type_is_named(setup, tmp_path, monkeypatch, capsys, text, named):
+    preset = tmp_path / "preset.yaml"
+    preset.write_bytes(text)
+    monkeypatch.chdir(tmp_path)
+    assert train_stage.main([*train_args(setup, tmp_path / "runs"), "--preset", str(preset)]) == 2
+    error = error_line(capsys, "train")
+    assert str(preset) in error and named in error
+    assert list(tmp_path.iterdir()) == [preset]
+
+
+def test_10_force_through_a_link_retrains_the_run_it_leads_to(setup, run, tmp_path, capsys):
+    link = tmp_path / "link-to-the-run"
+    link.symlink_to(run)
+    stale = run / "metrics.json"
+    assert stale.is_file()
+    assert train_stage.main(train_args(setup, tmp_path / "runs", "--run-dir", str(link), "--force")) == 0
+    assert not stale.exists() and (run / "best.pt").is_file() and link.is_symlink()
+
+
 def test_a_full_disk_while_scoring_keeps_the_run_and_is_one_line(run, monkeypatch, capsys):
     before = contents(run)
 
