@@ -16,7 +16,6 @@ import csv
 import io
 import itertools
 import os
-import tempfile
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -31,7 +30,7 @@ from tqdm import tqdm
 
 from common.config import check_within, option, part
 from common.device import resolve_device
-from common.files import remove_partials, write_csv
+from common.files import check_writable, remove_partials, write_csv
 from common.locks import exclusive_lock
 from common.paths import record_path
 from common.processes import die_with_parent, peak_memory_mb, process_pool
@@ -253,13 +252,7 @@ def _prepare_folder(folder: Path, record: ExtractionRecord) -> None:
         if differing:
             raise FeatureError(f"{folder} holds features made otherwise ({'; '.join(differing)}); "
                                f"delete {folder} or give another --out-root")
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=folder):
-            pass
-    except OSError as error:
-        raise FeatureError(f"{folder}: cannot write there ({error.strerror}); make it writable or give "
-                           "another --out-root") from None
+    check_writable(folder, "--out-root")
     if not (folder / EXTRACTION_FILE).is_file():
         record.save(folder)
 
