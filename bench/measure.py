@@ -88,7 +88,7 @@ def measure_training(spec: dict) -> dict:
     run_dir = run_training(stage).path
     with open(run_dir / METRICS_FILE, newline="") as stream:
         epochs = [{name: float(value) for name, value in row.items()} for row in csv.DictReader(stream)]
-    manifest = load_manifest(build_manifest(stage.manifest_config())[0])
+    manifest = load_manifest(build_manifest(stage.manifest)[0])
     last = epochs[-1]
     train_clips = len(manifest.in_split("train"))
     train_seconds = train_clips / last["train_clips_per_second"]

@@ -160,9 +160,7 @@ class _Given:
 
 
 def _part_field(config_class: type, name: str, fields=None) -> dataclasses.Field | None:
-    for field, kind, _ in _options(config_class, fields):
-        if kind is None and field.name == name:
-            return field
+    """The part called ``name``, at any depth; None when there is none."""
     for field, _ in fields if fields is not None else _option_fields(config_class):
         if is_part(field) and field.name == name:
             return field
@@ -229,10 +227,9 @@ def _default(config_class: type, name: str):
 
 
 def option_names(config_class: type) -> set[str]:
-    """Every value a preset may set: every option's name, and each part's."""
-    names = {field.name for field, kind, _ in _options(config_class) if kind is not None}
-    return names | {field.name for field, _ in _option_fields(config_class) if is_part(field)} | {
-        field.name for field, kind, _ in _options(config_class) if kind is None}
+    """Every value a preset may set: every option's name, and each top-level or bundled part's."""
+    names = {field.name for field, _, _ in _options(config_class)}  # options, and bundled parts
+    return names | {field.name for field, _ in _option_fields(config_class) if is_part(field)}
 
 
 def wrong_types(config_class: type, values: dict) -> list[str]:

@@ -72,11 +72,6 @@ class _SpecMethods:
         if not (_finite_at_least(self.video_rate, 0) and self.video_rate <= MAX_FACE_RATE):
             raise FeatureError(f"--video-rate must be within 0..{MAX_FACE_RATE:g}, got {self.video_rate}")
 
-    @classmethod
-    def of(cls, config) -> ExtractionSpec:
-        """The spec part of a stage config that has one as its ``spec``."""
-        return config.spec
-
     def options_of(self, chooser: str):
         """The options of the member chosen by ``chooser`` (face_encoder, detector, audio_encoder)."""
         name = getattr(self, chooser)

@@ -100,9 +100,6 @@ class TrainStageConfig:
             raise TrainingError(f"{path}: {', '.join(wrong)}; {PRESET_FORM}")
         return values
 
-    def manifest_config(self) -> ManifestConfig:
-        return self.manifest
-
     def run_folder(self) -> Path:
         if self.run_dir:
             return Path(self.run_dir)
@@ -147,9 +144,9 @@ def run_training(config: TrainStageConfig, distributed: Distributed = Distribute
     features = find_extraction(config.features_root, config.dataset, config.features, config.features_dir)
     extraction = ExtractionRecord.load(features)
     if distributed.is_main:  # the others find it built
-        build_manifest(config.manifest_config())
+        build_manifest(config.manifest)
     distributed.barrier()
-    manifest_dir, _ = build_manifest(config.manifest_config())
+    manifest_dir, _ = build_manifest(config.manifest)
     manifest = load_manifest(manifest_dir)
     run = RunFolder(config.run_folder(), writer=distributed.is_main)
     with run.training_lock(), FeatureStore(features, extraction.folder) as store:
