@@ -139,7 +139,7 @@ def load_jobs(config: FeaturesConfig) -> list[ClipJob]:
 _worker: dict = {}
 
 
-def _init_worker(detector_name: str, detector_options, detector_file: str, track: TrackConfig,
+def _init_worker(detector_name: str, detector_options, detector_files: tuple[str, ...], track: TrackConfig,
                  encoder: FaceEncoder | tuple[str, str] | None = None,
                  audio_encoder: AudioEncoder | tuple[str, object] | None = None) -> None:
     """Load the detector once per worker, the face encoder when the worker embeds and the audio encoder
@@ -152,7 +152,7 @@ def _init_worker(detector_name: str, detector_options, detector_file: str, track
     # hangs in its first multi-threaded operation; with one thread it never enters that pool.
     torch.set_num_threads(1)
     cv2.setNumThreads(1)
-    detector = open_detector(detector_name, detector_options, Path(detector_file) if detector_file else None)
+    detector = open_detector(detector_name, detector_options, tuple(Path(file) for file in detector_files))
     face_encoder = encoder
     if isinstance(encoder, tuple):
         name, weights = encoder
@@ -365,7 +365,7 @@ def _extracted_clips(config: FeaturesConfig, todo: list[ClipJob], extractor: Ext
     if extractor.audio_encoder.per_clip:
         audio_encoder = (extractor.audio_encoder if start_method == "fork"
                          else (spec.audio_encoder, spec.options_of("audio_encoder")))
-    initargs = (spec.detector, spec.options_of("detector"), str(extractor.detector_file or ""), extractor.track,
+    initargs = (spec.detector, spec.options_of("detector"), tuple(map(str, extractor.detector_files)), extractor.track,
                 encoder, audio_encoder)
     with tqdm(run_workers(todo, workers, initargs, start_method), total=len(todo), unit="clip",
               desc="features", disable=not todo) as media:

@@ -4,8 +4,9 @@ One person is followed for the whole clip (``FaceSelector``): on the first frame
 the largest face (``--face-select largest``, the default) or the one nearest the picture's centre
 (``central``); on later detection frames, the detection that continues the track: the one
 overlapping most the box where the face would be now (the last box moved as the face last moved),
-else the nearest within ``REACH`` box widths of it. A detection neither overlapping nor near is
-another person, never taken: the frame has no face. Detection may run on every k-th frame only; boxes of frames in
+else the nearest within ``REACH`` box widths of it. A detection neither overlapping nor near, or of
+twice or half the track's size (``SIZE_CHANGE``), is another person (or not a face), never taken:
+the frame has no face. Detection may run on every k-th frame only; boxes of frames in
 between, and of frames where detection failed, are interpolated linearly from the nearest
 detections when at most ``max_gap_frames`` frames lie between them (and held for at most that
 many frames before the first and after the last detection); other frames are marked invalid (no
@@ -180,6 +181,9 @@ FACE_SELECTIONS = ("largest", "central")
 # How far, in the track's box widths, a face may have moved between two detections and still be the
 # one followed: detections are about a second apart, and a person who turns or leans moves about one.
 REACH = 1.5
+# Nor is a detection of twice or half the track's size: between detections (about a second apart)
+# a face does not grow or shrink that much, while a detector's box around a head and shoulders does.
+SIZE_CHANGE = 2.0
 
 
 class FaceSelector:
@@ -214,6 +218,9 @@ class FaceSelector:
     def _continue(self, boxes: list[FaceBox]) -> FaceBox | None:
         expected = self.last.copy()
         expected[:2] += self.motion
+        boxes = [b for b in boxes if 1 / SIZE_CHANGE <= b.width / expected[2] <= SIZE_CHANGE]
+        if not boxes:
+            return None
         overlaps = [_iou(expected, as_array(b)) for b in boxes]
         if max(overlaps) > 0:
             return boxes[int(np.argmax(overlaps))]

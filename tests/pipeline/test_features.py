@@ -278,7 +278,7 @@ def test_only_an_encoder_that_takes_one_clip_at_a_time_runs_in_the_workers(corpu
         assert extractor.audio_encoder.per_clip == in_workers
         job = engine.load_jobs(config_for(corpus, tmp_path))[0]
         engine._init_worker(extractor.spec.detector, extractor.spec.options_of("detector"),
-                            str(extractor.detector_file), extractor.track, None,
+                            tuple(map(str, extractor.detector_files)), extractor.track, None,
                             extractor.audio_encoder if in_workers else None)
         [media] = engine._work([job])
         assert (media.audio_features is not None) == in_workers and media.audio is not None
