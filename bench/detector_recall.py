@@ -3,9 +3,9 @@
 them, in 4:3, 16:9 and 9:16 frames; clips with no face (a cat, a cup of coffee); and frames of
 the demo corpus. The numbers in README "Features" come from it:
 
-    python -m bench.detector_recall [--candidates short,short+tiles,full,full+tiles] [--demo-clips 20]
+    python -m bench.detector_recall [--candidates short,short+tiles,full,full+tiles,cascade] [--demo-clips 20]
 
-Per candidate (a BlazeFace model, alone or with the tiled search of
+Per candidate (a BlazeFace model at its default confidence floor, alone or with the tiled search of
 extract.face_detection.TiledSearch): the share of true faces found (a detection overlapping the
 true box by an IoU of at least 0.3: the models draw their boxes a little differently) by face
 size, the mean IoU of those found, the share of face-less frames with a "face", and the time of
@@ -27,7 +27,13 @@ from bench.box_agreement import iou
 from bench.photo_scenes import Scene, fits, scene_frames, write_clip
 from common.cli import run_stage
 from common.config import option
-from extract.face_detection import CascadeOptions, MediaPipeCascade, MediaPipeFaceDetector, TiledSearch
+from extract.face_detection import (
+    CascadeOptions,
+    MediaPipeCascade,
+    MediaPipeFaceDetector,
+    MediaPipeOptions,
+    TiledSearch,
+)
 from extract.face_track import Video
 from extract.model_files import FACE_DETECTOR_FULL_RANGE, FACE_DETECTOR_SHORT_RANGE, model_path
 
@@ -41,18 +47,19 @@ TILES = (1.0, 0.5)
 class RecallConfig:
     candidates: str = option("short,short+tiles,full,full+tiles,cascade", "detectors to measure, comma-separated: "
                              "short or full (BlazeFace's two models), +tiles; cascade (--detector mediapipe-cascade)")
-    min_face_score: float = option(0.55, "confidence floor (the default of --min-face-score)")
     corpus_dir: Path = option(Path("data/raw/demo"), "demo corpus (its VideoFlash/*.flv); skipped when absent")
     demo_clips: int = option(20, "demo clips to read (every 3rd frame of each)")
 
 
-def open_candidate(name: str, min_score: float):
+def open_candidate(name: str):
+    """The candidate detector, each model at its default confidence floor (--min-face-score for the
+    short-range model alone, --full-range-min-score for the full-range one)."""
     if name == "cascade":
-        return MediaPipeCascade(CascadeOptions(full_range_min_score=min_score))
+        return MediaPipeCascade(CascadeOptions())
     model, _, tiles = name.partition("+")
-    pinned = {"short": FACE_DETECTOR_SHORT_RANGE, "full": FACE_DETECTOR_FULL_RANGE}[model]
-    detector = MediaPipeFaceDetector(model_path(pinned), min_score)
-    return TiledSearch(detector, TILES if tiles == "tiles" else ())
+    pinned, floor = {"short": (FACE_DETECTOR_SHORT_RANGE, MediaPipeOptions().min_face_score),
+                     "full": (FACE_DETECTOR_FULL_RANGE, CascadeOptions().full_range_min_score)}[model]
+    return TiledSearch(MediaPipeFaceDetector(model_path(pinned), floor), TILES if tiles == "tiles" else ())
 
 
 def matched(found: list, truth: np.ndarray) -> list[float]:
@@ -76,15 +83,15 @@ def measure(config: RecallConfig) -> int:
             frames, truth = scene_frames(scene)
             clips.append((scene, write_clip(frames, Path(scratch) / f"{scene.name}.mp4"), truth))
         for name in names:
-            report(name, [(scene, *run_clip(name, config.min_face_score, path, truth)) for scene, path, truth in clips],
+            report(name, [(scene, *run_clip(name, path, truth)) for scene, path, truth in clips],
                    demo_recall(name, config))
     return 0
 
 
-def run_clip(name: str, min_score: float, path: Path, truth: list[np.ndarray]) -> tuple[list[float], int, int, float]:
+def run_clip(name: str, path: Path, truth: list[np.ndarray]) -> tuple[list[float], int, int, float]:
     """Per true face, its IoU (0: missed); frames with a detection; frames with a true face found; seconds a call."""
     overlaps, frames_with_faces, frames_found, seconds = [], 0, 0, []
-    with open_candidate(name, min_score) as detector, Video(path) as video:
+    with open_candidate(name) as detector, Video(path) as video:
         for (_, frame), faces in zip(video.frames(), truth):
             picture = video.pixels(frame, "rgb24")
             tick = time.perf_counter()
@@ -103,7 +110,7 @@ def demo_recall(name: str, config: RecallConfig) -> str:
     videos = sorted(folder.glob("*.flv"))[::max(1, len(list(folder.glob("*.flv"))) // config.demo_clips)]
     frames = found = 0
     seconds = []
-    with open_candidate(name, config.min_face_score) as detector:
+    with open_candidate(name) as detector:
         for path in videos[:config.demo_clips]:
             with Video(path) as video:
                 for index, (_, frame) in enumerate(video.frames()):

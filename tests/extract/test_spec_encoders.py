@@ -16,10 +16,10 @@ def spec(**options) -> ExtractionSpec:
 
 
 @pytest.mark.parametrize("options, prefix", [
-    ({}, "fer-mediapipe-r4-k4-mel80-"),
-    ({"audio_encoder": "egemaps", "face_encoder": "enet_b2"}, "enet_b2-mediapipe-r4-k4-egemaps-"),
-    ({"audio_encoder": "wav2vec2", "audio_layer": 12}, "fer-mediapipe-r4-k4-wav2vec2L12-"),
-    ({"audio_encoder": "compare"}, "fer-mediapipe-r4-k4-compare-"),
+    ({}, "fer-mediapipe-cascade-r4-k4-mel80-"),
+    ({"audio_encoder": "egemaps", "face_encoder": "enet_b2"}, "enet_b2-mediapipe-cascade-r4-k4-egemaps-"),
+    ({"audio_encoder": "wav2vec2", "audio_layer": 12}, "fer-mediapipe-cascade-r4-k4-wav2vec2L12-"),
+    ({"audio_encoder": "compare"}, "fer-mediapipe-cascade-r4-k4-compare-"),
     ({"video_features_from": "frames", "video_rate": 30.0}, "imported-mel80-"),
 ])
 def test_the_folder_is_named_from_the_encoders(options, prefix):
@@ -52,7 +52,7 @@ def test_the_folder_name_does_not_depend_on_what_the_process_imported():
     import oyaml  # noqa: F401  (what opensmile imports)
 
     assert yaml.safe_dump({"b": 1, "a": 2}, sort_keys=True) == "b: 1\na: 2\n"  # the order it imposes
-    assert ExtractionSpec().folder_name() == before == "fer-mediapipe-r4-k4-mel80-e78bfcc5"
+    assert ExtractionSpec().folder_name() == before == "fer-mediapipe-cascade-r4-k4-mel80-8351ad49"
 
 
 @pytest.mark.parametrize("options, message", [

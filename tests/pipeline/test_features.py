@@ -224,7 +224,7 @@ def test_extraction_yaml_and_folder_name_record_the_face_rate(single_run):
     folder, _ = single_run
     record = yaml.safe_load((folder / "extraction.yaml").read_text())
     assert record["spec"]["face_rate"] == 4.0 and record["spec"]["detect_every"] == 4
-    assert folder.name.startswith("fer-mediapipe-r4-k4-mel80-")
+    assert folder.name.startswith("fer-mediapipe-cascade-r4-k4-mel80-")
 
 
 def test_records_from_before_the_face_rate_mean_every_frame(single_run, tmp_path):
@@ -234,7 +234,7 @@ def test_records_from_before_the_face_rate_mean_every_frame(single_run, tmp_path
     (tmp_path / "extraction.yaml").write_text(yaml.safe_dump(record))
     assert ExtractionRecord.load(tmp_path).spec.face_rate == 0.0
     # The name such a record's folder has: no -r part (detection then ran on every 3rd frame).
-    assert ExtractionSpec(face_rate=0, detect_every=3).folder_name().startswith("fer-mediapipe-k3-mel80-")
+    assert ExtractionSpec(face_rate=0, detect_every=3).folder_name().startswith("fer-mediapipe-cascade-k3-mel80-")
 
 
 def test_the_main_process_embeds_as_the_workers_do(corpus, single_run, tmp_path):
