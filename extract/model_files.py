@@ -83,9 +83,9 @@ def _photo(name: str, sha256: str) -> PinnedFile:
                       member=f"skimage/data/{name}", sha256=sha256)
 
 
-# Real photographs from scikit-image's sample data (its data/README gives each one's source and terms)
-# that the detector measurements (bench.detector_recall) and the tests make clips of: a face, a cat, a
-# cup of coffee.
+# Real photographs from scikit-image's sample data, which the detector measurements
+# (bench.detector_recall) and the tests make clips of: a face (NASA, public domain), a cat and a cup
+# of coffee (CC0, by their photographers, as skimage.data's docstrings say).
 ASTRONAUT_PHOTO = _photo("astronaut.png", "88431cd9653ccd539741b555fb0a46b61558b301d4110412b5bc28b5e3ea6cb5")
 CAT_PHOTO = _photo("chelsea.png", "596aa1e7cb875eb79f437e310381d26b338a81c2da23439704a73c4651e8c4bb")
 COFFEE_PHOTO = _photo("coffee.png", "cc02f8ca188b167c775a7101b5d767d1e71792cf762c33d6fa15a4599b5a8de7")
