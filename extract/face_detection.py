@@ -281,19 +281,22 @@ class TiledSearch:
 
     def detect_picture(self, picture: np.ndarray) -> list[FaceBox]:
         faces = self._detector.detect_picture(picture)
-        height, width = picture.shape[:2]
-        for fraction in self.levels if not faces else ():
-            side = max(1, round(min(height, width) * fraction))
-            if side >= max(height, width):
-                continue  # one tile would be the whole picture, already searched
-            found = []
-            for y, x in square_tiles(height, width, side):
-                found += [FaceBox(box.x + x, box.y + y, box.width, box.height, box.score)
-                          for box in self._detector.detect_picture(picture[y:y + side, x:x + side])]
-            faces = merged(found)
+        for fraction in self.levels:
             if faces:
                 break
+            faces = self._on_tiles(picture, fraction)
         return faces
+
+    def _on_tiles(self, picture: np.ndarray, fraction: float) -> list[FaceBox]:
+        height, width = picture.shape[:2]
+        side = max(1, round(min(height, width) * fraction))
+        if side >= max(height, width):
+            return []  # one tile would be the whole picture, already searched
+        found = []
+        for y, x in square_tiles(height, width, side):
+            found += [FaceBox(box.x + x, box.y + y, box.width, box.height, box.score)
+                      for box in self._detector.detect_picture(picture[y:y + side, x:x + side])]
+        return merged(found)
 
     def detect(self, frame_bgr: np.ndarray) -> list[FaceBox]:
         picture = frame_bgr[:, :, ::-1] if self.pixel_format == "rgb24" else cv2.cvtColor(frame_bgr, cv2.COLOR_BGR2GRAY)
