@@ -49,10 +49,14 @@ from common.registry import NoOptions, Registry
 from extract.model_files import (
     FACE_DETECTOR_FULL_RANGE,
     FACE_DETECTOR_SHORT_RANGE,
+    MTCNN_ONET,
+    MTCNN_PNET,
+    MTCNN_RNET,
     ModelFileError,
     PinnedFile,
     model_path,
 )
+from extract.mtcnn import THRESHOLDS, Mtcnn
 
 NATIVE_LOGS_VARIABLE = "AUXFORMER_NATIVE_LOGS"
 
@@ -373,6 +377,56 @@ class MediaPipeCascade:
         self._full.close()
 
     def __enter__(self) -> MediaPipeCascade:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+@dataclass(frozen=True)
+class MtcnnOptions:
+    mtcnn_min_face: int = option(20, "the smallest face MTCNN looks for, in pixels: its image pyramid starts where "
+                                     "such a face fills P-Net's 12-pixel window; smaller costs more (mtcnn)")
+    mtcnn_min_score: float = option(THRESHOLDS[2], "ignore MTCNN detections O-Net scores lower (mtcnn)")
+
+    def __post_init__(self) -> None:
+        # Under 12 pixels the pyramid's first level would be the frame enlarged: more cost, no gain
+        # on the faces of the size extraction keeps (--min-face-size).
+        if not 12 <= self.mtcnn_min_face <= 10_000:
+            raise ModelFileError(f"--mtcnn-min-face must be within 12..10000 pixels, got {self.mtcnn_min_face}")
+        if not 0 <= self.mtcnn_min_score <= 1:  # also false for NaN
+            raise ModelFileError(f"--mtcnn-min-score must be within 0..1, got {self.mtcnn_min_score}")
+
+
+@DETECTORS.register
+class MtcnnFaceDetector:
+    """MTCNN (Zhang et al. 2016; extract.mtcnn): P-Net over an image pyramid, R-Net and O-Net on its
+    proposals, in PyTorch on the CPU (one thread in an extraction worker)."""
+
+    name = "mtcnn"
+    Options = MtcnnOptions
+    model_files: tuple[PinnedFile, ...] = (MTCNN_PNET, MTCNN_RNET, MTCNN_ONET)
+    pixel_format = "rgb24"
+
+    @classmethod
+    def build(cls, options: MtcnnOptions, model_files: tuple[Path, ...]) -> MtcnnFaceDetector:
+        return cls(options, model_files or tuple(model_path(pinned) for pinned in cls.model_files))
+
+    def __init__(self, options: MtcnnOptions, model_files: tuple[Path, ...]):
+        self._cascade = Mtcnn(model_files, options.mtcnn_min_face, options.mtcnn_min_score)
+
+    def detect(self, frame_bgr: np.ndarray) -> list[FaceBox]:
+        return self.detect_picture(frame_bgr[:, :, ::-1])
+
+    def detect_picture(self, frame_rgb: np.ndarray) -> list[FaceBox]:
+        """Faces in an (H, W, 3) uint8 RGB picture."""
+        return [FaceBox(float(x1), float(y1), float(x2 - x1), float(y2 - y1), float(score))
+                for x1, y1, x2, y2, score in self._cascade.detect(frame_rgb)]
+
+    def close(self) -> None:
+        """Nothing to release (the networks are plain PyTorch modules); present so detectors are used alike."""
+
+    def __enter__(self) -> MtcnnFaceDetector:
         return self
 
     def __exit__(self, *exc) -> None:
