@@ -3,13 +3,14 @@
 them, in 4:3, 16:9 and 9:16 frames; clips with no face (a cat, a cup of coffee); and frames of
 the demo corpus. The numbers in README "Features" come from it:
 
-    python -m bench.detector_recall [--candidates short,short+tiles,full,full+tiles,cascade] [--demo-clips 20]
+    python -m bench.detector_recall [--candidates short,short+tiles,full,full+tiles,cascade,mtcnn] [--demo-clips 20]
 
 Per candidate (a BlazeFace model at its default confidence floor, alone or with the tiled search of
-extract.face_detection.TiledSearch): the share of true faces found (a detection overlapping the
-true box by an IoU of at least 0.3: the models draw their boxes a little differently) by face
-size, the mean IoU of those found, the share of face-less frames with a "face", and the time of
-a detection call by frame shape. Writes nothing.
+extract.face_detection.TiledSearch; or MTCNN at its defaults): the share of true faces found (a
+detection overlapping the true box by an IoU of at least 0.3: the models draw their boxes a little
+differently) by face size, the mean IoU of those found, the share of face-less frames with a
+"face", and the time of a detection call by frame shape, on one thread for PyTorch and OpenCV, as
+in an extraction worker. Writes nothing.
 """
 from __future__ import annotations
 
@@ -21,7 +22,9 @@ from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
+import cv2
 import numpy as np
+import torch
 
 from bench.box_agreement import iou
 from bench.photo_scenes import Scene, fits, scene_frames, write_clip
@@ -32,6 +35,8 @@ from extract.face_detection import (
     MediaPipeCascade,
     MediaPipeFaceDetector,
     MediaPipeOptions,
+    MtcnnFaceDetector,
+    MtcnnOptions,
     TiledSearch,
 )
 from extract.face_track import Video
@@ -46,7 +51,8 @@ TILES = (1.0, 0.5)
 @dataclass
 class RecallConfig:
     candidates: str = option("short,short+tiles,full,full+tiles,cascade", "detectors to measure, comma-separated: "
-                             "short or full (BlazeFace's two models), +tiles; cascade (--detector mediapipe-cascade)")
+                             "short or full (BlazeFace's two models), +tiles; cascade (--detector mediapipe-cascade); "
+                             "mtcnn (--detector mtcnn)")
     corpus_dir: Path = option(Path("data/raw/demo"), "demo corpus (its VideoFlash/*.flv); skipped when absent")
     demo_clips: int = option(20, "demo clips to read (every 3rd frame of each)")
 
@@ -56,6 +62,8 @@ def open_candidate(name: str):
     short-range model alone, --full-range-min-score for the full-range one)."""
     if name == "cascade":
         return MediaPipeCascade(CascadeOptions())
+    if name == "mtcnn":
+        return MtcnnFaceDetector.build(MtcnnOptions(), ())
     model, _, tiles = name.partition("+")
     pinned, floor = {"short": (FACE_DETECTOR_SHORT_RANGE, MediaPipeOptions().min_face_score),
                      "full": (FACE_DETECTOR_FULL_RANGE, CascadeOptions().full_range_min_score)}[model]
@@ -77,6 +85,9 @@ def scenes() -> list[Scene]:
 
 def measure(config: RecallConfig) -> int:
     names = [name.strip() for name in config.candidates.split(",") if name.strip()]
+    # As extract.engine sets them in each worker, so that the ms a call are what extraction pays.
+    torch.set_num_threads(1)
+    cv2.setNumThreads(1)
     with tempfile.TemporaryDirectory() as scratch:
         clips = []
         for scene in scenes():

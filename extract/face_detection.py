@@ -15,8 +15,10 @@ converts a decoded frame once, straight to what the detector reads.
 - ``MediaPipeFaceDetector``: BlazeFace short range alone (the default before 2026-12-02).
 - ``HaarFaceDetector``: OpenCV's bundled frontal-face Haar cascade (``alt2``, which finds more faces
   than ``default`` on our clips); no model download, a fallback.
+- ``MtcnnFaceDetector``: MTCNN (extract.mtcnn) in PyTorch, with the facenet-pytorch wheel's weights:
+  finds the small faces the cascade finds, but at about 25 times its cost.
 
-Both load their model once, when constructed, so a worker process builds one and reuses it.
+Each loads its model once, when constructed, so a worker process builds one and reuses it.
 
 mediapipe's native code logs a dozen lines to the process's stderr when a detector is made, used
 and closed (LiteRT set-up notes, a memory alignment warning), in every worker, through the
@@ -49,10 +51,14 @@ from common.registry import NoOptions, Registry
 from extract.model_files import (
     FACE_DETECTOR_FULL_RANGE,
     FACE_DETECTOR_SHORT_RANGE,
+    MTCNN_ONET,
+    MTCNN_PNET,
+    MTCNN_RNET,
     ModelFileError,
     PinnedFile,
     model_path,
 )
+from extract.mtcnn import THRESHOLDS, Mtcnn
 
 NATIVE_LOGS_VARIABLE = "AUXFORMER_NATIVE_LOGS"
 
@@ -376,6 +382,65 @@ class MediaPipeCascade:
         self._full.close()
 
     def __enter__(self) -> MediaPipeCascade:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+@dataclass(frozen=True)
+class MtcnnOptions:
+    mtcnn_min_face: int = option(20, "the smallest face MTCNN looks for, in pixels: its image pyramid starts where "
+                                     "such a face fills P-Net's 12-pixel window; smaller costs more (mtcnn)")
+    mtcnn_min_score: float = option(THRESHOLDS[2], "ignore MTCNN detections O-Net scores lower (mtcnn)")
+
+    def __post_init__(self) -> None:
+        # Under 12 pixels the pyramid's first level would be the frame enlarged: more cost, no gain
+        # on the faces of the size extraction keeps (--min-face-size).
+        if not 12 <= self.mtcnn_min_face <= 10_000:
+            raise ModelFileError(f"--mtcnn-min-face must be within 12..10000 pixels, got {self.mtcnn_min_face}")
+        if not 0 <= self.mtcnn_min_score <= 1:  # also false for NaN
+            raise ModelFileError(f"--mtcnn-min-score must be within 0..1, got {self.mtcnn_min_score}")
+
+
+@DETECTORS.register
+class MtcnnFaceDetector:
+    """MTCNN (Zhang et al. 2016; extract.mtcnn): P-Net over an image pyramid, R-Net and O-Net on its
+    proposals, in PyTorch on the CPU (one thread in an extraction worker).
+
+    Beside the default (mediapipe-cascade), by ``python -m bench.detector_recall --candidates
+    short,cascade,mtcnn --demo-clips 40`` (2026-12-02): it found every face of the photo clips, down
+    to 5% of the frame's height (the cascade 94% of those, 87% at 7.5%, all above), and a face on
+    995 of 999 demo frames (the cascade on all); a face on 1 of 30 coffee frames, none on the cat
+    (the cascade: none). Its boxes are taller than BlazeFace's square ones (brow to chin), so they
+    overlap the bench's true boxes, which are BlazeFace's, by 0.74 (the cascade 0.74 to 0.87). But it
+    costs 118 ms a call on 640x480, 272 on 1280x720 and 52 on the demo's frames, against the
+    cascade's 22, 37 and 2.1: the image pyramid P-Net slides over, from 20-pixel faces up, is most of it."""
+
+    name = "mtcnn"
+    Options = MtcnnOptions
+    model_files: tuple[PinnedFile, ...] = (MTCNN_PNET, MTCNN_RNET, MTCNN_ONET)
+    pixel_format = "rgb24"
+
+    @classmethod
+    def build(cls, options: MtcnnOptions, model_files: tuple[Path, ...]) -> MtcnnFaceDetector:
+        return cls(options, model_files or tuple(model_path(pinned) for pinned in cls.model_files))
+
+    def __init__(self, options: MtcnnOptions, model_files: tuple[Path, ...]):
+        self._cascade = Mtcnn(model_files, options.mtcnn_min_face, options.mtcnn_min_score)
+
+    def detect(self, frame_bgr: np.ndarray) -> list[FaceBox]:
+        return self.detect_picture(frame_bgr[:, :, ::-1])
+
+    def detect_picture(self, frame_rgb: np.ndarray) -> list[FaceBox]:
+        """Faces in an (H, W, 3) uint8 RGB picture."""
+        return [FaceBox(float(x1), float(y1), float(x2 - x1), float(y2 - y1), float(score))
+                for x1, y1, x2, y2, score in self._cascade.detect(frame_rgb)]
+
+    def close(self) -> None:
+        """Nothing to release (the networks are plain PyTorch modules); present so detectors are used alike."""
+
+    def __enter__(self) -> MtcnnFaceDetector:
         return self
 
     def __exit__(self, *exc) -> None:

@@ -89,8 +89,22 @@ def _photo(name: str, sha256: str) -> PinnedFile:
 ASTRONAUT_PHOTO = _photo("astronaut.png", "88431cd9653ccd539741b555fb0a46b61558b301d4110412b5bc28b5e3ea6cb5")
 CAT_PHOTO = _photo("chelsea.png", "596aa1e7cb875eb79f437e310381d26b338a81c2da23439704a73c4651e8c4bb")
 COFFEE_PHOTO = _photo("coffee.png", "cc02f8ca188b167c775a7101b5d767d1e71792cf762c33d6fa15a4599b5a8de7")
+
+
+def _mtcnn(name: str, sha256: str) -> PinnedFile:
+    return PinnedFile(name=f"mtcnn_{name}", wheel="facenet-pytorch==2.6.0",
+                      wheel_file_pattern="facenet_pytorch-2.6.0-*.whl", member=f"facenet_pytorch/data/{name}",
+                      sha256=sha256)
+
+
+# MTCNN's three networks (Zhang et al. 2016; the weights converted from the authors' Caffe models) as
+# PyTorch state dicts, read with weights_only by extract.mtcnn, which rebuilds the networks: the
+# facenet-pytorch package itself pins an old torch, so only its pure-Python wheel is opened.
+MTCNN_PNET = _mtcnn("pnet.pt", "a2a71925e0b9996a42f63e47efc1ca19043e69558b5c523b978d611dfae49c8f")
+MTCNN_RNET = _mtcnn("rnet.pt", "bbb937de72efc9ef83b186c49f5f558467a1d7e3453a8ece0d71a886633f6a86")
+MTCNN_ONET = _mtcnn("onet.pt", "165bfbe42940416ccfb977545cf0e976d5bf321f67083ae2aaaa5c764280118d")
 PINNED_FILES = (FACE_DETECTOR_SHORT_RANGE, FACE_DETECTOR_FULL_RANGE, FER_EXPRESSION_MODEL, SILERO_VAD,
-                ASTRONAUT_PHOTO, CAT_PHOTO, COFFEE_PHOTO)
+                ASTRONAUT_PHOTO, CAT_PHOTO, COFFEE_PHOTO, MTCNN_PNET, MTCNN_RNET, MTCNN_ONET)
 
 
 @dataclass
@@ -148,7 +162,7 @@ def load_tensors(path: Path, convert_hint: str = "") -> dict:
     A file holding pickled objects (a whole model) is refused, never unpickled: unpickling runs
     whatever code the file names, and weights files travel with run folders between machines.
     """
-    if not zipfile.is_zipfile(path):  # torch.save has written zip archives since torch 1.6
+    if not (zipfile.is_zipfile(path) or _is_legacy_torch_file(path)):
         raise ModelFileError(f"{path} is not a readable PyTorch file (not the zip archive torch.save writes): fetch it "
                              "again, or load and save it again with a current torch")
     try:
@@ -165,6 +179,18 @@ def load_tensors(path: Path, convert_hint: str = "") -> dict:
     if not isinstance(loaded, dict):
         raise ModelFileError(f"{path} holds a {type(loaded).__name__}, not a state dict")
     return loaded
+
+
+# torch.save has written zip archives since torch 1.6; before, a pickle stream (protocol 2) that
+# opens with torch's magic number, which is how MTCNN's weights (MTCNN_PNET...) were saved.
+# torch.load reads both with weights_only; anything else is refused before torch's unpickler
+# could report it as pickled objects.
+_LEGACY_TORCH_HEADER = b"\x80\x02\x8a\x0a" + (0x1950A86A20F9469CFC6C).to_bytes(10, "little")
+
+
+def _is_legacy_torch_file(path: Path) -> bool:
+    with open(path, "rb") as f:
+        return f.read(len(_LEGACY_TORCH_HEADER)) == _LEGACY_TORCH_HEADER
 
 
 def sha256_of(path: Path) -> str:

@@ -2,9 +2,10 @@
 from __future__ import annotations
 
 import pytest
+import torch
 
 from extract import model_files
-from extract.model_files import FACE_DETECTOR_SHORT_RANGE, ModelFileError, model_path, sha256_of
+from extract.model_files import FACE_DETECTOR_SHORT_RANGE, ModelFileError, load_tensors, model_path, sha256_of
 
 
 def test_installed_face_model_matches_its_pin():
@@ -26,3 +27,13 @@ def test_a_missing_file_without_fetching_says_how_to_get_it(tmp_path, monkeypatc
     monkeypatch.setenv(model_files.MODEL_DIR_VARIABLE, str(tmp_path))
     with pytest.raises(ModelFileError, match="run `make models`.*pip download mediapipe==0.10.21"):
         model_path(FACE_DETECTOR_SHORT_RANGE, fetch=False)
+
+
+def test_files_in_torchs_format_before_1_6_are_read_as_tensors_only(tmp_path):
+    """MTCNN's weights were saved so; a whole model saved so is still refused, never unpickled."""
+    layer = torch.nn.Linear(2, 3)
+    torch.save(layer.state_dict(), tmp_path / "weights.pt", _use_new_zipfile_serialization=False)
+    torch.save(layer, tmp_path / "model.pt", _use_new_zipfile_serialization=False)
+    assert load_tensors(tmp_path / "weights.pt").keys() == {"weight", "bias"}
+    with pytest.raises(ModelFileError, match="holds pickled objects"):
+        load_tensors(tmp_path / "model.pt")

@@ -60,7 +60,7 @@ AUDIO_OPTIONS = {"logmel": None, "egemaps": None, "compare": None, "wav2vec2": t
 def test_every_registered_member_is_covered_here():
     assert set(FACE_ENCODERS) == set(FACE_WEIGHTS)
     assert set(AUDIO_ENCODERS) == set(AUDIO_OPTIONS)
-    assert set(DETECTORS) == {"mediapipe", "mediapipe-cascade", "haar"}
+    assert set(DETECTORS) == {"mediapipe", "mediapipe-cascade", "haar", "mtcnn"}
 
 
 CLIP = "1001_IEO_NEU_XX"  # of the session's demo corpus (tests/conftest.py), whose actors are seed 7's
