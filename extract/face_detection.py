@@ -22,8 +22,10 @@ the stderr file descriptor pointed at /dev/null (two system calls each way, noth
 2 ms a detection takes), unless ``NATIVE_LOGS_VARIABLE`` is set (the stages' ``--verbose``).
 
 Importing mediapipe imports its drawing helpers, and they import matplotlib.pyplot: 0.38 of the
-0.5 s the import takes, paid by every extraction worker and every prediction. ``import_mediapipe``
-has pyplot imported when mediapipe's drawing code first uses it instead (``_DeferredModule``).
+0.5 s the import takes, paid by every extraction worker and every prediction. It also imports its
+audio tasks, and their microphone recorder imports sounddevice, which searches the system for
+PortAudio: 0.07 of the 0.18 s left. ``import_mediapipe`` has each imported when mediapipe's code first uses it instead
+(``_DeferredModule``); nothing here draws or records.
 """
 from __future__ import annotations
 
@@ -76,17 +78,21 @@ class _DeferredModule(types.ModuleType):
 
 
 def import_mediapipe() -> types.ModuleType:
-    """mediapipe, with matplotlib and matplotlib.pyplot deferred (the module's docstring) unless
-    they are imported already. The stand-ins are in sys.modules only while mediapipe is imported,
-    so a later ``import matplotlib.pyplot`` anywhere gets the real module."""
-    if "mediapipe" in sys.modules or "matplotlib" in sys.modules:
+    """mediapipe, with matplotlib, matplotlib.pyplot and sounddevice deferred (the module's
+    docstring) unless they are imported already. The stand-ins are in sys.modules only while
+    mediapipe is imported, so a later import of them anywhere gets the real module."""
+    if "mediapipe" in sys.modules:
         import mediapipe
 
         return mediapipe
-    pyplot = _DeferredModule("matplotlib.pyplot")
-    package = _DeferredModule("matplotlib")
-    package.pyplot = pyplot  # what ``import matplotlib.pyplot as plt`` reads off the package
-    stand_ins = {"matplotlib": package, "matplotlib.pyplot": pyplot}
+    stand_ins = {}
+    if "matplotlib" not in sys.modules:
+        pyplot = _DeferredModule("matplotlib.pyplot")
+        package = _DeferredModule("matplotlib")
+        package.pyplot = pyplot  # what ``import matplotlib.pyplot as plt`` reads off the package
+        stand_ins.update({"matplotlib": package, "matplotlib.pyplot": pyplot})
+    if "sounddevice" not in sys.modules:
+        stand_ins["sounddevice"] = _DeferredModule("sounddevice")
     sys.modules.update(stand_ins)
     try:
         import mediapipe

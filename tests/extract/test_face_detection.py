@@ -73,9 +73,10 @@ def test_detectors_find_nothing_in_a_blank_frame():
         assert haar.detect(blank) == [] and blaze.detect(blank) == []
 
 
-def test_a_process_that_only_detects_never_imports_pyplot_and_can_still_plot(demo_corpus):
-    """mediapipe's drawing helpers import matplotlib.pyplot, 0.4 s of every worker's start: the
-    detector defers it, and pyplot, in mediapipe's helpers and anywhere else, is the real one after."""
+def test_a_process_that_only_detects_never_imports_pyplot_nor_sounddevice_and_can_still_use_them(demo_corpus):
+    """mediapipe's drawing helpers import matplotlib.pyplot, 0.4 s of every worker's start, and its
+    microphone recorder sounddevice, 0.07 s: the detector defers both, and each, in mediapipe's
+    modules and anywhere else, is the real one after."""
     model = require_face_model()
     clip = demo_corpus / "VideoFlash" / f"{CLIPS[0]}.flv"
     code = f"""
@@ -85,10 +86,22 @@ from extract.face_detection import MediaPipeFaceDetector
 ok, frame = cv2.VideoCapture({str(clip)!r}).read()
 with MediaPipeFaceDetector({str(model)!r}) as detector:
     assert len(detector.detect(frame)) == 1
-assert "matplotlib" not in sys.modules and "matplotlib.pyplot" not in sys.modules
+assert not {{"matplotlib", "matplotlib.pyplot", "sounddevice"}} & set(sys.modules)
 import matplotlib.pyplot as plt
 from mediapipe.tasks.python.vision import drawing_utils
 assert type(plt).__name__ == "module" and drawing_utils.plt.figure is plt.figure
+from mediapipe.tasks.python.audio.core import audio_record
+try:
+    import sounddevice
+except OSError as error:  # no PortAudio here: mediapipe's recorder meets the same error, once used
+    try:
+        audio_record.sd.InputStream
+    except OSError as same:
+        assert str(same) == str(error)
+    else:
+        raise AssertionError("the deferred sounddevice imported without PortAudio")
+else:
+    assert type(sounddevice).__name__ == "module" and audio_record.sd.InputStream is sounddevice.InputStream
 """
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
                           cwd=Path(__file__).resolve().parents[2])
