@@ -251,7 +251,7 @@ def validate(config: BenchConfig) -> None:
         raise BenchError(f"--actors needs sizes of at least 3 actors (a partition needs 3), got {config.actors!r}")
     if not 1 <= config.sentences <= 12:
         raise BenchError(f"--sentences must be 1-12, got {config.sentences}")
-    if factors and (min(factors) < 1 or config.length_clips < max(factors)):
+    if config.length_clips and factors and (min(factors) < 1 or config.length_clips < max(factors)):  # 0: no series
         raise BenchError("--length-factors must be at least 1 and --length-clips at least the largest factor")
     if config.box_clips < 0 or config.long_clip < 0:
         raise BenchError("--box-clips and --long-clip must be at least 0")

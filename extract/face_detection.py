@@ -22,10 +22,11 @@ the stderr file descriptor pointed at /dev/null (two system calls each way, noth
 2 ms a detection takes), unless ``NATIVE_LOGS_VARIABLE`` is set (the stages' ``--verbose``).
 
 Importing mediapipe imports its drawing helpers, and they import matplotlib.pyplot: 0.38 of the
-0.5 s the import takes, paid by every extraction worker and every prediction. It also imports its
-audio tasks, and their microphone recorder imports sounddevice, which searches the system for
-PortAudio: 0.07 of the 0.18 s left. ``import_mediapipe`` has each imported when mediapipe's code first uses it instead
-(``_DeferredModule``); nothing here draws or records.
+0.5 s the import takes, paid by every extraction worker and every prediction. It also imports every
+task package (audio, text, decision, retrieval beside vision), and the audio tasks' microphone
+recorder imports sounddevice, which searches the system for PortAudio: 0.11 of the 0.18 s left.
+``import_mediapipe`` has each imported when code first uses it instead (``_DeferredModule``);
+face detection neither draws nor uses the other tasks.
 """
 from __future__ import annotations
 
@@ -70,6 +71,10 @@ def _null_fd() -> int:
     return os.open(os.devnull, os.O_WRONLY)
 
 
+# mediapipe.tasks.python imports every task package; face detection needs only ``vision``.
+UNUSED_MEDIAPIPE_TASKS = tuple(f"mediapipe.tasks.python.{name}" for name in ("audio", "text", "decision", "retrieval"))
+
+
 class _DeferredModule(types.ModuleType):
     """Stands in for a module not yet imported: the first attribute read imports the real one."""
 
@@ -78,9 +83,10 @@ class _DeferredModule(types.ModuleType):
 
 
 def import_mediapipe() -> types.ModuleType:
-    """mediapipe, with matplotlib, matplotlib.pyplot and sounddevice deferred (the module's
-    docstring) unless they are imported already. The stand-ins are in sys.modules only while
-    mediapipe is imported, so a later import of them anywhere gets the real module."""
+    """mediapipe, with matplotlib, matplotlib.pyplot (unless they are imported already) and the
+    task packages face detection does not use deferred (the module's docstring). The stand-ins
+    are in sys.modules only while mediapipe is imported, so a later import of them anywhere gets
+    the real module."""
     if "mediapipe" in sys.modules:
         import mediapipe
 
@@ -91,8 +97,8 @@ def import_mediapipe() -> types.ModuleType:
         package = _DeferredModule("matplotlib")
         package.pyplot = pyplot  # what ``import matplotlib.pyplot as plt`` reads off the package
         stand_ins.update({"matplotlib": package, "matplotlib.pyplot": pyplot})
-    if "sounddevice" not in sys.modules:
-        stand_ins["sounddevice"] = _DeferredModule("sounddevice")
+    # mediapipe is not imported yet, so neither are its task packages.
+    stand_ins.update((name, _DeferredModule(name)) for name in UNUSED_MEDIAPIPE_TASKS)
     sys.modules.update(stand_ins)
     try:
         import mediapipe
