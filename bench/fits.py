@@ -37,6 +37,11 @@ def worker_counts(workers: int) -> list[int]:
     return sorted({1, max(workers, 1)})
 
 
+def median_round(figures: Sequence[dict]) -> dict:
+    """The run whose seconds are the median (the lower of the middle two for an even count)."""
+    return sorted(figures, key=lambda f: f["seconds"])[(len(figures) - 1) // 2]
+
+
 def largest(records: Sequence[dict], series: str = "count", workers: int | None = None) -> dict | None:
     chosen = [r for r in records if r["series"] == series and (workers is None or r["workers"] == workers)]
     return max(chosen, key=lambda r: (r["full"]["frames"], r["workers"]), default=None)

@@ -22,10 +22,14 @@ def _gpu_peak_mb(device: str) -> float | None:
 
 
 def measure_extraction(spec: dict) -> dict:
+    """make features with the default options, or with the extraction options in spec["extraction"]."""
+    from common.config import from_values
     from extract.engine import FeaturesConfig, extract
+    from extract.spec import ExtractionSpec
 
-    config = FeaturesConfig(dataset=spec["dataset"], corpus_dir=spec["corpus"], out_root=Path(spec["out_root"]),
-                            workers=spec["workers"], device=spec["device"])
+    config = FeaturesConfig(spec=from_values(ExtractionSpec, spec.get("extraction", {})), dataset=spec["dataset"],
+                            corpus_dir=spec["corpus"], out_root=Path(spec["out_root"]), workers=spec["workers"],
+                            device=spec["device"])
     folder, report = extract(config)
     return {"clips": report.clips, "failed": len(report.failures), "frames": report.frames, "steps": report.steps,
             "face_frames": report.face_frames, "seconds": report.wall, "parts": dict(report.seconds),

@@ -41,8 +41,9 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from bench.audio_encoders import AUDIO_ENCODERS, encoder_list, run_audio_encoders
 from bench.corpora import clip_nearest, demo_corpus, length_series, long_clip
-from bench.fits import worker_counts
+from bench.fits import median_round, worker_counts
 from bench.report import duration, summarise, write_results
 from bench.runner import REPO_ROOT, BenchError, Runner
 from common.cli import run_stage
@@ -75,6 +76,11 @@ class BenchConfig:
     audio_pool: str = option(ModelOptions.audio_pool, "training --audio-pool (built-in default)")
     video_pool: str = option(ModelOptions.video_pool, "training --video-pool (built-in default)")
     num_workers: int = option(TrainConfig.num_workers, "training data loading processes (built-in default)")
+    audio_encoders: str = option(",".join(AUDIO_ENCODERS), "audio encoders whose extraction of the largest corpus "
+                                 "with --workers is timed, in turn each round, against the log-mel's (which is "
+                                 "always among them): logmel, egemaps, wav2vec2 (a tiny one built in --work-dir, "
+                                 "for its plumbing); '': none")
+    training: bool = option(True, "train, evaluate and predict on each size (--no-training: extraction only)")
     box_clips: int = option(24, "clips of the largest corpus whose face boxes are compared with detection on "
                                 "every frame (bench.box_agreement; 0: none)")
     extraction_rounds: int = option(3, "runs of each extraction and of its floor, taken in turn; the median "
@@ -96,11 +102,6 @@ def parse_list(text: str) -> list[int]:
 def features_root(folder: Path, workers: int, round_index: int) -> Path:
     """Where one round's extraction writes: a new folder each round, so that none skips the clips of another."""
     return folder / f"features-w{workers}-r{round_index}"
-
-
-def median_round(figures: Sequence[dict]) -> dict:
-    """The run whose seconds are the median (the lower of the middle two for an even count)."""
-    return sorted(figures, key=lambda f: f["seconds"])[(len(figures) - 1) // 2]
 
 
 def run_extractions(runner: Runner, dataset: str, corpus: Path, folder: Path, series: str, label: str,
@@ -128,7 +129,8 @@ def measure_all(config: BenchConfig, device: str, work_dir: Path, run_dir: Path)
     runner = Runner(run_dir, device)
     actors, factors = parse_list(config.actors), parse_list(config.length_factors)
     counts = worker_counts(config.workers)
-    raw: dict = {"corpora": [], "extraction": [], "training": [], "prediction": None, "boxes": None}
+    raw: dict = {"corpora": [], "extraction": [], "audio_encoders": [], "training": [], "prediction": None,
+                 "boxes": None}
     trained, corpora = None, {}
     for n_actors in actors:
         corpus, corpus_record = demo_corpus(work_dir, n_actors, config.sentences, config.seed, config.workers)
@@ -139,10 +141,16 @@ def measure_all(config: BenchConfig, device: str, work_dir: Path, run_dir: Path)
         records = list(run_extractions(runner, "demo", corpus, folder, "count", label, counts,
                                        config.extraction_rounds))
         raw["extraction"] += records
-        # Train on the all-cores extraction (the features do not depend on the worker count or round).
-        features = features_root(folder, counts[-1], 0) / "demo" / records[-1]["full"]["features"]
-        raw["training"].append(train_and_evaluate(runner, config, corpus, features, folder, label))
-        trained = (corpus, features, raw["training"][-1]["training"]["run_dir"])
+        if config.training:
+            # Train on the all-cores extraction (the features do not depend on the worker count or round).
+            features = features_root(folder, counts[-1], 0) / "demo" / records[-1]["full"]["features"]
+            raw["training"].append(train_and_evaluate(runner, config, corpus, features, folder, label))
+            trained = (corpus, features, raw["training"][-1]["training"]["run_dir"])
+    encoders = encoder_list(config.audio_encoders)
+    if encoders:
+        label = raw["corpora"][actors.index(max(actors))]["label"]
+        raw["audio_encoders"] = run_audio_encoders(runner, corpora[max(actors)], run_dir / label / "encoders", label,
+                                                   counts[-1], config.extraction_rounds, encoders, work_dir)
     if config.box_clips:
         raw["boxes"] = runner.measure("boxes", "boxes", {"corpus": str(corpora[max(actors)].resolve()),
                                                          "clips": config.box_clips})
@@ -154,7 +162,8 @@ def measure_all(config: BenchConfig, device: str, work_dir: Path, run_dir: Path)
                                                  f"x{factor}", counts[-1:], config.extraction_rounds)
     if config.long_clip:
         raw["extraction"] += measure_long_clip(runner, config, corpora[max(actors)], work_dir, run_dir)
-    raw["prediction"] = measure_prediction(runner, config, *trained)
+    if trained:
+        raw["prediction"] = measure_prediction(runner, config, *trained)
     return raw
 
 
@@ -242,10 +251,11 @@ def validate(config: BenchConfig) -> None:
         raise BenchError(f"--actors needs sizes of at least 3 actors (a partition needs 3), got {config.actors!r}")
     if not 1 <= config.sentences <= 12:
         raise BenchError(f"--sentences must be 1-12, got {config.sentences}")
-    if factors and (min(factors) < 1 or config.length_clips < max(factors)):
+    if config.length_clips and factors and (min(factors) < 1 or config.length_clips < max(factors)):  # 0: no series
         raise BenchError("--length-factors must be at least 1 and --length-clips at least the largest factor")
     if config.box_clips < 0 or config.long_clip < 0:
         raise BenchError("--box-clips and --long-clip must be at least 0")
+    encoder_list(config.audio_encoders)  # names it does not know are refused before anything runs
     counts = (config.epochs, config.extraction_rounds, config.cold_runs, config.warm_runs, config.workers)
     if min(counts) < 1:
         raise BenchError("--epochs, --extraction-rounds, --cold-runs, --warm-runs and --workers must be at least 1")

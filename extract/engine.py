@@ -3,9 +3,10 @@
 Worker processes decode the video, detect and follow the face, crop it and read the audio
 (extract.clip_media); on CPU they embed the crops too, one thread each, so that the workers are
 the only busy processes and take every core; on a GPU the main process embeds the crops in
-batches. An audio encoder that takes one clip at a time on the CPU (openSMILE's eGeMAPS and
-ComParE) runs in the workers too; the main process computes the others (the log-mel, wav2vec2) in
-batches (extract.spec.Extractor) on the chosen device, and writes the shards (extract.shards). The work
+batches. An audio encoder that runs on the CPU (openSMILE's eGeMAPS and ComParE, and wav2vec2 on a
+CPU machine) runs in the workers too; the main process computes the others (the log-mel, wav2vec2
+on a GPU) in batches (extract.spec.Extractor) on the chosen device, and writes the shards
+(extract.shards). The work
 may be split into parts (``--num-shards K --shard-index i``, or torchrun's RANK / WORLD_SIZE, or
 a SLURM array's task variables), each writing its own shards into the one folder. A rerun skips
 clips already in complete shards.
@@ -360,9 +361,9 @@ def _extracted_clips(config: FeaturesConfig, todo: list[ClipJob], extractor: Ext
     encoder = audio_encoder = None
     if embed_in_workers:
         encoder = extractor.encoder if start_method == "fork" else (spec.face_encoder, spec.face_weights)
-    # An encoder that takes one clip at a time on the CPU (openSMILE's) runs where the cores are, each
-    # worker its own; one that batches clips (the log-mel, wav2vec2) stays in the main process.
-    if extractor.audio_encoder.per_clip:
+    # An encoder that runs on the CPU (openSMILE's; wav2vec2 on a CPU machine) runs where the cores are,
+    # each worker its own; the log-mel, and wav2vec2 on a GPU, batch clips in the main process.
+    if extractor.audio_encoder.in_workers(device.type):
         audio_encoder = (extractor.audio_encoder if start_method == "fork"
                          else (spec.audio_encoder, spec.options_of("audio_encoder")))
     initargs = (spec.detector, spec.options_of("detector"), tuple(map(str, extractor.detector_files)), extractor.track,

@@ -27,8 +27,11 @@ the stderr file descriptor pointed at /dev/null (two system calls each way, noth
 2 ms a detection takes), unless ``NATIVE_LOGS_VARIABLE`` is set (the stages' ``--verbose``).
 
 Importing mediapipe imports its drawing helpers, and they import matplotlib.pyplot: 0.38 of the
-0.5 s the import takes, paid by every extraction worker and every prediction. ``import_mediapipe``
-has pyplot imported when mediapipe's drawing code first uses it instead (``_DeferredModule``).
+0.5 s the import takes, paid by every extraction worker and every prediction. It also imports every
+task package (audio, text, decision, retrieval beside vision), and the audio tasks' microphone
+recorder imports sounddevice, which searches the system for PortAudio: 0.11 of the 0.18 s left.
+``import_mediapipe`` has each imported when code first uses it instead (``_DeferredModule``);
+face detection neither draws nor uses the other tasks.
 """
 from __future__ import annotations
 
@@ -84,6 +87,10 @@ def _null_fd() -> int:
     return os.open(os.devnull, os.O_WRONLY)
 
 
+# mediapipe.tasks.python imports every task package; face detection needs only ``vision``.
+UNUSED_MEDIAPIPE_TASKS = tuple(f"mediapipe.tasks.python.{name}" for name in ("audio", "text", "decision", "retrieval"))
+
+
 class _DeferredModule(types.ModuleType):
     """Stands in for a module not yet imported: the first attribute read imports the real one."""
 
@@ -92,17 +99,22 @@ class _DeferredModule(types.ModuleType):
 
 
 def import_mediapipe() -> types.ModuleType:
-    """mediapipe, with matplotlib and matplotlib.pyplot deferred (the module's docstring) unless
-    they are imported already. The stand-ins are in sys.modules only while mediapipe is imported,
-    so a later ``import matplotlib.pyplot`` anywhere gets the real module."""
-    if "mediapipe" in sys.modules or "matplotlib" in sys.modules:
+    """mediapipe, with matplotlib, matplotlib.pyplot (unless they are imported already) and the
+    task packages face detection does not use deferred (the module's docstring). The stand-ins
+    are in sys.modules only while mediapipe is imported, so a later import of them anywhere gets
+    the real module."""
+    if "mediapipe" in sys.modules:
         import mediapipe
 
         return mediapipe
-    pyplot = _DeferredModule("matplotlib.pyplot")
-    package = _DeferredModule("matplotlib")
-    package.pyplot = pyplot  # what ``import matplotlib.pyplot as plt`` reads off the package
-    stand_ins = {"matplotlib": package, "matplotlib.pyplot": pyplot}
+    stand_ins = {}
+    if "matplotlib" not in sys.modules:
+        pyplot = _DeferredModule("matplotlib.pyplot")
+        package = _DeferredModule("matplotlib")
+        package.pyplot = pyplot  # what ``import matplotlib.pyplot as plt`` reads off the package
+        stand_ins.update({"matplotlib": package, "matplotlib.pyplot": pyplot})
+    # mediapipe is not imported yet, so neither are its task packages.
+    stand_ins.update((name, _DeferredModule(name)) for name in UNUSED_MEDIAPIPE_TASKS)
     sys.modules.update(stand_ins)
     try:
         import mediapipe

@@ -240,22 +240,27 @@ def clip_ids_in(path: Path) -> list[str]:
         return [s.decode() for s in h5["clips/id"][:]]
 
 
+_INDEX_TABLE_COLUMNS = ("id", "video_offset", "video_frames", "audio_frames", "fps", "rotation", "faces")
+
+
 def _index_rows(path: Path) -> list[dict]:
     with reading(path) as h5:
-        table = h5["clips"]
+        # Each column read whole, once: a read per row and column took 0.1 s for the demo's 96 clips.
+        table = {name: h5["clips"][name][:] for name in _INDEX_TABLE_COLUMNS}
         valid = h5["valid"][:]
         audio_dim, video_dim = h5["audio"].shape[1], h5["embedding"].shape[1]
-        rows = []
-        for row, clip_id in enumerate(s.decode() for s in table["id"][:]):
-            start, frames = int(table["video_offset"][row]), int(table["video_frames"][row])
-            audio_frames = int(table["audio_frames"][row])
-            rows.append({"clip_id": clip_id, "shard": path.name, "row": row, "audio_frames": audio_frames,
-                         "video_frames": frames, "has_audio": int(audio_frames > 0),
-                         "has_video": int(bool(valid[start:start + frames].any())),
-                         "audio_dim": audio_dim, "video_dim": video_dim,
-                         "audio_rate": float(h5.attrs["audio_rate"]), "video_rate": float(table["fps"][row]),
-                         "rotation": int(table["rotation"][row]), "faces": int(table["faces"][row])})
-        return rows
+        audio_rate = float(h5.attrs["audio_rate"])
+    rows = []
+    for row, clip_id in enumerate(s.decode() for s in table["id"]):
+        start, frames = int(table["video_offset"][row]), int(table["video_frames"][row])
+        audio_frames = int(table["audio_frames"][row])
+        rows.append({"clip_id": clip_id, "shard": path.name, "row": row, "audio_frames": audio_frames,
+                     "video_frames": frames, "has_audio": int(audio_frames > 0),
+                     "has_video": int(bool(valid[start:start + frames].any())),
+                     "audio_dim": audio_dim, "video_dim": video_dim,
+                     "audio_rate": audio_rate, "video_rate": float(table["fps"][row]),
+                     "rotation": int(table["rotation"][row]), "faces": int(table["faces"][row])})
+    return rows
 
 
 def build_index(folder: Path) -> list[dict]:

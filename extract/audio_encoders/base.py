@@ -36,6 +36,12 @@ class AudioEncoder(ABC):
     # features are the same wherever it runs: extraction runs it in its workers, beside the cores' other work.
     per_clip = False
 
+    def in_workers(self, device: str) -> bool:
+        """Whether extraction runs it in its worker processes, each worker its own, on its clips (a few a
+        task): an encoder on the CPU is faster beside the cores' other work than after it in the main
+        process. The others run batched in the main process, on ``device``."""
+        return self.per_clip
+
     @abstractmethod
     def __init__(self, options, device: str = "cpu", expected_sha256: str = ""):
         """Load what the encoder needs; with ``expected_sha256``, only weights of that digest are opened."""

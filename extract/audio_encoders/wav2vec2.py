@@ -113,6 +113,11 @@ class Wav2Vec2Encoder(AudioEncoder):
         self.identity = (f"transformers {metadata.version('transformers')} {model_config.model_type} "
                          f"{model_config.num_hidden_layers} layers, cut after layer {options.audio_layer}")
 
+    def in_workers(self, device: str) -> bool:
+        # On the CPU the workers' cores are the only ones: a clip's features are its neighbours' in a
+        # task instead of in a main-process batch, the same within float rounding (the class docstring).
+        return torch.device(device).type == "cpu"
+
     @classmethod
     def folder_part(cls, options: Wav2Vec2Options) -> str:
         return f"wav2vec2L{options.audio_layer}"

@@ -11,10 +11,19 @@ import pytest
 import soundfile
 
 from bench.corpora import clip_nearest, length_series, long_clip
-from bench.fits import CREMA_D, MSP_IMPROV, clip_terms, corpus_frames, extraction_terms, fit_costs, project
+from bench.fits import (
+    CREMA_D,
+    MSP_IMPROV,
+    clip_terms,
+    corpus_frames,
+    extraction_terms,
+    fit_costs,
+    median_round,
+    project,
+)
 from bench.measure import measure_floor
 from bench.report import AIMS, aims, ratio_verdict, render_markdown, share_verdict, summarise, write_results
-from bench.run import BenchConfig, _config_values, median_round
+from bench.run import BenchConfig, _config_values
 from bench.runner import Runner, parse_utilisation
 from corpora import crema_d
 from extract.face_track import decode_video

@@ -15,7 +15,7 @@ from extract.audio import SAMPLE_RATE, read_audio
 from extract.audio_encoders import AudioEncoderError, make_audio_encoder
 from extract.audio_encoders.wav2vec2 import Wav2Vec2Options
 from extract.spec import ExtractionSpec, Extractor
-from tests.extract.tiny_models import saved_wav2vec2
+from extract.tiny_wav2vec2 import saved_wav2vec2
 
 transformers = pytest.importorskip("transformers")
 opensmile = pytest.importorskip("opensmile")

@@ -73,9 +73,11 @@ def test_detectors_find_nothing_in_a_blank_frame():
         assert haar.detect(blank) == [] and blaze.detect(blank) == []
 
 
-def test_a_process_that_only_detects_never_imports_pyplot_and_can_still_plot(demo_corpus):
-    """mediapipe's drawing helpers import matplotlib.pyplot, 0.4 s of every worker's start: the
-    detector defers it, and pyplot, in mediapipe's helpers and anywhere else, is the real one after."""
+def test_a_process_that_only_detects_imports_nothing_of_mediapipe_it_does_not_use_and_can_still_use_it(
+        demo_corpus):
+    """mediapipe's drawing helpers import matplotlib.pyplot, 0.4 s of every worker's start, and its
+    other task packages 0.1 s (the audio ones sounddevice): the detector defers them, and each, in
+    mediapipe's modules and anywhere else, is the real one after."""
     model = require_face_model()
     clip = demo_corpus / "VideoFlash" / f"{CLIPS[0]}.flv"
     code = f"""
@@ -85,10 +87,16 @@ from extract.face_detection import MediaPipeFaceDetector
 ok, frame = cv2.VideoCapture({str(clip)!r}).read()
 with MediaPipeFaceDetector({str(model)!r}) as detector:
     assert len(detector.detect(frame)) == 1
-assert "matplotlib" not in sys.modules and "matplotlib.pyplot" not in sys.modules
+from extract.face_detection import UNUSED_MEDIAPIPE_TASKS
+assert not {{"matplotlib", "matplotlib.pyplot", "sounddevice", *UNUSED_MEDIAPIPE_TASKS}} & set(sys.modules)
+import mediapipe
+assert mediapipe.tasks.text.TextClassifier.__name__ == "TextClassifier"  # a deferred task package, imported now
 import matplotlib.pyplot as plt
 from mediapipe.tasks.python.vision import drawing_utils
 assert type(plt).__name__ == "module" and drawing_utils.plt.figure is plt.figure
+from mediapipe.tasks.python.audio.core import audio_record  # as mediapipe imports it: sounddevice, or None
+assert audio_record.sd is sys.modules.get("sounddevice")
+assert mediapipe.tasks.audio is sys.modules["mediapipe.tasks.python.audio"]
 """
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
                           cwd=Path(__file__).resolve().parents[2])

@@ -19,7 +19,7 @@ from extract.audio_encoders.wav2vec2 import Wav2Vec2Options
 from extract.face_detection import DETECTORS, open_detector
 from extract.face_encoders import FACE_ENCODERS, make_face_encoder
 from extract.model_files import ModelFileError, model_path
-from tests.extract.tiny_models import saved_wav2vec2
+from extract.tiny_wav2vec2 import saved_wav2vec2
 
 # Crops and clips batched together differ from one alone by float32 rounding of other shapes.
 BATCH_TOLERANCE = 1e-4

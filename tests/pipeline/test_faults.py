@@ -33,6 +33,7 @@ from corpora.demo.generate import DemoConfig, generate
 from corpora.registry import ManifestConfig, build_manifest
 from extract.engine import FeaturesConfig, extract, read_failures
 from extract.shards import FeatureStore, ShardWriter, checksum, clip_ids_in, read_shard, shard_files
+from extract.tiny_wav2vec2 import saved_wav2vec2
 from extract.verify import verify
 from pipeline import evaluate as evaluate_stage
 from pipeline import features as features_stage
@@ -41,7 +42,6 @@ from pipeline import predict as predict_stage
 from pipeline import stats as stats_stage
 from pipeline import train as train_stage
 from pipeline import verify_features as verify_stage
-from tests.extract.tiny_models import saved_wav2vec2
 from training.run_folder import RunFolder
 
 ROOT = Path(__file__).resolve().parents[2]

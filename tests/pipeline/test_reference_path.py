@@ -24,7 +24,7 @@ from extract.clip_media import ClipJob
 from extract.imported import clip_arrays, length_problem, media_seconds
 from extract.shards import FeatureError, FeatureStore, shard_files
 from extract.spec import ExtractionSpec
-from tests.extract.tiny_models import saved_wav2vec2
+from extract.tiny_wav2vec2 import saved_wav2vec2
 
 transformers = pytest.importorskip("transformers")
 
