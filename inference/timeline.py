@@ -12,9 +12,12 @@ the segments as bands, and below, the speech found and the pauses between.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import torch
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
@@ -66,8 +69,21 @@ class Timeline:
 
 
 def predict_timelines(predictor: Predictor, paths: list[Path], segmenter: Segmenter) -> list[Timeline]:
-    with predictor.extractor.open_detector() as detector:
+    with predictor.extractor.open_detector() as detector, one_torch_thread():
         return [predict_timeline(predictor, path, detector, segmenter) for path in paths]
+
+
+@contextmanager
+def one_torch_thread() -> Iterator[None]:
+    """Torch on one thread meanwhile: a segment's tensors are too small to share between threads, and
+    on a busy 2-core machine the threads' waiting made a 3-minute demo recording take 26 s instead
+    of 8 s (README, "Long recordings")."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
 
 
 def predict_timeline(predictor: Predictor, path: Path, detector, segmenter: Segmenter) -> Timeline:
