@@ -9,6 +9,8 @@ n_mels), ref=1.0, amin=1e-10, top_db=None)`` (tests/extract/test_audio.py states
 """
 from __future__ import annotations
 
+import math
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -67,6 +69,100 @@ def resample(samples: np.ndarray, rate: int, target: int = SAMPLE_RATE) -> np.nd
         return samples
     waveform = torch.from_numpy(np.ascontiguousarray(samples))
     return torchaudio.functional.resample(waveform, rate, target).numpy()
+
+
+# Streamed audio comes in blocks of about this many seconds: long enough that the per-block work is
+# small beside the samples', short enough that a block is a few MB whatever the recording's length.
+BLOCK_SECONDS = 10.0
+# Input samples on each side of a resampled block beyond the filter's reach (torchaudio's default
+# sinc filter reaches 6 zero crossings: 17 samples from 44.1 kHz, 19 from 48 kHz).
+RESAMPLE_CONTEXT = 2048
+
+
+def audio_blocks(path: Path, block_seconds: float = BLOCK_SECONDS) -> Iterator[np.ndarray]:
+    """A file's audio as ``read_audio`` then ``resample`` give it, in consecutive 16 kHz mono float32
+    blocks, without the whole of it in memory: equal, joined, to the whole within 1e-6."""
+    rate, pieces = _audio_pieces(path)
+    blocks = _joined(pieces, round(block_seconds * rate))
+    yield from blocks if rate == SAMPLE_RATE else resampled_blocks(blocks, rate, block_seconds)
+
+
+def _audio_pieces(path: Path) -> tuple[int, Iterator[np.ndarray]]:
+    """The rate and mono float32 pieces (of whatever length the decoder gives) of a file's audio."""
+    if path.suffix.lower() in {".wav", ".flac", ".ogg"}:
+        try:
+            rate = soundfile.info(path).samplerate
+        except (soundfile.LibsndfileError, RuntimeError) as error:
+            raise NoAudio(f"unreadable audio file: {error}") from None
+        return rate, (block.mean(axis=1) for block in
+                      soundfile.blocks(path, blocksize=rate, dtype="float32", always_2d=True))
+    try:
+        container = av.open(str(path))
+    except av.error.FFmpegError as error:
+        raise NoAudio(f"audio track not decodable: {error}") from None
+    if not container.streams.audio:
+        container.close()
+        raise NoAudio("the video has no audio track")
+    stream = container.streams.audio[0]
+    return stream.codec_context.sample_rate, _demuxed_pieces(container, stream)
+
+
+def _demuxed_pieces(container, stream) -> Iterator[np.ndarray]:
+    with container:
+        try:
+            for frame in container.decode(stream):
+                yield _to_mono(frame.to_ndarray(), stream).astype(np.float32, copy=False)
+        except av.error.FFmpegError as error:
+            raise NoAudio(f"audio track not decodable: {error}") from None
+
+
+def _joined(pieces: Iterable[np.ndarray], size: int) -> Iterator[np.ndarray]:
+    """Pieces joined into blocks of ``size`` samples (the last one shorter), each joined once."""
+    held, count = [], 0
+    for piece in pieces:
+        held.append(piece)
+        count += len(piece)
+        while count >= size:
+            joined = np.concatenate(held)
+            yield joined[:size]
+            held, count = [joined[size:]], count - size
+    if count:
+        yield np.concatenate(held)
+
+
+def resampled_blocks(blocks: Iterable[np.ndarray], rate: int, block_seconds: float = BLOCK_SECONDS,
+                     target: int = SAMPLE_RATE) -> Iterator[np.ndarray]:
+    """``resample`` of the joined blocks, a block at a time: each is resampled with RESAMPLE_CONTEXT
+    input samples of its neighbours on each side, and cut where the filter's input steps
+    (``rate / gcd`` samples) meet, so that each output sample is computed from the same inputs as in
+    the whole."""
+    step = rate // math.gcd(rate, target)  # input samples per filter step
+    out_step = target // math.gcd(rate, target)
+    context = step * (math.ceil(RESAMPLE_CONTEXT / step) + 1)
+    size = step * max(1, round(block_seconds * rate / step))
+    held = np.zeros(0, np.float32)
+    held_from = 0  # the input position of held[0]
+    done = 0  # input samples whose output is out; a multiple of step
+    for block in blocks:
+        held = np.concatenate([held, block])
+        while held_from + len(held) >= done + size + context:
+            start = max(0, done - context)
+            window = held[start - held_from:done + size + context - held_from]
+            yield _resampled_part(window, rate, target, done - start, size, step, out_step)
+            done += size
+            keep = max(0, done - context)
+            held, held_from = held[keep - held_from:], keep
+    start = max(0, done - context)
+    tail = held[start - held_from:]
+    if len(tail) > done - start:  # the last block: resampled to the end, as the whole is
+        yield resample(tail, rate, target)[(done - start) // step * out_step:]
+
+
+def _resampled_part(window: np.ndarray, rate: int, target: int, offset: int, size: int, step: int,
+                    out_step: int) -> np.ndarray:
+    """The output of the ``size`` input samples at ``offset`` in ``window``, from the window resampled."""
+    first = offset // step * out_step
+    return resample(window, rate, target)[first:first + size // step * out_step]
 
 
 @dataclass(frozen=True)

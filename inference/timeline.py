@@ -11,7 +11,9 @@ the segments as bands, and below, the speech found and the pauses between.
 """
 from __future__ import annotations
 
+import itertools
 import json
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
@@ -22,9 +24,9 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from common import files
-from extract.clip_media import media_between
+from extract.clip_media import media_between, note_lengths
 from inference.predictor import Prediction, Predictor
-from inference.segments import Segment, Segmenter, SegmentError
+from inference.segments import RecordingAudio, Segment, Segmenter, SegmentError
 
 # Segments whose features are computed together (a batch for each encoder instead of a call a
 # segment): a 570 s demo recording took 38 s at 821 MB, against 148 s at 758 MB one at a time
@@ -87,22 +89,31 @@ def one_torch_thread() -> Iterator[None]:
 
 
 def predict_timeline(predictor: Predictor, path: Path, detector, segmenter: Segmenter) -> Timeline:
-    """The recording decoded and its face tracked once, then each segment predicted alone."""
-    media = predictor.media(path, detector)
+    """The recording's face tracked once, then each segment predicted alone, a batch at a time; its
+    sound is read in blocks (inference.segments.RecordingAudio), so memory does not grow with its length."""
+    started = time.perf_counter()
+    audio = RecordingAudio.scan(path, predictor.extractor.track.min_audio_samples)
+    scanned = time.perf_counter() - started
+    media = predictor.media(path, detector, with_audio=False)
     if isinstance(media, Prediction):
         return Timeline(path.name, error=media.error)
-    if media.failed:  # neither audio nor a face: the per-file prediction's error says why
+    media.audio_note, media.seconds["audio"] = audio.note, scanned
+    if audio.usable:
+        note_lengths(media, audio.seconds)
+    if not (audio.usable or media.valid.any()):  # neither audio nor a face: the per-file prediction's error says why
         return Timeline(path.name, error=predictor.predict_media(path, media).error)
-    timeline = Timeline(path.name, media.duration, seconds=dict(media.seconds))
+    duration = media.duration or audio.seconds  # the video's; the audio's when no frame could be read
+    timeline = Timeline(path.name, duration, seconds=dict(media.seconds))
     try:
-        segments, timeline.speech = segmenter(media, str(path))
+        segments, timeline.speech = segmenter(duration, audio, str(path))
     except SegmentError as error:
         timeline.error = str(error)
         return timeline
     minimum = predictor.extractor.track.min_audio_samples
+    sounds = audio.between(segments) if audio.usable else itertools.repeat(None)
     for first in range(0, len(segments), SEGMENT_BATCH):
         batch = segments[first:first + SEGMENT_BATCH]
-        parts = [media_between(media, segment.start, segment.end, minimum) for segment in batch]
+        parts = [media_between(media, segment.start, segment.end, next(sounds), minimum) for segment in batch]
         timeline.segments += map(SegmentPrediction, batch, predictor.predict_parts(path, parts))
     return timeline
 
