@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import os
 import platform
+import shlex
 import shutil
 import socket
 import statistics
@@ -281,7 +282,8 @@ def validate(config: BenchConfig) -> None:
 
 
 def command_line(argv: Sequence[str] | None) -> str:
-    return " ".join(argv if argv is not None else sys.argv[1:])
+    """The arguments as a shell takes them back (an empty one quoted: --length-factors '')."""
+    return shlex.join(argv if argv is not None else sys.argv[1:])
 
 
 def _public(raw: dict) -> dict:

@@ -185,28 +185,63 @@ class MelConfig:
         return 1 + samples // self.hop_length
 
 
+# Clips longer than this many frames (60 s at a 10 ms hop) have their log-mel computed this many
+# frames at a time: the whole clip's spectrogram at once took 30 MB a minute of audio.
+PIECE_FRAMES = 6000
+
+
 class LogMel:
     """Batched log-mel spectra on one device."""
 
     def __init__(self, config: MelConfig, device: str = "cpu"):
         self.config = config
         self.device = torch.device(device)
-        self.transform = torchaudio.transforms.MelSpectrogram(
+        self.transform = self._transform(center=True)
+        self.uncentred = self._transform(center=False)
+
+    def _transform(self, center: bool) -> torchaudio.transforms.MelSpectrogram:
+        config = self.config
+        return torchaudio.transforms.MelSpectrogram(
             sample_rate=config.sample_rate, n_fft=config.win_length, win_length=config.win_length,
-            hop_length=config.hop_length, n_mels=config.n_mels, power=2.0, center=True, pad_mode="constant",
+            hop_length=config.hop_length, n_mels=config.n_mels, power=2.0, center=center, pad_mode="constant",
             norm="slaney", mel_scale="slaney",
         ).to(self.device)
 
     @torch.inference_mode()
     def __call__(self, clips: list[np.ndarray]) -> list[np.ndarray]:
-        """Log-mel (frames x n_mels, float32) of each clip. Zero padding to the longest clip in
-        the batch changes nothing: centred frames are zero-padded at the ends anyway."""
+        """Log-mel (frames x n_mels, float32) of each clip: the short ones in one batch, each long one
+        (over PIECE_FRAMES frames) in pieces."""
+        short = [index for index, clip in enumerate(clips) if self.config.frames(len(clip)) <= PIECE_FRAMES]
+        log_mels = dict(zip(short, self._batch([clips[index] for index in short])))
+        return [log_mels[index] if index in log_mels else self._in_pieces(clip) for index, clip in enumerate(clips)]
+
+    def _batch(self, clips: list[np.ndarray]) -> list[np.ndarray]:
+        """Zero padding to the longest clip in the batch changes nothing: centred frames are
+        zero-padded at the ends anyway."""
         if not clips:
             return []
         longest = max(len(c) for c in clips)
         batch = torch.zeros(len(clips), longest)
         for row, clip in enumerate(clips):
             batch[row, : len(clip)] = torch.from_numpy(clip)
-        mel = self.transform(batch.to(self.device))
-        log_mel = (10.0 * torch.log10(torch.clamp(mel, min=AMIN))).transpose(1, 2).cpu().numpy()
+        log_mel = self._log(self.transform(batch.to(self.device)))
         return [log_mel[row, : self.config.frames(len(clip))] for row, clip in enumerate(clips)]
+
+    def _in_pieces(self, clip: np.ndarray) -> np.ndarray:
+        """The centred frames of a long clip, PIECE_FRAMES at a time: each piece's frames from its own
+        samples, with the zeros a centred frame has past the clip's ends, through the uncentred
+        transform, so that each frame is computed from the samples it has in the whole."""
+        n_fft, hop = self.config.win_length, self.config.hop_length
+        frames = self.config.frames(len(clip))
+        log_mel = np.empty((frames, self.config.n_mels), np.float32)
+        for first in range(0, frames, PIECE_FRAMES):
+            last = min(frames, first + PIECE_FRAMES)
+            start, end = first * hop - n_fft // 2, (last - 1) * hop - n_fft // 2 + n_fft
+            piece = np.pad(clip[max(0, start):max(0, min(end, len(clip)))],
+                           (max(0, -start), max(0, end - max(start, len(clip)))))
+            log_mel[first:last] = self._log(self.uncentred(torch.from_numpy(piece)[None].to(self.device)))[0]
+        return log_mel
+
+    @staticmethod
+    def _log(mel: torch.Tensor) -> np.ndarray:
+        return (10.0 * torch.log10(torch.clamp(mel, min=AMIN))).transpose(1, 2).cpu().numpy()

@@ -6,7 +6,15 @@ import librosa
 import numpy as np
 import soundfile
 
-from extract.audio import LogMel, MelConfig, audio_blocks, read_audio, resample, resampled_blocks
+from extract.audio import (
+    PIECE_FRAMES,
+    LogMel,
+    MelConfig,
+    audio_blocks,
+    read_audio,
+    resample,
+    resampled_blocks,
+)
 
 # float32 (torch) against float64 (librosa) on a decibel scale: differences stay near 1e-3 dB on
 # speech and noise (a pure tone's empty bands, near -100 dB, differ more in float32).
@@ -74,3 +82,22 @@ def test_resampling_in_blocks_of_any_size_equals_the_whole():
         blocks = [samples[a:b] for a, b in zip(edges, edges[1:]) if a < len(samples)]
         joined = np.concatenate(list(resampled_blocks(blocks, 44100, block_seconds=0.7)))
         assert len(joined) == len(whole) and np.abs(joined - whole).max() < 1e-6
+
+
+def test_a_long_clips_log_mel_in_pieces_equals_the_whole_at_once():
+    import torch
+
+    config = MelConfig()
+    log_mel = LogMel(config)
+    rng = np.random.default_rng(4)
+    hop = config.hop_length
+    # Just past one piece, two pieces and a part, and a short clip beside them in the batch.
+    lengths = (hop * PIECE_FRAMES + 5, hop * (2 * PIECE_FRAMES + 7) + 99, 3210)
+    clips = [rng.normal(0, 0.1, n).astype(np.float32) for n in lengths]
+    results = log_mel(clips)
+    for clip, result in zip(clips, results):
+        with torch.inference_mode():
+            whole = log_mel.transform(torch.from_numpy(clip)[None])
+        reference = (10 * torch.log10(torch.clamp(whole, min=1e-10)))[0].T.numpy()
+        assert result.shape == reference.shape == (config.frames(len(clip)), config.n_mels)
+        assert np.abs(result - reference).max() < 1e-5
