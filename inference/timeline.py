@@ -78,8 +78,8 @@ def predict_timelines(predictor: Predictor, paths: list[Path], segmenter: Segmen
 @contextmanager
 def one_torch_thread() -> Iterator[None]:
     """Torch on one thread meanwhile: a segment's tensors are too small to share between threads, and
-    on a busy 2-core machine the threads' waiting made a 3-minute demo recording take 26 s instead
-    of 8 s (README, "Long recordings")."""
+    on a busy 2-core machine the threads' waiting made a 3-minute demo recording take 25.8 s instead
+    of 7.1 s (README, "Long recordings")."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
@@ -91,13 +91,12 @@ def one_torch_thread() -> Iterator[None]:
 def predict_timeline(predictor: Predictor, path: Path, detector, segmenter: Segmenter) -> Timeline:
     """The recording's face tracked once, then each segment predicted alone, a batch at a time; its
     sound is read in blocks (inference.segments.RecordingAudio), so memory does not grow with its length."""
-    started = time.perf_counter()
-    audio = RecordingAudio.scan(path, predictor.extractor.track.min_audio_samples)
-    scanned = time.perf_counter() - started
-    media = predictor.media(path, detector, with_audio=False)
+    media = predictor.media(path, detector, with_audio=False)  # first: a file that cannot be decoded stops here
     if isinstance(media, Prediction):
         return Timeline(path.name, error=media.error)
-    media.audio_note, media.seconds["audio"] = audio.note, scanned
+    started = time.perf_counter()
+    audio = RecordingAudio.scan(path, predictor.extractor.track.min_audio_samples)
+    media.audio_note, media.seconds["audio"] = audio.note, time.perf_counter() - started
     if audio.usable:
         note_lengths(media, audio.seconds)
     if not (audio.usable or media.valid.any()):  # neither audio nor a face: the per-file prediction's error says why
