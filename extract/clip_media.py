@@ -189,8 +189,8 @@ def _face_track(media: ClipMedia, detector, config: TrackConfig) -> None:
         raise NoVideo("the video has no frames")
     tick = time.perf_counter()
     boxes, valid = track.finish()
-    crops = track.crops
-    media.crops = (np.stack(crops)[..., None] if config.grey else np.stack(crops)) if crops else None
+    crops = track.crops  # one array already: no second copy of the crops
+    media.crops = (crops[..., None] if config.grey else crops) if len(crops) else None
     seconds["crop"] += time.perf_counter() - tick
     media.valid, media.boxes, media.timestamps = valid, boxes, np.array(times)
     media.video_fps = video.fps
