@@ -1,7 +1,7 @@
 """The corpora the benchmark builds and reads: the demo corpora of each size (generated once into
 the work folder and reused), the clip-length series (the same demo clips joined end to end into
-fewer, longer clips), one long clip for memory, and the choice of the demo clip that prediction is
-timed on.
+fewer, longer clips), one long clip for memory, long recordings for segment prediction (demo clips
+in turn with pauses between them), and the choice of the demo clip that prediction is timed on.
 """
 from __future__ import annotations
 
@@ -76,6 +76,71 @@ def long_clip(corpus: Path, clips: int, work_dir: Path) -> tuple[Path, int]:
 
     clips = min(clips, sum(1 for _ in (corpus / crema_d.VIDEO_DIR).glob("*.flv")))
     return length_series(corpus, clips, [clips], work_dir)[clips], clips
+
+
+# Between two clips of a long recording: silence over the next clip's first frame held, so that the
+# voice activity detector has a pause to find and the face stays in view, as a speaker's does.
+RECORDING_PAUSE_SECONDS = 1.0
+
+
+def long_recording(corpus: Path, minutes: float, work_dir: Path) -> Path:
+    """An FLV (its sound as the video's own AAC track, as a user's recording has it) of the corpus's
+    clips in turn, over and over, each after a pause of RECORDING_PAUSE_SECONDS, lasting at least
+    ``minutes``; made once under work_dir/corpora and reused."""
+    from corpora.demo import media
+
+    path = work_dir / "corpora" / f"recording-{corpus.name}" / f"recording-{minutes:g}min.flv"
+    if path.exists():  # written atomically: a file there is complete
+        return path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    clips = _recording_clips(corpus, minutes * 60)
+    media.write_flv(path, _recording_frames(clips), _recording_sound(corpus, clips))
+    return path
+
+
+def _recording_clips(corpus: Path, seconds: float) -> list[tuple[Path, int]]:
+    """The corpus's videos in turn, over and over, with their frames, until they and their pauses
+    last ``seconds``."""
+    from corpora import crema_d
+
+    videos = sorted((corpus / crema_d.VIDEO_DIR).glob("*.flv"))
+    if not videos:
+        raise FileNotFoundError(f"{corpus}: no demo clips to join")
+    lengths = {video: sum(1 for _ in _frames_of([video])) for video in videos}
+    clips, frames, pause = [], 0, round(RECORDING_PAUSE_SECONDS * crema_d.VIDEO_FPS)
+    while frames < seconds * crema_d.VIDEO_FPS:
+        video = videos[len(clips) % len(videos)]
+        clips.append((video, lengths[video]))
+        frames += pause + lengths[video]
+    return clips
+
+
+def _recording_frames(clips: Sequence[tuple[Path, int]]) -> Iterator[np.ndarray]:
+    """Each clip's first frame held through the pause before it, then its frames (I420), as decoded."""
+    from corpora import crema_d
+
+    pause = round(RECORDING_PAUSE_SECONDS * crema_d.VIDEO_FPS)
+    for video, _ in clips:
+        frames = _frames_of([video])
+        first = next(frames)
+        yield from [first] * (pause + 1)
+        yield from frames
+
+
+def _recording_sound(corpus: Path, clips: Sequence[tuple[Path, int]]) -> np.ndarray:
+    """Silence through each pause, then the clip's WAV cut or padded to its frames' length."""
+    import soundfile
+
+    from corpora import crema_d
+
+    rate, fps = crema_d.AUDIO_SAMPLE_RATE, crema_d.VIDEO_FPS
+    parts = []
+    for video, frames in clips:
+        samples = soundfile.read(corpus / crema_d.AUDIO_DIR / f"{video.stem}.wav", dtype="float32")[0]
+        length = round(frames / fps * rate)
+        parts += [np.zeros(round(RECORDING_PAUSE_SECONDS * rate), np.float32),
+                  np.pad(samples, (0, max(0, length - len(samples))))[:length]]
+    return np.concatenate(parts)
 
 
 def clip_nearest(features: Path, corpus: Path, seconds: float) -> tuple[str, Path, float]:

@@ -1,6 +1,7 @@
 """The measurements themselves: the code that runs inside a child process (bench.runner's
 measure_in_child). Each ``measure_*`` function reads a JSON spec, runs one stage of the pipeline
-(extraction, the decode-only floor, training, evaluation, warm prediction) and returns a dict of
+(extraction, the decode-only floor, training, evaluation, warm prediction, a long recording's
+segments) and returns a dict of
 its figures; ``MEASUREMENTS`` names them for the child's command line.
 """
 from __future__ import annotations
@@ -141,6 +142,25 @@ def measure_warm_prediction(spec: dict) -> dict:
             "emotion": first.emotion, "gpu_peak_mb": _gpu_peak_mb(spec["device"])}
 
 
+def measure_recording(spec: dict) -> dict:
+    """make predict --segments speech on one long recording, timed whole (model load included)."""
+    import json
+
+    from pipeline.predict import main
+
+    video, out_dir = Path(spec["video"]), Path(spec["out_dir"])
+    started = time.perf_counter()
+    code = main(["--video", str(video), "--run-dir", spec["run_dir"], "--out-dir", str(out_dir),
+                 "--device", spec["device"], "--segments", "speech"])
+    seconds = time.perf_counter() - started
+    if code != 0:
+        raise BenchError(f"make predict --segments speech failed on {video.name} (exit status {code})")
+    (recording,) = json.loads((out_dir / f"{video.stem}.json").read_text())["recordings"]
+    return {"seconds": seconds, "duration": recording["duration"], "segments": len(recording["segments"]),
+            "speech_seconds": recording["speech_seconds"], "parts": recording["seconds"]}
+
+
 MEASUREMENTS = {"extraction": measure_extraction, "floor": measure_floor, "boxes": measure_boxes,
                 "training": measure_training,
-                "evaluation": measure_evaluation, "warm_prediction": measure_warm_prediction}
+                "evaluation": measure_evaluation, "warm_prediction": measure_warm_prediction,
+                "recording": measure_recording}

@@ -39,6 +39,7 @@ class Aims:
     data_wait_share: float = 0.10  # share of training step time spent waiting for data
     warm_prediction_real_time: float = 1.0  # warm latency / clip duration, on 2 CPU cores
     egemaps_over_logmel: float = 1.3  # extraction with eGeMAPS / with the log-mel, same clips and workers
+    recording_real_time: float = 0.1  # make predict --segments speech of a long recording / its duration
 
 
 AIMS = Aims()
@@ -221,6 +222,27 @@ def prediction_aim(results: dict, where: str) -> list[dict]:
              "verdict": verdict}]
 
 
+def recording_aims(results: dict, where: str) -> list[dict]:
+    """The long recording predicted by segments: its time against its duration, and its peak memory
+    against the baseline recording's."""
+    recordings = results.get("recordings")
+    if not recordings:
+        return []
+    base, long = recordings["baseline"], recordings["long"]
+    real_time = long["seconds"] / long["duration"]
+    recording = f"{duration(long['duration'])} recording, {long['segments']} segments, {where}"
+    growth = long["peak_mb"]["main"] / max(base["peak_mb"]["main"], 1) - 1
+    memory_met = growth <= AIMS.memory_growth
+    memory = (f"{'met' if memory_met else 'missed'}: {base['peak_mb']['main']} MB on {duration(base['duration'])}, "
+              f"{long['peak_mb']['main']} MB on {duration(long['duration'])} ({growth:+.0%}; aim: within "
+              f"{AIMS.memory_growth:.0%})")
+    return [{"aim": f"a long recording predicted by segments in at most {AIMS.recording_real_time:.1f}x its duration",
+             "where": recording, "met": real_time <= AIMS.recording_real_time,
+             "verdict": ratio_verdict(real_time, AIMS.recording_real_time)},
+            {"aim": "a long recording predicted by segments in flat memory", "where": recording, "met": memory_met,
+             "verdict": memory}]
+
+
 def gpu_aim(results: dict) -> list[dict]:
     gpu = results["gpu"]
     return [{"aim": "on GPU, the extraction workers keep the embedding step busy", "where": gpu["name"] or "no GPU",
@@ -233,7 +255,7 @@ def aims(results: dict) -> list[dict]:
     return (extraction_aims(results, where) + audio_encoder_aim(results, where) + memory_aim(results, where)
             + clip_length_memory_aim(results, where)
             + training_aim(results, where)
-            + prediction_aim(results, where) + gpu_aim(results))
+            + prediction_aim(results, where) + recording_aims(results, where) + gpu_aim(results))
 
 
 def _largest_part(parts: dict) -> str:
@@ -477,6 +499,22 @@ def gpu_section(results: dict) -> list[str]:
         ["training (largest size)", _util(gpu["training_utilisation"])]])
 
 
+def recordings_section(results: dict) -> list[str]:
+    recordings = results.get("recordings")
+    if not recordings:
+        return []
+    lines = ["## 6. Long recordings", "",
+             "`python -m pipeline.predict --segments speech` in a new process (start, model load, voice activity "
+             "detection, every segment, output files and timeline picture), on recordings of demo clips in turn "
+             "with a second's pause (silence, the next clip's first frame held) before each "
+             f"(aim: at most {AIMS.recording_real_time:.1f}x the recording's duration, peak memory within "
+             f"{AIMS.memory_growth:.0%} of the shorter one's).", ""]
+    lines += table(["recording", "duration", "speech", "segments", "seconds", "x duration", "peak MB (main)"], [
+        [name, duration(r["duration"]), duration(r["speech_seconds"]), r["segments"], f"{r['seconds']:.1f}",
+         f"{r['seconds'] / r['duration']:.3f}x", r["peak_mb"]["main"]] for name, r in recordings.items()])
+    return lines
+
+
 def render_markdown(results: dict) -> str:
     machine = results["machine"]
     rerun = f"make bench ARGS=\"{results['command']}\"" if results["command"] else "make bench"
@@ -492,7 +530,7 @@ def render_markdown(results: dict) -> str:
     lines += table(["aim", "measured on", "verdict"],
                    [[a["aim"], a["where"], a["verdict"]] for a in results["aims"]], text_columns=3)
     for section in (extraction_section, audio_encoder_section, training_section, prediction_section,
-                    scaling_section, gpu_section):
+                    scaling_section, gpu_section, recordings_section):
         lines += section(results)
     return "\n".join(lines).rstrip() + "\n"
 

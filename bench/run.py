@@ -19,6 +19,10 @@ Measures, on demo corpora of a few sizes (generated once into --work-dir and reu
    machine from a run with --device cuda.
 5. GPU (--device cuda): the GPU's name, its utilisation (nvidia-smi about every 200 ms) during
    extraction and training, peak GPU memory.
+6. Long recordings: ``make predict --segments speech`` on a recording of --long-recording-minutes
+   and on one of --baseline-recording-minutes, both made of demo clips in turn with pauses between
+   them (bench.corpora.long_recording), with the trained run: time as a share of the recording's
+   duration, and peak memory, which must not grow with the recording's length.
 
 Every measurement runs in a fresh child process, so that its peak memory is its own (peak
 resident memory is a high-water mark over a process's life), read by each process itself
@@ -30,6 +34,7 @@ from __future__ import annotations
 
 import os
 import platform
+import shlex
 import shutil
 import socket
 import statistics
@@ -42,7 +47,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench.audio_encoders import AUDIO_ENCODERS, encoder_list, run_audio_encoders
-from bench.corpora import clip_nearest, demo_corpus, length_series, long_clip
+from bench.corpora import clip_nearest, demo_corpus, length_series, long_clip, long_recording
 from bench.fits import median_round, worker_counts
 from bench.report import duration, summarise, write_results
 from bench.runner import REPO_ROOT, BenchError, Runner
@@ -69,6 +74,10 @@ class BenchConfig:
     long_clip: int = option(96, "demo clips of the largest corpus joined into one long clip (96: 3 minutes), "
                                 "extracted with 1 worker, whose peak memory is set against the demo's short "
                                 "clips' (0: none)")
+    long_recording_minutes: float = option(20.0, "minutes of the long recording predicted with --segments speech "
+                                                 "(demo clips with pauses between them; 0: none)")
+    baseline_recording_minutes: float = option(3.0, "minutes of the recording made the same way whose peak memory "
+                                                     "the long one's is set against")
     workers: int = option(os.cpu_count() or 1, "the all-cores worker count, measured beside 1 worker")
     device: str = option("auto", "auto (cuda when available), cpu or cuda, for every stage")
     epochs: int = option(1, "training epochs per size (the last epoch is reported)")
@@ -130,7 +139,7 @@ def measure_all(config: BenchConfig, device: str, work_dir: Path, run_dir: Path)
     actors, factors = parse_list(config.actors), parse_list(config.length_factors)
     counts = worker_counts(config.workers)
     raw: dict = {"corpora": [], "extraction": [], "audio_encoders": [], "training": [], "prediction": None,
-                 "boxes": None}
+                 "boxes": None, "recordings": None}
     trained, corpora = None, {}
     for n_actors in actors:
         corpus, corpus_record = demo_corpus(work_dir, n_actors, config.sentences, config.seed, config.workers)
@@ -164,7 +173,21 @@ def measure_all(config: BenchConfig, device: str, work_dir: Path, run_dir: Path)
         raw["extraction"] += measure_long_clip(runner, config, corpora[max(actors)], work_dir, run_dir)
     if trained:
         raw["prediction"] = measure_prediction(runner, config, *trained)
+    if trained and config.long_recording_minutes:
+        raw["recordings"] = measure_recordings(runner, config, trained[0], trained[2], work_dir)
     return raw
+
+
+def measure_recordings(runner: Runner, config: BenchConfig, corpus: Path, run_dir: str, work_dir: Path) -> dict:
+    """The baseline and the long recording predicted by segments, each in a process of its own."""
+    figures = {}
+    for name, minutes in (("baseline", config.baseline_recording_minutes), ("long", config.long_recording_minutes)):
+        video = long_recording(corpus, minutes, work_dir)
+        spec = {"video": str(video), "run_dir": run_dir, "out_dir": str(runner.run_dir / "recordings")}
+        figures[name] = {"minutes": minutes, **runner.measure("recording", f"recording-{minutes:g}min", spec)}
+        print(f"bench: {minutes:g}-minute recording by segments: {figures[name]['segments']} segments in "
+              f"{figures[name]['seconds']:.1f} s, peak {figures[name]['peak_mb']['main']} MB", flush=True)
+    return figures
 
 
 def measure_long_clip(runner: Runner, config: BenchConfig, corpus: Path, work_dir: Path, run_dir: Path) -> list[dict]:
@@ -256,13 +279,20 @@ def validate(config: BenchConfig) -> None:
     if config.box_clips < 0 or config.long_clip < 0:
         raise BenchError("--box-clips and --long-clip must be at least 0")
     encoder_list(config.audio_encoders)  # names it does not know are refused before anything runs
+    if config.long_recording_minutes and not 0 < config.baseline_recording_minutes < config.long_recording_minutes:
+        raise BenchError("--baseline-recording-minutes must be above 0 and below --long-recording-minutes, against "
+                         f"which it is set, got {config.baseline_recording_minutes:g} and "
+                         f"{config.long_recording_minutes:g}")
+    if config.long_recording_minutes < 0:
+        raise BenchError(f"--long-recording-minutes must be at least 0, got {config.long_recording_minutes:g}")
     counts = (config.epochs, config.extraction_rounds, config.cold_runs, config.warm_runs, config.workers)
     if min(counts) < 1:
         raise BenchError("--epochs, --extraction-rounds, --cold-runs, --warm-runs and --workers must be at least 1")
 
 
 def command_line(argv: Sequence[str] | None) -> str:
-    return " ".join(argv if argv is not None else sys.argv[1:])
+    """The arguments as a shell takes them back (an empty one quoted: --length-factors '')."""
+    return shlex.join(argv if argv is not None else sys.argv[1:])
 
 
 def _public(raw: dict) -> dict:

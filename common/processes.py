@@ -12,6 +12,9 @@ from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
 
 PR_SET_PDEATHSIG = 1  # prctl option (linux/prctl.h)
+M_MMAP_THRESHOLD = -3  # mallopt option (malloc.h)
+# glibc's own starting value; fixing it stops glibc from raising it as blocks are freed.
+MMAP_THRESHOLD_BYTES = 128 * 1024
 
 
 def die_with_parent() -> None:
@@ -45,6 +48,20 @@ def process_pool(workers: int, initializer: Callable | None = None, initargs: tu
             yield pool
     finally:
         cv2.setNumThreads(threads)
+
+
+def keep_large_blocks_returnable() -> None:
+    """Have glibc give every block of at least MMAP_THRESHOLD_BYTES its own mapping, returned to the
+    system when freed, for the rest of this process's life.
+
+    By default glibc raises that threshold each time such a block is freed, after which blocks of
+    the same size come from its heap, where freed memory mostly stays with the process: predicting
+    a long recording segment by segment (a few MB of arrays a batch, freed after it) then grew by
+    about 4 MB a minute of recording (README, "Long recordings"). No-op where there is no glibc."""
+    try:
+        ctypes.CDLL(None).mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES)
+    except (OSError, AttributeError):
+        pass
 
 
 def peak_memory_mb() -> float:

@@ -107,14 +107,19 @@ def process_clip(job: ClipJob, detector, config: TrackConfig) -> ClipMedia:
     started = time.perf_counter()
     media.audio, media.audio_note = clip_audio(job, config)
     media.seconds["audio"] = time.perf_counter() - started
-    if job.video_path is None:
+    track_video(media, detector, config)
+    return media
+
+
+def track_video(media: ClipMedia, detector, config: TrackConfig) -> None:
+    """The face crops of the clip's video (``media.job.video_path``), or why there are none."""
+    if media.job.video_path is None:
         media.video_note = "no video file"
-        return media
+        return
     try:
         _face_track(media, detector, config)
     except NoVideo as error:
         media.video_note = str(error)
-    return media
 
 
 def embed_crops(clips: list[ClipMedia], encoder) -> None:
@@ -184,8 +189,8 @@ def _face_track(media: ClipMedia, detector, config: TrackConfig) -> None:
         raise NoVideo("the video has no frames")
     tick = time.perf_counter()
     boxes, valid = track.finish()
-    crops = track.crops
-    media.crops = (np.stack(crops)[..., None] if config.grey else np.stack(crops)) if crops else None
+    crops = track.crops  # one array already: no second copy of the crops
+    media.crops = (crops[..., None] if config.grey else crops) if len(crops) else None
     seconds["crop"] += time.perf_counter() - tick
     media.valid, media.boxes, media.timestamps = valid, boxes, np.array(times)
     media.video_fps = video.fps
@@ -194,10 +199,15 @@ def _face_track(media: ClipMedia, detector, config: TrackConfig) -> None:
     media.fps = video.fps / step if video.fps else ((len(times) - 1) / span if span > 0 else 0.0)
     if not valid.any():
         media.video_note = "no face found"
-    elif media.audio is not None and abs(media.duration - len(media.audio) / SAMPLE_RATE) > LENGTH_TOLERANCE_SECONDS:
-        audio_seconds = len(media.audio) / SAMPLE_RATE
-        media.video_note = f"video lasts {media.duration:.2f} s, audio {audio_seconds:.2f} s (truncated?)"
+    elif media.audio is not None:
+        note_lengths(media, len(media.audio) / SAMPLE_RATE)
     media.seconds.update(seconds)
+
+
+def note_lengths(media: ClipMedia, audio_seconds: float) -> None:
+    """Note a video whose face was found and whose length differs from its audio's: one was cut short."""
+    if media.valid.any() and abs(media.duration - audio_seconds) > LENGTH_TOLERANCE_SECONDS:
+        media.video_note = f"video lasts {media.duration:.2f} s, audio {audio_seconds:.2f} s (truncated?)"
 
 
 def _follow_face(media: ClipMedia, video: Video, step: int, detector, config: TrackConfig, track: TrackCrops,
@@ -253,14 +263,15 @@ def _detector_picture(video: Video, frame, bgr: np.ndarray | None, pixel_format:
     return video.pixels(frame, pixel_format)
 
 
-def media_between(media: ClipMedia, start: float, end: float, min_audio_samples: int) -> ClipMedia:
+def media_between(media: ClipMedia, start: float, end: float, samples: np.ndarray | None,
+                  min_audio_samples: int) -> ClipMedia:
     """The part of a clip's media from ``start`` to ``end`` seconds, as ``process_clip`` would give for
-    a clip of that part alone: its audio samples, and its kept frames with their crops (or
-    embeddings), boxes, validity and detections. Its times stay the clip's."""
+    a clip of that part alone: its audio ``samples`` (those from round(start * SAMPLE_RATE) to
+    round(end * SAMPLE_RATE); None when the clip has no usable audio), and its kept frames with their
+    crops (or embeddings), boxes, validity and detections. Its times stay the clip's."""
     part = ClipMedia(media.job, fps=media.fps, video_fps=media.video_fps, rotation=media.rotation,
                      faces=media.faces, video_note=media.video_note, audio_note=media.audio_note)
-    if media.audio is not None:
-        samples = media.audio[round(start * SAMPLE_RATE):round(end * SAMPLE_RATE)]
+    if samples is not None:
         if len(samples) >= min_audio_samples:
             part.audio = samples
         else:

@@ -275,6 +275,10 @@ def fill_gaps(boxes: np.ndarray, detected: np.ndarray, max_gap_frames: int) -> t
     return filled, valid
 
 
+# Room for this many crops at first (a minute at 4 face steps a second), doubled when full.
+CROPS_FIRST_ROOM = 256
+
+
 class TrackCrops:
     """The crops of one face track, cut while the video is read, with the boxes ``fill_gaps`` gives
     for the whole track.
@@ -284,6 +288,10 @@ class TrackCrops:
     have no box, so at most ``max_gap_frames`` + 1 pictures are held at a time, and a worker's
     memory stays flat however long the clip: holding every kept frame took about 1 GB for three
     minutes of 720p video.
+
+    The crops go into one array grown in place (``ndarray.resize``: glibc moves a large block's
+    pages with mremap instead of copying them), not a list of small arrays stacked at the end,
+    which held them twice over: 4 face steps a second of 60x60 crops are 52 MB an hour.
     """
 
     def __init__(self, max_gap_frames: int, cut: Callable[[Any, np.ndarray], np.ndarray]):
@@ -293,7 +301,17 @@ class TrackCrops:
         self._detected: list[bool] = []
         self._held: dict[int, Any] = {}  # kept frame -> picture, in order, while its box is unsettled
         self._last_detection: int | None = None
-        self.crops: list[np.ndarray] = []  # of the valid frames settled so far, in order
+        self._store: np.ndarray | None = None  # the crops of the valid frames settled so far, in order, then room
+        self._count = 0
+        self._finished = False
+
+    @property
+    def crops(self) -> np.ndarray:
+        """The crops of the valid frames, in order (empty for none); once ``finish`` has been called,
+        since growing the store would leave a view of it pointing at freed memory."""
+        if not self._finished:
+            raise RuntimeError("TrackCrops.crops is read after finish()")
+        return self._store[:self._count] if self._store is not None else np.zeros((0, 0, 0), np.uint8)
 
     @property
     def kept_frames(self) -> int:
@@ -324,6 +342,7 @@ class TrackCrops:
         if self._last_detection is not None and self._held:
             self._settle(self._last_detection)
         self._held.clear()
+        self._finished = True
         if not self._found:
             return np.zeros((0, 4), np.float32), np.zeros(0, bool)
         return fill_gaps(np.stack(self._found), np.array(self._detected), self._max_gap)
@@ -335,8 +354,16 @@ class TrackCrops:
         boxes, valid = fill_gaps(np.stack(self._found[first:]), np.array(self._detected[first:]), self._max_gap)
         for index, picture in self._held.items():
             if valid[index - first]:
-                self.crops.append(self._cut(picture, boxes[index - first]))
+                self._keep(self._cut(picture, boxes[index - first]))
         self._held.clear()
+
+    def _keep(self, crop: np.ndarray) -> None:
+        if self._store is None:
+            self._store = np.empty((CROPS_FIRST_ROOM, *crop.shape), crop.dtype)
+        elif self._count == len(self._store):
+            self._store.resize((2 * len(self._store), *crop.shape), refcheck=False)  # no view of it exists yet
+        self._store[self._count] = crop
+        self._count += 1
 
 
 def crop_face(frame: np.ndarray, box: np.ndarray, size: int, margin: float) -> np.ndarray:

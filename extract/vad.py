@@ -2,7 +2,9 @@
 
 ``SpeechDetector`` runs the pinned TorchScript model (extract.model_files.SILERO_VAD) with torch
 alone (silero's package is not needed: the file holds the model and its chunk loop) on 16 kHz
-audio, in chunks of 512 samples (32 ms) whose state carries from chunk to chunk.
+audio, in chunks of 512 samples (32 ms) whose state carries from chunk to chunk, and from one
+block of a recording's audio to the next (extract.audio.audio_blocks), so that a recording of any
+length is detected in the memory of a block, with the probabilities of the whole.
 ``speech_intervals`` turns the probabilities into speech intervals with hysteresis: speech starts
 at a chunk of at least ``threshold`` and lasts while no chunk falls below ``exit_threshold``; it
 ends after its last chunk of at least ``threshold``, since the probability decays for a few
@@ -14,6 +16,7 @@ is dropped (a click, a cough).
 from __future__ import annotations
 
 import warnings
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import numpy as np
@@ -35,32 +38,62 @@ class VadConfig:
     min_speech: float = 0.25  # seconds; shorter bursts are not utterances
 
 
+class _ChunkLoop(torch.nn.Module):
+    """The model's own chunk loop (its ``audio_forward``) without the reset of its state at the start,
+    compiled with it: a block's chunks carry on from the previous block's."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, samples: torch.Tensor) -> torch.Tensor:
+        chunks = [self.model(samples[:, start:start + 512], 16000) for start in range(0, samples.shape[1], 512)]
+        return torch.cat(chunks, 1)
+
+
 class SpeechDetector:
     """The Silero VAD model, loaded once; ``probabilities`` of one recording's audio at a time."""
 
     def __init__(self):
         path = str(model_path(SILERO_VAD))
-        # torch 2.11 marks torch.jit.load deprecated; the pinned file is TorchScript, and its other
+        # torch 2.11 marks torch.jit.load and script deprecated; the pinned file is TorchScript, and its other
         # forms (ONNX) would need onnxruntime.
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", "`torch.jit.load` is deprecated", DeprecationWarning)
             self._model = torch.jit.load(path, map_location="cpu").eval()
+            warnings.filterwarnings("ignore", "`torch.jit.script` is deprecated", DeprecationWarning)
+            self._loop = torch.jit.script(_ChunkLoop(self._model))
 
     @torch.inference_mode()
-    def probabilities(self, samples: np.ndarray) -> np.ndarray:
-        """The speech probability of each 512-sample chunk of 16 kHz mono audio (the last chunk
-        zero-padded), float32.
+    def probabilities(self, blocks: Iterable[np.ndarray]) -> np.ndarray:
+        """The speech probability of each 512-sample chunk of 16 kHz mono audio given in consecutive
+        blocks (the last chunk zero-padded), float32: those of the model's ``audio_forward`` on the
+        whole, which starts from a fresh state as this does.
 
-        One call of the model's own loop (``audio_forward``, which starts from a fresh state) on one
-        thread: 0.25 s for 17 s of audio, where a Python loop over the chunks took 1.3 s, and two
-        threads on a busy 2-core machine took 4 to 17 s (the chunks are too small to share)."""
+        The compiled chunk loop on one thread: 0.25 s for 17 s of audio, where a Python loop over
+        the chunks took 1.3 s, and two threads on a busy 2-core machine took 4 to 17 s (the chunks
+        are too small to share)."""
         threads = torch.get_num_threads()
         torch.set_num_threads(1)
+        self._model.reset_states()
+        found, left = [], np.zeros(0, np.float32)
         try:
-            waveform = torch.from_numpy(np.ascontiguousarray(samples, np.float32))[None]
-            return self._model.audio_forward(waveform, SAMPLE_RATE)[0].numpy().astype(np.float32)
+            for block in blocks:
+                samples = np.concatenate([left, block])
+                whole = len(samples) - len(samples) % CHUNK
+                found.append(self._chunks(samples[:whole]))
+                left = samples[whole:]
+            if len(left):
+                found.append(self._chunks(np.pad(left, (0, CHUNK - len(left)))))
         finally:
             torch.set_num_threads(threads)
+        return np.concatenate(found) if found else np.zeros(0, np.float32)
+
+    def _chunks(self, samples: np.ndarray) -> np.ndarray:
+        if not len(samples):
+            return np.zeros(0, np.float32)
+        waveform = torch.from_numpy(np.ascontiguousarray(samples, np.float32))[None]
+        return self._loop(waveform)[0].numpy().astype(np.float32)
 
 
 def speech_intervals(probabilities: np.ndarray, config: VadConfig) -> list[tuple[float, float]]:

@@ -31,7 +31,7 @@ from common.device import resolve_device
 from common.errors import ProjectError
 from corpora.folder import VIDEO_SUFFIXES
 from extract.audio import SAMPLE_RATE
-from extract.clip_media import ClipJob, ClipMedia, process_clip
+from extract.clip_media import ClipJob, ClipMedia, process_clip, track_video
 from extract.shards import ClipFeatures
 from extract.spec import Extractor
 from model.auxformer import AuxFormer
@@ -136,10 +136,16 @@ class Predictor:
         media = self.media(path, detector)
         return media if isinstance(media, Prediction) else self.predict_media(path, media)
 
-    def media(self, path: Path, detector) -> ClipMedia | Prediction:
-        """The file's media as the run's extraction takes it, or a Prediction with the error."""
+    def media(self, path: Path, detector, with_audio: bool = True) -> ClipMedia | Prediction:
+        """The file's media as the run's extraction takes it (without its audio, which a long
+        recording's segments read in blocks), or a Prediction with the error."""
+        job = ClipJob(path.stem, None, path)
         try:
-            return process_clip(ClipJob(path.stem, None, path), detector, self.extractor.track)
+            if with_audio:
+                return process_clip(job, detector, self.extractor.track)
+            media = ClipMedia(job)
+            track_video(media, detector, self.extractor.track)
+            return media
         except Exception as error:  # whatever a broken file makes the decoders raise costs only its row
             return Prediction(path.name, error=f"{path}: cannot be decoded ({type(error).__name__}: {error}); "
                                                "check that it plays, or re-encode it (e.g. ffmpeg -i IN OUT.mp4)")

@@ -14,6 +14,10 @@ to 3.5 s), so an utterance lasts --min-segment (1.5 s) to --max-segment (6 s):
    have silence around their speech too).
 3. An utterance longer than --max-segment is cut into the fewest equal parts no longer than it.
 
+The recording's sound is never held whole (``RecordingAudio``): it is read in blocks of a few
+seconds once to check it, once for the voice activity detection, and once more to hand each
+segment its samples, so that memory does not grow with the recording's length.
+
 ``--segments fixed`` cuts it into windows of --segment-seconds every --hop-seconds from 0; the
 last ends at the recording's end, so the windows cover it exactly. It needs no audio: a
 recording without speech or without a sound track is predicted from its video.
@@ -21,11 +25,15 @@ recording without speech or without a sound track is predicted from its video.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
 
 from common.config import option
 from common.errors import ProjectError
-from extract.clip_media import ClipMedia
+from extract.audio import SAMPLE_RATE, NoAudio, audio_blocks
 from extract.vad import SpeechDetector, VadConfig, speech_intervals
 
 SEGMENT_MODES = ("none", "speech", "fixed")
@@ -135,6 +143,59 @@ def _overlap(intervals: list[tuple[float, float]], start: float, end: float) -> 
     return sum(max(0.0, min(end, b) - max(start, a)) for a, b in intervals)
 
 
+@dataclass
+class RecordingAudio:
+    """A recording's sound track, 16 kHz mono as extraction reads it (extract.audio.audio_blocks), read
+    in blocks whenever it is needed and never held whole."""
+
+    path: Path
+    samples: int = 0
+    note: str = ""  # why it cannot be used ('' when it can): the same notes as extraction's
+
+    @classmethod
+    def scan(cls, path: Path, min_samples: int) -> RecordingAudio:
+        """The track's length, and whether it is usable (decodable, finite, at least ``min_samples``)."""
+        audio = cls(path)
+        try:
+            for block in audio.blocks():
+                if not np.isfinite(block).all():
+                    return cls(path, note="audio has non-finite samples")
+                audio.samples += len(block)
+        except NoAudio as error:
+            return cls(path, note=str(error))
+        if not audio.samples:
+            audio.note = "the audio track is empty"
+        elif audio.samples < min_samples:
+            audio.note = f"audio shorter than one analysis window ({audio.samples} samples)"
+        return audio
+
+    @property
+    def usable(self) -> bool:
+        return not self.note
+
+    @property
+    def seconds(self) -> float:
+        return self.samples / SAMPLE_RATE
+
+    def blocks(self) -> Iterator[np.ndarray]:
+        return audio_blocks(self.path)
+
+    def between(self, segments: Sequence[Segment]) -> Iterator[np.ndarray]:
+        """Each segment's samples, from round(start * SAMPLE_RATE) to round(end * SAMPLE_RATE), in
+        order; the segments' starts and ends never go back (as both kinds of segment are made)."""
+        blocks, held, held_from = self.blocks(), np.zeros(0, np.float32), 0  # held_from: held[0]'s sample
+        for segment in segments:
+            start, end = round(segment.start * SAMPLE_RATE), round(segment.end * SAMPLE_RATE)
+            while True:
+                # What lies before the segment is let go as it is read: a long pause is never held.
+                dropped = min(max(0, start - held_from), len(held))
+                held, held_from = held[dropped:], held_from + dropped
+                if held_from + len(held) >= end or (block := next(blocks, None)) is None:
+                    break
+                held = np.concatenate([held, block])
+            yield held[start - held_from:end - held_from]
+
+
 class Segmenter:
     """Cuts recordings as a SegmentConfig says; the VAD model is loaded on first use."""
 
@@ -142,17 +203,18 @@ class Segmenter:
         self.config = config
         self._detector: SpeechDetector | None = None
 
-    def __call__(self, media: ClipMedia, name: str) -> tuple[list[Segment], list[tuple[float, float]]]:
-        """The recording's segments and its speech intervals ([] for fixed windows)."""
-        config, duration = self.config, media.duration
+    def __call__(self, duration: float, audio: RecordingAudio,
+                 name: str) -> tuple[list[Segment], list[tuple[float, float]]]:
+        """The segments of a recording of ``duration`` seconds and its speech intervals ([] for fixed windows)."""
+        config = self.config
         if config.segments == "fixed":
             return fixed_segments(duration, config.segment_seconds, config.hop_seconds), []
-        if media.audio is None:
-            raise SegmentError(f"{name}: no audio to find speech in ({media.audio_note}); --segments fixed "
+        if not audio.usable:
+            raise SegmentError(f"{name}: no audio to find speech in ({audio.note}); --segments fixed "
                                "predicts it in regular windows from its video")
         if self._detector is None:
             self._detector = SpeechDetector()
-        speech = speech_intervals(self._detector.probabilities(media.audio), config.vad)
+        speech = speech_intervals(self._detector.probabilities(audio.blocks()), config.vad)
         speech = [(start, min(end, duration)) for start, end in speech if start < duration]
         if not speech:
             raise SegmentError(f"{name}: no speech found (--vad-threshold {config.vad_threshold:g}); a lower "

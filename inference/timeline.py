@@ -11,17 +11,22 @@ the segments as bands, and below, the speech found and the pauses between.
 """
 from __future__ import annotations
 
+import itertools
 import json
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import torch
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from common import files
-from extract.clip_media import media_between
+from extract.clip_media import media_between, note_lengths
 from inference.predictor import Prediction, Predictor
-from inference.segments import Segment, Segmenter, SegmentError
+from inference.segments import RecordingAudio, Segment, Segmenter, SegmentError
 
 # Segments whose features are computed together (a batch for each encoder instead of a call a
 # segment): a 570 s demo recording took 38 s at 821 MB, against 148 s at 758 MB one at a time
@@ -66,27 +71,48 @@ class Timeline:
 
 
 def predict_timelines(predictor: Predictor, paths: list[Path], segmenter: Segmenter) -> list[Timeline]:
-    with predictor.extractor.open_detector() as detector:
+    with predictor.extractor.open_detector() as detector, one_torch_thread():
         return [predict_timeline(predictor, path, detector, segmenter) for path in paths]
 
 
+@contextmanager
+def one_torch_thread() -> Iterator[None]:
+    """Torch on one thread meanwhile: a segment's tensors are too small to share between threads, and
+    on a busy 2-core machine the threads' waiting made a 3-minute demo recording take 25.8 s instead
+    of 7.1 s (README, "Long recordings")."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
 def predict_timeline(predictor: Predictor, path: Path, detector, segmenter: Segmenter) -> Timeline:
-    """The recording decoded and its face tracked once, then each segment predicted alone."""
-    media = predictor.media(path, detector)
+    """The recording's face tracked once, then each segment predicted alone, a batch at a time; its
+    sound is read in blocks (inference.segments.RecordingAudio), so memory does not grow with its length."""
+    media = predictor.media(path, detector, with_audio=False)  # first: a file that cannot be decoded stops here
     if isinstance(media, Prediction):
         return Timeline(path.name, error=media.error)
-    if media.failed:  # neither audio nor a face: the per-file prediction's error says why
+    started = time.perf_counter()
+    audio = RecordingAudio.scan(path, predictor.extractor.track.min_audio_samples)
+    media.audio_note, media.seconds["audio"] = audio.note, time.perf_counter() - started
+    if audio.usable:
+        note_lengths(media, audio.seconds)
+    if not (audio.usable or media.valid.any()):  # neither audio nor a face: the per-file prediction's error says why
         return Timeline(path.name, error=predictor.predict_media(path, media).error)
-    timeline = Timeline(path.name, media.duration, seconds=dict(media.seconds))
+    duration = media.duration or audio.seconds  # the video's; the audio's when no frame could be read
+    timeline = Timeline(path.name, duration, seconds=dict(media.seconds))
     try:
-        segments, timeline.speech = segmenter(media, str(path))
+        segments, timeline.speech = segmenter(duration, audio, str(path))
     except SegmentError as error:
         timeline.error = str(error)
         return timeline
     minimum = predictor.extractor.track.min_audio_samples
+    sounds = audio.between(segments) if audio.usable else itertools.repeat(None)
     for first in range(0, len(segments), SEGMENT_BATCH):
         batch = segments[first:first + SEGMENT_BATCH]
-        parts = [media_between(media, segment.start, segment.end, minimum) for segment in batch]
+        parts = [media_between(media, segment.start, segment.end, next(sounds), minimum) for segment in batch]
         timeline.segments += map(SegmentPrediction, batch, predictor.predict_parts(path, parts))
     return timeline
 

@@ -36,6 +36,7 @@ from pathlib import Path
 from common.cli import run_stage
 from common.config import config_values, option, part
 from common.files import check_writable
+from common.processes import keep_large_blocks_returnable
 from extract.face_detection import NATIVE_LOGS_VARIABLE
 from inference.predictor import WINDOW_SECONDS, Predictor, format_table, training_notice, video_files, write_predictions
 from inference.segments import SegmentConfig, Segmenter
@@ -93,6 +94,7 @@ def _summary(config: PredictConfig, predictor: Predictor, notice: str) -> dict:
 def _predict_segments(config: PredictConfig, predictor: Predictor, paths: list[Path], out_dir: Path, name: str,
                       notice: str) -> int:
     """A timeline per recording; a recording fails when none of its segments could be predicted."""
+    keep_large_blocks_returnable()  # memory must not grow with the recording's length
     timelines = predict_timelines(predictor, paths, Segmenter(config.segmenting))
     written = write_timelines(timelines, predictor.classes, out_dir, name, _summary(config, predictor, notice))
     print(format_timelines(timelines, predictor.classes))

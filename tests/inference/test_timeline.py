@@ -16,8 +16,16 @@ import soundfile
 
 from corpora.crema_d import CLASSES
 from corpora.demo.media import write_flv
+from extract.audio import read_audio
 from extract.model_files import SILERO_VAD, ModelFileError, model_path
-from inference.segments import SegmentConfig, SegmentError, fixed_segments, utterance_segments
+from inference.segments import (
+    RecordingAudio,
+    Segment,
+    SegmentConfig,
+    SegmentError,
+    fixed_segments,
+    utterance_segments,
+)
 from pipeline.predict import main
 from tests.model.test_windowed_prediction import run_dir  # noqa: F401 (a fixture)
 
@@ -166,3 +174,17 @@ def test_a_broken_file_costs_only_its_row(turned_clips, run_dir, tmp_path):
     [broken] = [row for row in rows if row["file"] == "b.mp4"]
     assert "nothing to predict from" in broken["error"] and broken["segment"] == ""
     assert (tmp_path / "a.timeline.png").is_file() and not (tmp_path / "b.timeline.png").exists()
+
+
+def test_each_segment_gets_the_samples_of_the_whole_track_without_it_being_held(recording):
+    path = recording[0]
+    whole = read_audio(path)[0]
+    audio = RecordingAudio.scan(path, 400)
+    assert audio.usable and audio.samples == len(whole)
+    # Overlapping windows, a gap, a segment past the end: as slices of the whole track.
+    end = audio.seconds
+    segments = fixed_segments(4.0, 2.0, 0.5) + [Segment(end - 3, end - 1.5, 1.5), Segment(end - 1, end + 9, 1)]
+    for segment, samples in zip(segments, audio.between(segments), strict=True):
+        assert np.array_equal(samples, whole[round(segment.start * RATE):round(segment.end * RATE)])
+    short = RecordingAudio.scan(path, len(whole) + 1)
+    assert short.note == f"audio shorter than one analysis window ({len(whole)} samples)" and not short.usable
