@@ -266,24 +266,27 @@ def merged(boxes: list[FaceBox], same_face_iou: float = 0.3) -> list[FaceBox]:
     """The boxes with those of one face, found in two overlapping tiles, kept once (the surest)."""
     kept: list[FaceBox] = []
     for box in sorted(boxes, key=lambda b: -b.score):
-        if all(_box_iou(box, other) < same_face_iou and not _inside(box, other) for other in kept):
+        if all(box_iou(box, other) < same_face_iou and not _inside(box, other) for other in kept):
             kept.append(box)
     return kept
 
 
-def _box_iou(a: FaceBox, b: FaceBox) -> float:
+def _intersection(a: FaceBox, b: FaceBox) -> float:
     width = max(0.0, min(a.x + a.width, b.x + b.width) - max(a.x, b.x))
     height = max(0.0, min(a.y + a.height, b.y + b.height) - max(a.y, b.y))
-    inter = width * height
+    return width * height
+
+
+def box_iou(a: FaceBox, b: FaceBox) -> float:
+    """Intersection over union of two boxes."""
+    inter = _intersection(a, b)
     union = a.area + b.area - inter
     return inter / union if union > 0 else 0.0
 
 
 def _inside(a: FaceBox, b: FaceBox) -> bool:
-    """Most of ``a`` lies within ``b`` (a tile's cut of a face that another tile saw whole)."""
-    width = max(0.0, min(a.x + a.width, b.x + b.width) - max(a.x, b.x))
-    height = max(0.0, min(a.y + a.height, b.y + b.height) - max(a.y, b.y))
-    return width * height >= 0.6 * min(a.area, b.area)
+    """Most of ``a`` lies within ``b``, or of ``b`` within ``a`` (a tile's cut of a face another tile saw whole)."""
+    return _intersection(a, b) >= 0.6 * min(a.area, b.area)
 
 
 class TiledSearch:

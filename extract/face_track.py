@@ -31,7 +31,7 @@ import cv2
 import numpy as np
 from av.video.reformatter import VideoReformatter
 
-from extract.face_detection import FaceBox
+from extract.face_detection import FaceBox, box_iou
 
 
 class NoVideo(Exception):
@@ -221,7 +221,7 @@ class FaceSelector:
         boxes = [b for b in boxes if 1 / SIZE_CHANGE <= b.width / expected[2] <= SIZE_CHANGE]
         if not boxes:
             return None
-        overlaps = [_iou(expected, as_array(b)) for b in boxes]
+        overlaps = [box_iou(FaceBox(*expected, 1.0), b) for b in boxes]
         if max(overlaps) > 0:
             return boxes[int(np.argmax(overlaps))]
         distances = [float(np.linalg.norm(_centre(as_array(b)) - _centre(expected))) for b in boxes]
@@ -241,14 +241,6 @@ def large_enough(boxes: list[FaceBox], frame_shape: tuple[int, ...], min_size: f
 
 def as_array(box: FaceBox) -> np.ndarray:
     return np.array([box.x, box.y, box.width, box.height], dtype=np.float32)
-
-
-def _iou(a: np.ndarray, b: np.ndarray) -> float:
-    x0, y0 = max(a[0], b[0]), max(a[1], b[1])
-    x1, y1 = min(a[0] + a[2], b[0] + b[2]), min(a[1] + a[3], b[1] + b[3])
-    inter = max(0.0, x1 - x0) * max(0.0, y1 - y0)
-    union = a[2] * a[3] + b[2] * b[3] - inter
-    return float(inter / union) if union > 0 else 0.0
 
 
 def fill_gaps(boxes: np.ndarray, detected: np.ndarray, max_gap_frames: int) -> tuple[np.ndarray, np.ndarray]:
