@@ -26,7 +26,7 @@ import cv2
 import numpy as np
 import torch
 
-from bench.box_agreement import iou
+from bench.box_agreement import iou, videos_of
 from bench.photo_scenes import Scene, fits, scene_frames, write_clip
 from common.cli import run_stage
 from common.config import option
@@ -109,20 +109,19 @@ def run_clip(name: str, path: Path, truth: list[np.ndarray]) -> tuple[list[float
             found = detector.detect_picture(picture)
             seconds.append(time.perf_counter() - tick)
             frames_with_faces += bool(found)
-            overlaps += matched(found, faces)
-            frames_found += any(matched(found, faces))
+            overlap = matched(found, faces)
+            overlaps += overlap
+            frames_found += any(overlap)
     return overlaps, frames_with_faces, frames_found, statistics.median(seconds)
 
 
 def demo_recall(name: str, config: RecallConfig) -> str:
-    folder = config.corpus_dir / "VideoFlash"
-    if not folder.is_dir():
+    if not (config.corpus_dir / "VideoFlash").is_dir():
         return f"demo: skipped, no corpus at {config.corpus_dir} (make demo-data)"
-    videos = sorted(folder.glob("*.flv"))[::max(1, len(list(folder.glob("*.flv"))) // config.demo_clips)]
     frames = found = 0
     seconds = []
     with open_candidate(name) as detector:
-        for path in videos[:config.demo_clips]:
+        for path in videos_of(config.corpus_dir, config.demo_clips):
             with Video(path) as video:
                 for index, (_, frame) in enumerate(video.frames()):
                     if index % 3 == 0:

@@ -8,6 +8,7 @@ cameras and phones record) and read back by the pipeline's own decoder.
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,7 +41,9 @@ class Scene:
         return f"{self.width}x{self.height}-{what}"
 
 
+@functools.cache
 def _photo(pinned) -> np.ndarray:
+    """The photo, read once a process (every scene draws on the same three; none is changed in place)."""
     return cv2.imread(str(model_path(pinned)))
 
 
